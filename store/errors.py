@@ -1,0 +1,42 @@
+"""The store's exceptions; every message is written for the user.
+
+::
+
+    StoreError
+    ├── SettingsError          a setting, or a config file, that cannot be read or is invalid
+    ├── LedgerError            the ledger cannot be opened, migrated or written
+    ├── JobNotFound            no job matches an id or id prefix
+    │   └── AmbiguousJobId     a prefix matches more than one job
+    ├── IllegalTransition      a status change the status machine forbids
+    └── CostError              an estimate that cannot be made (unknown GPU, no model size)
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of the store's errors."""
+
+
+class SettingsError(StoreError):
+    """A setting or config file that cannot be read or does not validate."""
+
+
+class LedgerError(StoreError):
+    """The ledger cannot be opened, migrated or written."""
+
+
+class JobNotFound(StoreError, LookupError):
+    """No job matches the given id or prefix."""
+
+
+class AmbiguousJobId(JobNotFound):
+    """An id prefix that matches more than one job."""
+
+
+class IllegalTransition(StoreError):
+    """A status change the status machine forbids (a terminal job never changes again)."""
+
+
+class CostError(StoreError, ValueError):
+    """An estimate that cannot be made (unknown GPU, no model size)."""

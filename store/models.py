@@ -1,0 +1,175 @@
+"""The ledger's tables (SQLModel), named and shaped as the seed's Supabase schema so sync is a straight copy.
+
+Columns up to ``updated_at`` in ``training_jobs`` are the seed's; the block after them is lorapod's own
+(added by migration 0002). Times are timezone-aware UTC; ids are UUIDs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp that is always UTC-aware in Python (SQLite stores naive text; Postgres timestamptz)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Named constraints and indexes, so migrations and the Postgres mirror refer to them by the same names.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def _json(**kwargs: Any) -> Any:
+    return Field(default_factory=dict, sa_type=JSONType, **kwargs)
+
+
+def _time(nullable: bool = True, **kwargs: Any) -> Any:
+    if nullable:
+        return Field(None, sa_type=UTCDateTime, **kwargs)
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, **kwargs)
+
+
+class TrainingFile(SQLModel, table=True):
+    """A registered dataset file, identified by its content."""
+
+    __tablename__ = "training_files"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str
+    storage_path: str = Field(description="Local path or storage URI")
+    sha256: str = Field(unique=True, max_length=64)
+    format: str
+    size_bytes: int = 0
+    conversation_count: int = 0
+    total_training_pairs: int = 0
+    trainable_pairs: int = 0
+    token_count: int | None = None
+    validation: dict[str, Any] = _json(description="Validation summary: ok, errors, warnings")
+    created_by: str | None = None
+    created_at: datetime = _time(False)
+    updated_at: datetime = _time(False)
+
+
+class TrainingJob(SQLModel, table=True):
+    """One training job, from queued to a terminal status."""
+
+    __tablename__ = "training_jobs"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str | None = None
+    training_file_id: uuid.UUID | None = Field(None, foreign_key="training_files.id", index=True)
+    status: str = Field("queued", index=True)
+    stage: str | None = None
+    base_model: str = Field(index=True)
+    preset: str | None = None
+    hyperparameters: dict[str, Any] = _json()
+    resources: dict[str, Any] = _json()
+    pod_id: str | None = Field(default=None, description="RunPod pod id, or the local process id")
+    current_step: int = 0
+    total_steps: int | None = None
+    current_epoch: float = 0.0
+    started_at: datetime | None = _time()
+    completed_at: datetime | None = _time()
+    estimated_completion_at: datetime | None = _time()
+    estimated_cost_usd: float | None = None
+    actual_cost_usd: float = 0.0
+    gpu_hours: float = 0.0
+    lora_artifact_path: str | None = None
+    error_message: str | None = None
+    error_category: str | None = None
+    retry_count: int = 0
+    parent_job_id: uuid.UUID | None = Field(None, foreign_key="training_jobs.id", index=True)
+    created_by: str | None = None
+    created_at: datetime = _time(False, index=True)
+    updated_at: datetime = _time(False)
+
+    # lorapod's own columns (migration 0002)
+    spec: dict[str, Any] = _json(description="The JobSpec's parts not in their own columns (dataset, …)")
+    provider: str = "local"
+    gpu_type: str | None = Field(default=None, description="The GPU the job actually ran on")
+    workdir: str | None = None
+    error_hint: str | None = None
+    last_event_seq: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = _time()
+
+
+class ModelArtifact(SQLModel, table=True):
+    """A file a job produced: an adapter, a package or a checkpoint."""
+
+    __tablename__ = "model_artifacts"
+    __table_args__ = (sa.UniqueConstraint("job_id", "artifact_type", "storage_path"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    job_id: uuid.UUID = Field(foreign_key="training_jobs.id", index=True)
+    artifact_type: str = Field(description="adapter, full, deploy or checkpoint")
+    storage_path: str
+    size_bytes: int = 0
+    sha256: str | None = Field(None, max_length=64)
+    base_model: str | None = None
+    lora_config: dict[str, Any] = _json()
+    validation_loss: float | None = None
+    perplexity: float | None = None
+    created_at: datetime = _time(False)
+
+
+class TrainingMetric(SQLModel, table=True):
+    """One step's training metrics; append-only by (job, step)."""
+
+    __tablename__ = "training_metrics_history"
+    __table_args__ = (sa.UniqueConstraint("job_id", "step"),)
+
+    id: int | None = Field(None, primary_key=True)
+    job_id: uuid.UUID = Field(foreign_key="training_jobs.id")
+    step: int
+    epoch: float | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    grad_norm: float | None = None
+    tokens_per_second: float | None = None
+    gpu_memory_gb: float | None = None
+    recorded_at: datetime = _time(False)
+
+
+class JobEvent(SQLModel, table=True):
+    """One engine event as it arrived; unique per (job, seq), so re-ingesting is a no-op."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (sa.UniqueConstraint("job_id", "seq"),)
+
+    id: int | None = Field(None, primary_key=True)
+    job_id: uuid.UUID = Field(foreign_key="training_jobs.id")
+    seq: int
+    type: str = Field(index=True)
+    payload: dict[str, Any] = _json()
+    ts: datetime = _time(False)

@@ -1,0 +1,302 @@
+"""lorapod's settings: one pydantic-settings model from the environment and ``config.toml``.
+
+Precedence, highest first: environment variables, ``config.toml``, ``~/.runpod/config.toml`` (the RunPod
+API key only), defaults. ``LORAPOD_HOME``, when set, holds the whole installation (config, ledger, job
+workdirs, caches); unset, the XDG locations are used (~/.config/lorapod, ~/.local/share/lorapod,
+~/.cache/lorapod).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from engine.config import Provider
+from store.errors import SettingsError
+
+APP = "lorapod"
+ENV_PREFIX = "LORAPOD_"
+HOME_VARIABLE = "LORAPOD_HOME"
+RUNPOD_CONFIG = Path("~/.runpod/config.toml")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where lorapod keeps its files."""
+
+    config_dir: Path
+    data_dir: Path
+    cache_dir: Path
+    origin: str  # "LORAPOD_HOME" or "XDG"
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def ledger(self) -> Path:
+        return self.data_dir / "ledger.sqlite"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+def resolve_paths(environ: dict[str, str] | None = None) -> Paths:
+    """The installation's folders from ``LORAPOD_HOME`` or, unset, the XDG base directories."""
+    env = os.environ if environ is None else environ
+    home = env.get(HOME_VARIABLE, "").strip()
+    if home:
+        root = Path(home).expanduser().absolute()
+        return Paths(config_dir=root, data_dir=root, cache_dir=root / "cache", origin=HOME_VARIABLE)
+    return Paths(
+        config_dir=Path(platformdirs.user_config_dir(APP)),
+        data_dir=Path(platformdirs.user_data_dir(APP)),
+        cache_dir=Path(platformdirs.user_cache_dir(APP)),
+        origin="XDG",
+    )
+
+
+def _secret(env_name: str, description: str) -> Any:
+    return Field(
+        None,
+        validation_alias=AliasChoices(env_name, env_name.lower()),
+        description=description,
+        json_schema_extra={"secret": True, "env": env_name},
+    )
+
+
+class Settings(BaseSettings):
+    """Every setting lorapod reads. Non-secret fields come from LORAPOD_<NAME> or config.toml's <name>."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", populate_by_name=True, validate_default=True
+    )
+
+    default_provider: Provider = Field(Provider.LOCAL, description="Where new jobs run: local or runpod.")
+    default_preset: str = Field("balanced", description="Preset used when a command names none.")
+    monthly_budget_usd: float = Field(400.0, ge=0, description="Spend allowed per calendar month (UTC).")
+    per_job_ceiling_usd: float = Field(150.0, ge=0, description="A job whose estimate exceeds this is refused.")
+    alert_thresholds: list[float] = Field(
+        default_factory=lambda: [0.8, 0.95], description="Shares of the monthly budget that raise alerts."
+    )
+    hard_cap_usd: float = Field(200.0, ge=0, description="A running job that costs this much is cancelled.")
+    max_duration_hours: float = Field(24.0, gt=0, description="A running job this old is cancelled.")
+    local_rate_usd_per_hour: float = Field(0.0, ge=0, description="Notional hourly rate of local jobs.")
+    gpu_prices: dict[str, float] = Field(
+        default_factory=dict,
+        description='Price overrides, USD per GPU-hour: {"<gpu id>" = 2.5} or {"<gpu id>:COMMUNITY" = 1.9}.',
+    )
+
+    runpod_api_key: SecretStr | None = _secret("RUNPOD_API_KEY", "RunPod API key.")
+    supabase_url: SecretStr | None = _secret("SUPABASE_URL", "Supabase project URL.")
+    supabase_service_role_key: SecretStr | None = _secret("SUPABASE_SERVICE_ROLE_KEY", "Supabase service key.")
+    supabase_db_url: SecretStr | None = _secret("SUPABASE_DB_URL", "Postgres URL of the Supabase project.")
+    hf_token: SecretStr | None = _secret("HF_TOKEN", "Hugging Face token for gated models.")
+    training_webhook_secret: SecretStr | None = _secret("TRAINING_WEBHOOK_SECRET", "Webhook HMAC secret.")
+
+    @field_validator("alert_thresholds")
+    @classmethod
+    def _thresholds_are_shares(cls, value: list[float]) -> list[float]:
+        if any(not 0 < share <= 1 for share in value):
+            raise ValueError("each threshold is a share of the budget, above 0 and at most 1 (e.g. 0.8)")
+        return sorted(value)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, *_file_sources(settings_cls, resolve_paths(), env_settings))
+
+    @property
+    def paths(self) -> Paths:
+        return resolve_paths()
+
+    @classmethod
+    def secret_fields(cls) -> list[str]:
+        return [name for name, info in cls.model_fields.items() if _is_secret(info.json_schema_extra)]
+
+
+def _is_secret(extra: Any) -> bool:
+    return isinstance(extra, dict) and bool(extra.get("secret"))
+
+
+class RunPodConfigSource(PydanticBaseSettingsSource):
+    """The RunPod API key from ``~/.runpod/config.toml``, as the runpod CLI and SDK write it."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None = None) -> None:
+        super().__init__(settings_cls)
+        self.path = (path or RUNPOD_CONFIG).expanduser()
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        try:
+            data = tomllib.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            return {}
+        profile = data.get("default", data)
+        key = profile.get("api_key") or profile.get("apikey") if isinstance(profile, dict) else None
+        return {"runpod_api_key": key} if isinstance(key, str) and key else {}
+
+
+def _file_sources(
+    settings_cls: type[BaseSettings], paths: Paths, env: PydanticBaseSettingsSource
+) -> list[PydanticBaseSettingsSource]:
+    return [
+        env,
+        TomlConfigSettingsSource(settings_cls, toml_file=paths.config_file),
+        RunPodConfigSource(settings_cls),
+    ]
+
+
+def load_settings() -> Settings:
+    """Settings from the environment and config files; SettingsError naming the bad setting otherwise."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise SettingsError(f"{resolve_paths().config_file}: {exc}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "settings"
+        lines.append(f"setting {name}: {error['msg']}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SettingView:
+    """One setting as ``lorapod config show`` prints it: value redacted when secret, and its source."""
+
+    name: str
+    value: Any
+    source: str
+    secret: bool
+    description: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "source": self.source, "secret": self.secret}
+
+
+REDACTED = "<set, redacted>"
+
+
+def describe_settings(settings: Settings) -> list[SettingView]:
+    """Every setting with the place its value came from; secrets appear only as set / not set."""
+    paths = resolve_paths()
+    env_source = EnvSettingsSource(Settings, env_prefix=ENV_PREFIX)
+    origins: list[tuple[str, dict[str, Any]]] = [
+        ("env", env_source()),
+        (f"config {paths.config_file}", TomlConfigSettingsSource(Settings, toml_file=paths.config_file)()),
+        (f"runpod config {RUNPOD_CONFIG}", RunPodConfigSource(Settings)()),
+    ]
+    views = []
+    for name, info in Settings.model_fields.items():
+        secret = _is_secret(info.json_schema_extra)
+        keys = {name}
+        if isinstance(info.validation_alias, AliasChoices):
+            keys |= {str(choice) for choice in info.validation_alias.choices}
+        source = "default"
+        for label, provided in origins:
+            if keys & provided.keys():
+                source = _env_label(name, info, label)
+                break
+        raw = getattr(settings, name)
+        if secret:
+            value: Any = REDACTED if raw is not None else None
+        else:
+            value = raw.value if isinstance(raw, Provider) else raw
+        views.append(SettingView(name, value, source, secret, info.description or ""))
+    return views
+
+
+def _env_label(name: str, info: Any, label: str) -> str:
+    if label != "env":
+        return label
+    extra = info.json_schema_extra
+    env_name = extra["env"] if _is_secret(extra) else f"{ENV_PREFIX}{name.upper()}"
+    return f"env {env_name}"
+
+
+def describe_paths() -> list[SettingView]:
+    """The installation's folders, with whether they come from LORAPOD_HOME or the XDG defaults."""
+    paths = resolve_paths()
+    source = f"env {HOME_VARIABLE}" if paths.origin == HOME_VARIABLE else "XDG default"
+    entries = {
+        "config_file": paths.config_file,
+        "data_dir": paths.data_dir,
+        "ledger": paths.ledger,
+        "jobs_dir": paths.jobs_dir,
+        "cache_dir": paths.cache_dir,
+    }
+    return [SettingView(name, str(path), source, False, "") for name, path in entries.items()]
+
+
+def write_setting(name: str, raw_value: str) -> Path:
+    """Set one setting in config.toml (validated first), keeping the file's comments; the file is 0600."""
+    import tomlkit
+
+    if name not in Settings.model_fields:
+        raise SettingsError(f"unknown setting {name!r}; see `lorapod config show`")
+    path = resolve_paths().config_file
+    try:
+        document = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else tomlkit.document()
+    except (OSError, tomlkit.exceptions.TOMLKitError) as exc:
+        raise SettingsError(f"{path}: {exc}") from None
+    value = _parse_setting_value(name, raw_value)
+    try:
+        Settings.model_validate({**{k: v for k, v in document.unwrap().items()}, name: value})
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    document[name] = value
+    write_private(path, tomlkit.dumps(document))
+    return path
+
+
+def _parse_setting_value(name: str, raw: str) -> Any:
+    """A command-line value as TOML would have it: numbers, booleans and lists parse; the rest is text."""
+    info = Settings.model_fields[name]
+    if _is_secret(info.json_schema_extra):
+        return raw
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (0600), replacing it atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    tmp.chmod(0o600)
+    tmp.replace(path)

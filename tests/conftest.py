@@ -1,0 +1,54 @@
+"""Shared fixtures: every test runs in its own lorapod installation with no secrets in its environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from store.db import Ledger
+from tui.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+SECRET_VARIABLES = (
+    "RUNPOD_API_KEY", "SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_DB_URL", "HF_TOKEN",
+    "TRAINING_WEBHOOK_SECRET",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def lorapod_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh LORAPOD_HOME (and HOME, so ~/.runpod is the test's own) for every test."""
+    home = tmp_path / "lorapod-home"
+    for name in list(os.environ):
+        if name.startswith("LORAPOD_") or name in SECRET_VARIABLES or name.startswith("XDG_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("LORAPOD_HOME", str(home))
+    monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+    return home
+
+
+@pytest.fixture
+def ledger(lorapod_home: Path) -> Iterator[Ledger]:
+    led = Ledger(lorapod_home / "ledger.sqlite")
+    yield led
+    led.close()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    """Run ``lorapod ARGS`` in-process; the result has exit_code, stdout and stderr."""
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def run_lorapod(*args: str, env: dict[str, str] | None = None, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``lorapod`` as a real process, in this test's environment."""
+    command = [sys.executable, "-c", "from tui.cli import main; main()", *args]
+    return subprocess.run(
+        command, check=False, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120, **kwargs
+    )  # type: ignore[call-overload]

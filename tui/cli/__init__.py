@@ -1,0 +1,84 @@
+"""The ``lorapod`` command: sub-commands load on first use so ``lorapod --help`` answers at once.
+
+Exit codes: 0 ok, 1 failure (the message says what and where), 2 usage error (bad option or value).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+# name → (module, attribute, one-line help). The help lives here so listing commands imports none of them.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "config": ("tui.cli.config", "config", "Show or change settings (secrets are never printed)."),
+    "presets": ("tui.cli.presets", "presets", "List, show and compare job presets."),
+    "estimate": ("tui.cli.costs", "estimate", "Estimate a job's duration and cost range."),
+    "costs": ("tui.cli.costs", "costs", "Spending this month, against the budget, and per month."),
+    "jobs": ("tui.cli.jobs", "jobs", "List jobs in the ledger."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose sub-commands are imported only when one is run."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module, attribute, _ = entry
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_text) for name, (_, _, help_text) in COMMANDS.items()])
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except Exception as exc:
+            failure = as_failure(exc)
+            if failure is None:
+                raise
+            raise failure from None
+
+
+def as_failure(exc: BaseException) -> click.ClickException | None:
+    """lorapod's own errors as a clean message and exit code 1; None for anything unexpected."""
+    from engine import EngineError
+    from store.errors import StoreError
+
+    if isinstance(exc, (EngineError, StoreError)):
+        return click.ClickException(str(exc))
+    return None
+
+
+@click.group(cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lorapod", prog_name="lorapod")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """lorapod: fine-tune LLMs with LoRA/QLoRA on rented GPUs, from a terminal.
+
+    Settings come from the environment and config.toml (see `lorapod config show`); LORAPOD_HOME, when set,
+    holds the whole installation.
+    """
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        cli(prog_name="lorapod")
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

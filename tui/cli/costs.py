@@ -1,0 +1,135 @@
+"""``lorapod estimate`` and ``lorapod costs``: what a job would cost, and what the month has spent."""
+
+from __future__ import annotations
+
+import click
+
+from store.budget import may_start, month_alerts, month_spend, monthly_totals
+from store.costs import calibration
+from store.costs import estimate as estimate_cost
+from store.db import Ledger
+from store.settings import load_settings
+from tui.cli.output import emit_json, hours, money, print_table, warn
+from tui.cli.presets import SET_HELP, resolve_preset
+
+
+@click.command()
+@click.option("--tokens", type=click.IntRange(min=1), required=True, help="Tokens to train per epoch.")
+@click.option("--preset", "preset_name", default=None, help="Preset giving epochs and model (default: settings).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--gpu", default=None, help='RunPod GPU type id or label, e.g. "NVIDIA H100 80GB HBM3".')
+@click.option("--gpu-count", type=click.IntRange(1, 8), default=None, help="GPUs in the pod.")
+@click.option("--cloud", type=click.Choice(["SECURE", "COMMUNITY"], case_sensitive=False), default=None)
+@click.option("--weights-cached", is_flag=True, help="The model's weights are already on the network volume.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def estimate(
+    tokens: int,
+    preset_name: str | None,
+    overrides: tuple[str, ...],
+    gpu: str | None,
+    gpu_count: int | None,
+    cloud: str | None,
+    weights_cached: bool,
+    as_json: bool,
+) -> None:
+    """Duration and cost range of training TOKENS per epoch with a preset, and whether the budget allows it."""
+    settings = load_settings()
+    preset = resolve_preset(preset_name or settings.default_preset, overrides)
+    spec = preset.to_spec()
+    resources = spec.resources
+    model_b = spec.parameters_b()
+    if model_b is None:
+        raise click.UsageError(f"cannot tell the size of {spec.base_model!r}; add --set model_size_b=N (billions)")
+    ledger = Ledger(settings.paths.ledger)
+    result = estimate_cost(
+        tokens * spec.hyperparameters.num_epochs,
+        model_b,
+        gpu or resources.gpu_types[0],
+        gpu_count=gpu_count or resources.gpu_count,
+        cloud_type=(cloud or resources.cloud_type.value).upper(),
+        settings=settings,
+        calibration=calibration(ledger),
+        weights_cached=weights_cached,
+    )
+    month = month_spend(ledger)
+    decision = may_start(settings, month, result.cost[1])
+    if as_json:
+        emit_json(
+            {
+                "preset": preset.name,
+                "base_model": spec.base_model,
+                "model_size_b": model_b,
+                "tokens_per_epoch": tokens,
+                "epochs": spec.hyperparameters.num_epochs,
+                **result.as_dict(),
+                "budget": decision.as_dict(),
+            }
+        )
+        return
+    low, high = result.cost
+    click.echo(
+        f"{preset.name}: {spec.base_model} ({model_b:g}B), {tokens:,} tokens × {spec.hyperparameters.num_epochs} "
+        f"epochs = {result.tokens:,} tokens"
+    )
+    click.echo(
+        f"on {result.gpu_count} × {result.gpu_label} ({result.cloud_type.lower()}, "
+        f"{money(result.price_per_gpu_hour)}/GPU-h, {result.price_source})"
+    )
+    tps_low, tps_high = result.tokens_per_second
+    click.echo(f"throughput {tps_low:,.0f}–{tps_high:,.0f} tokens/s ({result.throughput_source})")
+    click.echo(
+        f"training {hours(result.training_hours[0])}–{hours(result.training_hours[1])}, "
+        f"overheads {hours(result.overhead_hours[0])}–{hours(result.overhead_hours[1])}"
+    )
+    click.secho(f"estimate: {hours(result.hours[0])}–{hours(result.hours[1])}, {money(low)}–{money(high)}", bold=True)
+    for alert in decision.alerts:
+        warn(alert)
+    if decision.allowed:
+        click.echo(
+            f"budget: allowed ({month.month} spent {money(month.spent)} of {money(settings.monthly_budget_usd)})"
+        )
+    else:
+        for reason in decision.reasons:
+            click.secho(f"budget: refused — {reason}", fg="red")
+
+
+@click.command()
+@click.option("--months", type=click.IntRange(1, 120), default=12, help="Months of history to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def costs(months: int, as_json: bool) -> None:
+    """This month's spending against the budget, active cost, average per job, and totals per month."""
+    settings = load_settings()
+    ledger = Ledger(settings.paths.ledger)
+    month = month_spend(ledger)
+    history = monthly_totals(ledger, months)
+    alerts = month_alerts(settings, month)
+    remaining = settings.monthly_budget_usd - month.spent
+    if as_json:
+        emit_json(
+            {
+                **month.as_dict(),
+                "budget": settings.monthly_budget_usd,
+                "remaining": remaining,
+                "alert_thresholds": settings.alert_thresholds,
+                "alerts": alerts,
+                "months": history,
+            }
+        )
+        return
+    print_table(
+        ["", ""],
+        header=False,
+        rows=[
+            ("spent", f"{money(month.spent)} of {money(settings.monthly_budget_usd)}"),
+            ("remaining", money(remaining)),
+            ("active jobs", f"{month.active_jobs} ({money(month.active_cost)} so far)"),
+            ("average per finished job", money(month.average_per_job)),
+        ],
+        title=f"This month ({month.month}, UTC)",
+    )
+    for alert in alerts:
+        warn(alert)
+    if history:
+        print_table(
+            ["month", "spent", "jobs"], [(h["month"], money(h["spent"]), h["jobs"]) for h in history], title="Per month"
+        )
