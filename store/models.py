@@ -54,7 +54,7 @@ def _json(**kwargs: Any) -> Any:
 
 def _time(nullable: bool = True, **kwargs: Any) -> Any:
     if nullable:
-        return Field(None, sa_type=UTCDateTime, **kwargs)
+        return Field(default=None, sa_type=UTCDateTime, **kwargs)
     return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, **kwargs)
 
 
@@ -86,7 +86,7 @@ class TrainingJob(SQLModel, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     name: str | None = None
-    training_file_id: uuid.UUID | None = Field(None, foreign_key="training_files.id", index=True)
+    training_file_id: uuid.UUID | None = Field(default=None, foreign_key="training_files.id", index=True)
     status: str = Field("queued", index=True)
     stage: str | None = None
     base_model: str = Field(index=True)
@@ -107,7 +107,7 @@ class TrainingJob(SQLModel, table=True):
     error_message: str | None = None
     error_category: str | None = None
     retry_count: int = 0
-    parent_job_id: uuid.UUID | None = Field(None, foreign_key="training_jobs.id", index=True)
+    parent_job_id: uuid.UUID | None = Field(default=None, foreign_key="training_jobs.id", index=True)
     created_by: str | None = None
     created_at: datetime = _time(False, index=True)
     updated_at: datetime = _time(False)
@@ -134,7 +134,7 @@ class ModelArtifact(SQLModel, table=True):
     artifact_type: str = Field(description="adapter, full, deploy or checkpoint")
     storage_path: str
     size_bytes: int = 0
-    sha256: str | None = Field(None, max_length=64)
+    sha256: str | None = Field(default=None, max_length=64)
     base_model: str | None = None
     lora_config: dict[str, Any] = _json()
     validation_loss: float | None = None
@@ -148,7 +148,7 @@ class TrainingMetric(SQLModel, table=True):
     __tablename__ = "training_metrics_history"
     __table_args__ = (sa.UniqueConstraint("job_id", "step"),)
 
-    id: int | None = Field(None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     job_id: uuid.UUID = Field(foreign_key="training_jobs.id")
     step: int
     epoch: float | None = None
@@ -167,7 +167,7 @@ class JobEvent(SQLModel, table=True):
     __tablename__ = "job_events"
     __table_args__ = (sa.UniqueConstraint("job_id", "seq"),)
 
-    id: int | None = Field(None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     job_id: uuid.UUID = Field(foreign_key="training_jobs.id")
     seq: int
     type: str = Field(index=True)
