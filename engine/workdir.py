@@ -1,0 +1,125 @@
+"""A job's working directory: where the engine keeps everything a job produces, and how others find it.
+
+::
+
+    spec.json               the JobSpec the job runs (a resume must bring the same training hash)
+    events.jsonl            the append-only event log (engine.events)
+    logs/engine.log         the engine's own log lines
+    dataset/                converted examples and their manifest (engine.dataset)
+    checkpoints/checkpoint-<step>/   adapter, optimizer, scheduler, RNG, trainer state, lorapod.json
+    adapter/                the final adapter with its tokenizer and chat template
+    eval.json               held-out evaluation: perplexities, per-group figures, generations
+    metrics.csv             the metrics history
+    packages/<job>-{adapter,full,deploy}.zip   each with a sha256 manifest
+    control/cancel          written to ask the engine to stop gracefully
+    engine.pid              the engine's process id while it runs
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKPOINT_PREFIX = "checkpoint-"
+PACKAGE_KINDS = ("adapter", "full", "deploy")
+
+
+@dataclass(frozen=True)
+class Workdir:
+    root: Path
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "spec.json"
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        return self.logs / "engine.log"
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "dataset"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def eval_file(self) -> Path:
+        return self.root / "eval.json"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def packages(self) -> Path:
+        return self.root / "packages"
+
+    @property
+    def cancel_request(self) -> Path:
+        return self.root / "control" / "cancel"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "engine.pid"
+
+    def package(self, job_id: str, kind: str) -> Path:
+        if kind not in PACKAGE_KINDS:
+            raise ValueError(f"package kind must be one of {', '.join(PACKAGE_KINDS)}")
+        return self.packages / f"{job_id}-{kind}.zip"
+
+    def checkpoint_dirs(self) -> list[Path]:
+        """Complete checkpoints, oldest first (a folder without trainer state is a save cut short)."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = []
+        for path in self.checkpoints.iterdir():
+            step = path.name.removeprefix(CHECKPOINT_PREFIX)
+            if path.is_dir() and step.isdigit() and (path / "trainer_state.json").exists():
+                found.append((int(step), path))
+        return [path for _, path in sorted(found)]
+
+    def newest_checkpoint(self) -> Path | None:
+        dirs = self.checkpoint_dirs()
+        return dirs[-1] if dirs else None
+
+    def request_cancel(self, reason: str = "requested") -> None:
+        """Ask a running engine to finish its step, checkpoint and stop (it checks at every step)."""
+        self.cancel_request.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cancel_request.with_suffix(".tmp")
+        tmp.write_text(reason, encoding="utf-8")
+        tmp.replace(self.cancel_request)
+
+    def cancel_requested(self) -> str | None:
+        try:
+            return self.cancel_request.read_text(encoding="utf-8") or "requested"
+        except FileNotFoundError:
+            return None
+
+    def running_pid(self) -> int | None:
+        """The engine's pid when its process is alive, else None."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        return pid
