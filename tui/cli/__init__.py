@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "estimate": ("tui.cli.costs", "estimate", "Estimate a job's duration and cost range."),
     "costs": ("tui.cli.costs", "costs", "Spending this month, against the budget, and per month."),
     "jobs": ("tui.cli.jobs", "jobs", "List jobs in the ledger."),
+    "dataset": ("tui.cli.dataset", "dataset", "Validate, convert, measure and preview training datasets."),
 }
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import click
 
 from store.budget import may_start, month_alerts, month_spend, monthly_totals
@@ -12,9 +15,25 @@ from store.settings import load_settings
 from tui.cli.output import emit_json, hours, money, print_table, warn
 from tui.cli.presets import SET_HELP, resolve_preset
 
+if TYPE_CHECKING:
+    from engine.config import JobSpec
+
 
 @click.command()
-@click.option("--tokens", type=click.IntRange(min=1), required=True, help="Tokens to train per epoch.")
+@click.option("--tokens", type=click.IntRange(min=1), default=None, help="Tokens to train per epoch.")
+@click.option(
+    "--dataset",
+    "dataset_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Count the tokens per epoch from a dataset file instead (its train split, in the preset's mode).",
+)
+@click.option(
+    "--tokenizer",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Tokenizer for --dataset (tokenizer.json or a model folder); without it, ≈4 characters per token.",
+)
 @click.option("--preset", "preset_name", default=None, help="Preset giving epochs and model (default: settings).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--gpu", default=None, help='RunPod GPU type id or label, e.g. "NVIDIA H100 80GB HBM3".')
@@ -23,7 +42,9 @@ from tui.cli.presets import SET_HELP, resolve_preset
 @click.option("--weights-cached", is_flag=True, help="The model's weights are already on the network volume.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def estimate(
-    tokens: int,
+    tokens: int | None,
+    dataset_path: Path | None,
+    tokenizer: Path | None,
     preset_name: str | None,
     overrides: tuple[str, ...],
     gpu: str | None,
@@ -32,10 +53,22 @@ def estimate(
     weights_cached: bool,
     as_json: bool,
 ) -> None:
-    """Duration and cost range of training TOKENS per epoch with a preset, and whether the budget allows it."""
+    """Duration and cost range of a job with a preset, and whether the budget allows it.
+
+    Give the tokens to train per epoch with --tokens, or a dataset file with --dataset to count them.
+    """
+    if (tokens is None) == (dataset_path is None):
+        raise click.UsageError("give exactly one of --tokens N and --dataset FILE")
+    if tokenizer is not None and dataset_path is None:
+        raise click.UsageError("--tokenizer counts the tokens of --dataset; give --dataset FILE too")
     settings = load_settings()
     preset = resolve_preset(preset_name or settings.default_preset, overrides)
     spec = preset.to_spec()
+    counted = None
+    if dataset_path is not None:
+        counted = _dataset_tokens(dataset_path, tokenizer, spec, as_json)
+        tokens = counted["tokens_per_epoch"]
+    assert tokens is not None
     resources = spec.resources
     model_b = spec.parameters_b()
     if model_b is None:
@@ -60,6 +93,7 @@ def estimate(
                 "base_model": spec.base_model,
                 "model_size_b": model_b,
                 "tokens_per_epoch": tokens,
+                "tokens_from": counted or "--tokens",
                 "epochs": spec.hyperparameters.num_epochs,
                 **result.as_dict(),
                 "budget": decision.as_dict(),
@@ -67,6 +101,12 @@ def estimate(
         )
         return
     low, high = result.cost
+    if counted is not None:
+        how = "estimated at ≈4 characters per token" if counted["tokens_estimated"] else counted["tokenizer"]
+        click.echo(
+            f"dataset {dataset_path}: {counted['train_examples']:,} training examples in {counted['mode']} mode, "
+            f"{tokens:,} tokens per epoch ({how})"
+        )
     click.echo(
         f"{preset.name}: {spec.base_model} ({model_b:g}B), {tokens:,} tokens × {spec.hyperparameters.num_epochs} "
         f"epochs = {result.tokens:,} tokens"
@@ -91,6 +131,23 @@ def estimate(
     else:
         for reason in decision.reasons:
             click.secho(f"budget: refused — {reason}", fg="red")
+
+
+def _dataset_tokens(path: Path, tokenizer: Path | None, spec: JobSpec, as_json: bool) -> dict[str, Any]:
+    """The tokens one epoch trains on: the train split of ``path`` as the job would convert it."""
+    from engine.dataset import ConvertOptions
+    from tui.cli.dataset import load_tokenizer, prepared_or_exit
+
+    options = ConvertOptions.from_spec(spec.dataset, spec.hyperparameters.max_seq_length)
+    prepared = prepared_or_exit(path, options, load_tokenizer(tokenizer), as_json)
+    return {
+        "dataset": str(path),
+        "mode": options.mode.value,
+        "train_examples": len(prepared.train),
+        "tokens_per_epoch": sum(e.meta["tokens"] for e in prepared.train),
+        "tokens_estimated": prepared.counter.estimated,
+        "tokenizer": prepared.counter.name,
+    }
 
 
 @click.command()
