@@ -1,0 +1,544 @@
+"""``python -m engine bench``: QLoRA training throughput on Llama-3-70B layer shapes, extrapolated to 80 layers.
+
+The model has Llama 3 70B's shapes (hidden 8192, MLP 28672, 64 heads, 8 KV heads, vocab 128256, RMSNorm, rope
+theta 500000) but only ``--layers K`` decoder layers, randomly initialised: nothing is downloaded. Its skeleton
+is made on the meta device, then the embedding, norm and lm_head on the target device and the layers one at a
+time, each quantized to NF4 (double quantization, bf16 compute) as soon as it exists: at most one layer's bf16
+weights are ever on the device. Training follows the engine's QLoRA path: peft's prepare_model_for_kbit_training
+(fp32 embedding, norms and lm_head; ``--no-upcast`` keeps them bf16), LoRA r16/α32 on all seven projections,
+activation checkpointing, bf16 autocast, paged 8-bit AdamW on CUDA (torch AdamW otherwise), packed sequences.
+
+Formulas (``FORMULAS``, printed with the figures): N counts the base model's parameters (layers, embedding,
+final norm, untied lm_head; Llama 3 70B: 70,553,706,496). FLOPs per token are ``6·N`` (the convention of
+full fine-tuning papers) and the LoRA-aware ``4·N + 2·N``: forward 2N, backward 2N for activation gradients
+only (frozen weights), and 2N more when checkpointing recomputes the forward, so with checkpointing on the two
+agree. MFU = tokens/s × FLOPs per token ÷ the dense bf16 peak. For 80 layers, seconds per token are
+``s_fixed + 80 × (s_K − s_fixed) ÷ K``, s_K measured on the K-layer model and s_fixed (embedding, mask and rotary
+tables, final norm, lm_head and loss, forward and backward) timed separately; the peak memory is extrapolated as
+``peak_K + (80 − K) × (resident + saved)`` per layer, both measured in the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from typing import Any
+
+from engine import EngineError
+
+TARGET_LAYERS = 80
+# Dense bf16 tensor-core peaks in TFLOP/s, matched in order against torch.cuda.get_device_name().
+PEAK_TFLOPS: list[tuple[tuple[str, ...], float]] = [
+    (("H100", "NVL"), 835.0),
+    (("H100", "PCIe"), 756.0),
+    (("H100",), 989.0),  # SXM: "NVIDIA H100 80GB HBM3"
+    (("H200", "NVL"), 835.0),  # 1,671 with sparsity
+    (("H200",), 989.0),
+    (("A100",), 312.0),
+]
+FORMULAS = {
+    "N": "base-model parameters: layers × per-layer + embedding + final norm + lm_head (LoRA adapters excluded)",
+    "flops_per_token_6n": "6·N",
+    "flops_per_token_4n_2n": "4·N, + 2·N with activation checkpointing (forward, backward for activation "
+    "gradients only, recomputed forward)",
+    "mfu": "tokens/s × FLOPs per token ÷ dense bf16 peak",
+    "seconds_per_token_80": "s_fixed + 80 × (s_K − s_fixed) ÷ K; s_fixed: embedding, mask, rotary, final norm, "
+    "lm_head and loss, forward and backward, timed separately",
+    "peak_memory_80": "peak_K + (80 − K) × (resident per layer + saved activations per layer): an extrapolation; "
+    "paged optimizer states (CUDA managed memory, about 2 bytes per LoRA parameter) are outside it",
+}
+GIB = 1024**3
+
+
+class BenchmarkFailed(EngineError):
+    """The benchmark could not run, or did not train (a loss that is not finite, LoRA weights that stayed put)."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A Llama-architecture model's widths; ``layers`` is the full model's depth."""
+
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    layers: int = TARGET_LAYERS
+    rope_theta: float = 500_000.0
+    rms_norm_eps: float = 1e-5
+    tied_embeddings: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+LLAMA3_70B = Shape(hidden=8192, intermediate=28672, heads=64, kv_heads=8, vocab=128256)
+# Every Linear's output width is a multiple of 32 (q/o 64, k/v 32, gate/up 256, down 64), as bitsandbytes'
+# CPU 4-bit kernels need.
+TOY = Shape(hidden=64, intermediate=256, heads=4, kv_heads=2, vocab=4096)
+
+
+def layer_parameters(shape: Shape) -> int:
+    """Parameters of one decoder layer: attention, SwiGLU MLP and the two RMSNorm weights."""
+    q_and_o = 2 * shape.hidden * shape.heads * shape.head_dim
+    k_and_v = 2 * shape.hidden * shape.kv_heads * shape.head_dim
+    return q_and_o + k_and_v + 3 * shape.hidden * shape.intermediate + 2 * shape.hidden
+
+
+def model_parameters(shape: Shape, layers: int) -> int:
+    """N of the base model with ``layers`` decoder layers: layers, embedding, final norm, lm_head unless tied."""
+    tables = 1 if shape.tied_embeddings else 2
+    return layers * layer_parameters(shape) + tables * shape.vocab * shape.hidden + shape.hidden
+
+
+def flops_per_token(n_params: int, *, checkpointing: bool) -> dict[str, float]:
+    """Training FLOPs per token in both conventions: ``6N`` and the LoRA-aware ``4N + 2N``."""
+    return {"6N": 6.0 * n_params, "4N+2N": 4.0 * n_params + (2.0 * n_params if checkpointing else 0.0)}
+
+
+def mfu(tokens_per_s: float | None, flops: float, peak_tflops: float | None) -> float | None:
+    """Model FLOPs utilisation as a fraction of the peak; None without a peak (or a rate)."""
+    if tokens_per_s is None or peak_tflops is None:
+        return None
+    return tokens_per_s * flops / (peak_tflops * 1e12)
+
+
+def extrapolate_seconds_per_token(s_k: float, s_fixed: float, layers: int, target: int = TARGET_LAYERS) -> float:
+    """``s_fixed + target × (s_k − s_fixed) ÷ layers``: the per-layer time scaled to ``target`` layers."""
+    return s_fixed + target * (s_k - s_fixed) / layers
+
+
+def extrapolate_peak_memory(peak_k: int, per_layer: int, layers: int, target: int = TARGET_LAYERS) -> int:
+    """``peak_k + (target − layers) × per_layer``: the peak memory with ``target`` layers."""
+    return peak_k + (target - layers) * per_layer
+
+
+def peak_tflops_for(device_name: str) -> float | None:
+    """A GPU's dense bf16 peak from its name; None when the table does not know it."""
+    for words, tflops in PEAK_TFLOPS:
+        if all(word.lower() in device_name.lower() for word in words):
+            return tflops
+    return None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``bench`` sub-command's options (this module imports no torch until the benchmark runs)."""
+    add = parser.add_argument
+    add("--layers", type=_positive, default=4, help="decoder layers to build (default 4)")
+    add("--seq-len", type=_positive, help="tokens per packed sequence (default 4096; --toy 256)")
+    add("--doc-len", type=int, help="tokens per packed document (default: a quarter of --seq-len; 0: one)")
+    add("--batch", type=_positive, default=1, help="packed sequences per optimizer step (default 1)")
+    add("--steps", type=_positive, default=10, help="timed optimizer steps (default 10)")
+    add("--warmup", type=_positive, default=3, help="untimed steps before them (default 3)")
+    add("--no-4bit", dest="load_in_4bit", action="store_false", help="plain bf16 LoRA, no quantization")
+    add("--no-activation-checkpointing", dest="checkpointing", action="store_false", help="keep activations")
+    add("--no-upcast", dest="upcast", action="store_false", help="4-bit: keep embedding, norms, lm_head in bf16")
+    add("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when visible, else CPU")
+    add("--peak-tflops", type=float, help="dense bf16 peak for MFU (default: from the GPU's name)")
+    add("--toy", action="store_true", help="tiny shapes: the whole path, 4-bit included, in seconds on a CPU")
+    add("--json", action="store_true", help="print one JSON object instead of the table")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be a whole number of at least 1")
+    return int(text)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the benchmark and print the table (or the JSON object). 0 on success, 1 when it failed."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # library chatter must not mix into the JSON
+            report = run(args)
+    except BenchmarkFailed as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_report(report))
+    return 0
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Build, train and time the model; the report as a JSON-compatible dict."""
+    import torch
+
+    from engine.config import Hyperparameters
+
+    shape = TOY if args.toy else LLAMA3_70B
+    seq_len = args.seq_len or (256 if args.toy else 4096)
+    doc_len = seq_len // 4 if args.doc_len is None else args.doc_len
+    if not 0 <= doc_len <= seq_len:
+        raise BenchmarkFailed(f"--doc-len {doc_len}: must lie between 0 and --seq-len {seq_len}")
+    if args.peak_tflops is not None and args.peak_tflops <= 0:
+        raise BenchmarkFailed(f"--peak-tflops {args.peak_tflops}: must be positive")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise BenchmarkFailed("--device cuda: no CUDA device is visible")
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    hp = Hyperparameters()
+    torch.manual_seed(0)
+    try:
+        model, fixed_bytes = _build(shape, args, device)
+        model = _add_lora(model, hp, quantized=args.load_in_4bit)
+        measured, optimizer, lora_parameters = _train(model, args, hp, shape, device, seq_len, doc_len, fixed_bytes)
+    except torch.OutOfMemoryError as exc:
+        raise BenchmarkFailed(f"out of device memory: fewer --layers or a shorter --seq-len may fit ({exc})") from None
+    conditions = _conditions(args, shape, device, seq_len, doc_len, optimizer, hp)
+
+    tokens_per_step = args.batch * seq_len
+    s_k = measured["seconds_per_step"] / tokens_per_step
+    s_80 = extrapolate_seconds_per_token(s_k, measured["fixed_part_seconds_per_token"], args.layers)
+    peak, resident = measured["peak_memory_bytes"], measured["resident_bytes_per_layer"]
+    peak_80 = None
+    if peak is not None and resident is not None:
+        per_layer = resident + measured["saved_activation_bytes_per_layer"]
+        peak_80 = extrapolate_peak_memory(peak, per_layer, args.layers)
+
+    def line(layers: int, tokens_per_s: float | None, seconds_per_step: float) -> dict[str, Any]:
+        n = model_parameters(shape, layers)
+        flops = flops_per_token(n, checkpointing=args.checkpointing)
+        return {
+            "layers": layers,
+            "parameters": n,
+            "tokens_per_s": tokens_per_s,
+            "seconds_per_step": seconds_per_step,
+            "mfu_6n": mfu(tokens_per_s, flops["6N"], conditions["peak_tflops"]),
+            "mfu_4n_2n": mfu(tokens_per_s, flops["4N+2N"], conditions["peak_tflops"]),
+            "flops_per_token_6n": flops["6N"],
+            "flops_per_token_4n_2n": flops["4N+2N"],
+            "lora_parameters": lora_parameters * layers // args.layers,
+        }
+
+    extrapolated = {"peak_memory_bytes": peak_80, "peak_memory_is_extrapolated": True}
+    return {
+        "conditions": conditions,
+        "measured": line(args.layers, 1.0 / s_k, s_k * tokens_per_step) | measured,
+        "extrapolated": line(TARGET_LAYERS, 1.0 / s_80 if s_80 > 0 else None, s_80 * tokens_per_step) | extrapolated,
+        "formulas": FORMULAS,
+    }
+
+
+def _train(
+    model: Any, args: argparse.Namespace, hp: Any, shape: Shape, device: Any, seq_len: int, doc_len: int, fixed: int
+) -> tuple[dict[str, Any], str, int]:
+    """Warm-up steps (the first also measures memory per layer), the timed steps, then the part outside the layers.
+
+    Returns the measured figures, the optimizer's name and the number of LoRA parameters."""
+    import torch
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    cuda = device.type == "cuda"
+    optimizer: Any
+    settings = {"lr": hp.learning_rate, "weight_decay": hp.weight_decay}
+    if cuda and args.load_in_4bit:  # the engine's "auto" choice
+        import bitsandbytes as bnb
+
+        optimizer, optimizer_name = bnb.optim.PagedAdamW8bit(trainable, **settings), "paged_adamw_8bit"
+    else:
+        optimizer, optimizer_name = torch.optim.AdamW(trainable, **settings), "adamw_torch"
+    ids = torch.randint(0, shape.vocab, (args.batch, seq_len), device=device)
+    positions = torch.arange(seq_len, device=device)
+    if doc_len:  # position ids restart at each document: transformers then keeps each document to itself
+        positions = positions % doc_len
+    positions = positions.unsqueeze(0).expand(args.batch, -1)
+
+    def step() -> Any:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = model(input_ids=ids, position_ids=positions, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, hp.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    before = [p.detach().to("cpu", copy=True) for p in trainable]
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    marks: list[int] = []  # allocated bytes on entering the first decoder layer and the final norm
+    base = model.get_base_model()
+    hooks = [
+        module.register_forward_pre_hook(lambda *_: marks.append(torch.cuda.memory_allocated(device)))
+        for module in (base.model.layers[0], base.model.norm)
+        if cuda
+    ]
+    losses = [step()]  # the first warm-up step also measures what each layer keeps for the backward
+    for hook in hooks:
+        hook.remove()
+    resident = (
+        torch.cuda.memory_allocated(device) if cuda else None
+    )  # weights, adapters and optimizer states, between two steps
+    losses += [step() for _ in range(args.warmup - 1)]
+    _synchronize(device)
+    start = time.perf_counter()
+    losses += [step() for _ in range(args.steps)]
+    _synchronize(device)
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) if cuda else None
+
+    values = torch.stack([loss.float() for loss in losses]).cpu()
+    if not torch.isfinite(values).all():
+        raise BenchmarkFailed(f"the loss is not finite: {values.tolist()}")
+    unchanged = sum(torch.equal(b, p.detach().cpu()) for b, p in zip(before, trainable, strict=True))
+    if unchanged:
+        raise BenchmarkFailed(f"{unchanged} of {len(trainable)} LoRA weight tensors did not change in training")
+    measured = {
+        "seconds_per_step": seconds / args.steps,
+        "fixed_part_seconds_per_token": _time_fixed_part(model, ids, positions, device),
+        "loss_first": float(values[0]),
+        "loss_last": float(values[-1]),
+        "peak_memory_bytes": peak,
+        "resident_bytes_per_layer": None if resident is None else (resident - fixed) // args.layers,
+        "saved_activation_bytes_per_layer": (marks[1] - marks[0]) // args.layers if len(marks) == 2 else None,
+    }
+    return measured, optimizer_name, sum(p.numel() for p in trainable)
+
+
+def _build(shape: Shape, args: argparse.Namespace, device: Any) -> tuple[Any, int]:
+    """The K-layer model on ``device``, and the allocator bytes of all but its decoder layers (0 off CUDA)."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from torch import nn
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
+
+    settings: dict[str, Any] = {
+        "vocab_size": shape.vocab,
+        "hidden_size": shape.hidden,
+        "intermediate_size": shape.intermediate,
+        "num_hidden_layers": args.layers,
+        "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.kv_heads,
+        "rms_norm_eps": shape.rms_norm_eps,
+        "rope_parameters": {"rope_type": "default", "rope_theta": shape.rope_theta},
+        "max_position_embeddings": 8192,
+        "tie_word_embeddings": shape.tied_embeddings,
+        "use_cache": False,  # packed sequences stay isolated only without the KV cache
+        "attn_implementation": "sdpa",
+    }
+    config = LlamaConfig(**settings)
+    with torch.device("meta"):
+        model: Any = LlamaForCausalLM(config)
+    if device.type == "cuda":  # cuBLAS workspaces (one per thread: backward too) stay: keep them out of per-layer
+        square = torch.ones(64, 64, device=device, dtype=torch.bfloat16, requires_grad=True)
+        nn.functional.linear(square @ square, square, square[0]).sum().backward()
+    baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    with torch.device(device), _default_dtype(torch.bfloat16):
+        model.model.embed_tokens = nn.Embedding(shape.vocab, shape.hidden)
+        model.model.norm = LlamaRMSNorm(shape.hidden, eps=shape.rms_norm_eps)
+        model.model.rotary_emb = LlamaRotaryEmbedding(config)
+        model.lm_head = nn.Linear(shape.hidden, shape.vocab, bias=False)
+        for index in range(args.layers):
+            layer = LlamaDecoderLayer(config, index)
+            if args.load_in_4bit:
+                _quantize_linears(layer, device)
+            model.model.layers[index] = layer
+    on_meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    built = sum(p.numel() * (2 if getattr(p, "bnb_quantized", False) else 1) for p in model.parameters())
+    if on_meta or built != model_parameters(shape, args.layers):
+        raise BenchmarkFailed(f"model build: {built:,} parameters, left on the meta device: {on_meta[:3]}")
+    if args.load_in_4bit:
+        model.is_loaded_in_4bit = True  # as transformers' bitsandbytes loader marks it; peft reads it
+        if args.upcast:  # the engine's QLoRA path (engine.model.load_model) does this
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if args.checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    outside = [model.model.embed_tokens, model.model.norm, model.model.rotary_emb, model.lm_head]
+    fixed = sum(t.numel() * t.element_size() for m in outside for t in [*m.parameters(), *m.buffers()])
+    return model, baseline + fixed if device.type == "cuda" else 0
+
+
+def _quantize_linears(layer: Any, device: Any) -> None:
+    """Swap each bf16 Linear of a layer for an NF4 (double-quantized, bf16 compute) bitsandbytes Linear4bit."""
+    import bitsandbytes as bnb
+    import torch
+    from torch import nn
+
+    for name, linear in list(layer.named_modules()):
+        if isinstance(linear, nn.Linear):
+            quantized = bnb.nn.Linear4bit(
+                linear.in_features,
+                linear.out_features,
+                bias=False,
+                compute_dtype=torch.bfloat16,
+                compress_statistics=True,
+                quant_type="nf4",
+                device="meta",
+            )
+            weight: Any = bnb.nn.Params4bit(
+                linear.weight.data, requires_grad=False, compress_statistics=True, quant_type="nf4", module=quantized
+            )
+            quantized.weight = weight.to(device)  # bitsandbytes quantizes on this move
+            parent, _, attr = name.rpartition(".")
+            setattr(layer.get_submodule(parent), attr, quantized)
+
+
+def _add_lora(model: Any, hp: Any, *, quantized: bool) -> Any:
+    """LoRA on every projection, set up as TRL's SFTTrainer does it for the engine."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=hp.lora_r,
+        lora_alpha=hp.lora_alpha,
+        lora_dropout=hp.lora_dropout,
+        target_modules=list(hp.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, lora)
+    if model.is_activation_checkpointing:
+        peft_model.enable_input_require_grads()
+    if quantized:  # QLoRA's adapters train in bf16 (TRL casts them for quantized models)
+        for param in peft_model.parameters():
+            if param.requires_grad:
+                param.data = param.data.to(torch.bfloat16)
+    return peft_model
+
+
+def _time_fixed_part(model: Any, ids: Any, positions: Any, device: Any, reps: int = 3) -> float:
+    """Seconds per token of everything outside the decoder layers, forward and backward, on the same batch."""
+    import torch
+    from transformers.masking_utils import create_causal_mask
+
+    base = model.get_base_model()
+    embed = base.model.embed_tokens
+    hidden = torch.randn(*ids.shape, embed.embedding_dim, device=device, dtype=embed.weight.dtype, requires_grad=True)
+
+    def once() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            embeds = embed(ids)
+            create_causal_mask(
+                config=base.config, inputs_embeds=embeds, attention_mask=None, past_key_values=None,
+                position_ids=positions,
+            )  # fmt: skip
+            base.model.rotary_emb(embeds, position_ids=positions)
+            logits = base.lm_head(base.model.norm(hidden))
+            loss = base.loss_function(logits=logits, labels=ids, vocab_size=base.config.vocab_size)
+        loss.backward()
+        hidden.grad = None
+
+    once()
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        once()
+    _synchronize(device)
+    return (time.perf_counter() - start) / (reps * ids.numel())
+
+
+def _conditions(
+    args: argparse.Namespace, shape: Shape, device: Any, seq_len: int, doc_len: int, optimizer: str, hp: Any
+) -> dict[str, Any]:
+    import torch
+
+    cuda = device.type == "cuda"
+    name = (
+        torch.cuda.get_device_name(device)
+        if cuda
+        else f"CPU ({platform.machine()}, torch threads: {torch.get_num_threads()})"
+    )
+    peak = args.peak_tflops if args.peak_tflops is not None or not cuda else peak_tflops_for(name)
+    return {
+        "device": device.type,
+        "device_name": name,
+        "dtype": "bfloat16",
+        "layers": args.layers,
+        "target_layers": TARGET_LAYERS,
+        "seq_len": seq_len,
+        "doc_len": doc_len or seq_len,
+        "batch": args.batch,
+        "tokens_per_step": args.batch * seq_len,
+        "load_in_4bit": args.load_in_4bit,
+        "quantization": "nf4, double quantization, bf16 compute" if args.load_in_4bit else None,
+        "fp32_embedding_norms_head": args.load_in_4bit and args.upcast,
+        "activation_checkpointing": args.checkpointing,
+        "lora": {"r": hp.lora_r, "alpha": hp.lora_alpha, "dropout": hp.lora_dropout, "targets": hp.target_modules},
+        "optimizer": optimizer,
+        "learning_rate": hp.learning_rate,
+        "warmup_steps": args.warmup,
+        "steps": args.steps,
+        "attention": "sdpa",
+        "toy": args.toy,
+        "shape": asdict(shape),
+        "versions": {package: version(package) for package in ("torch", "transformers", "peft", "bitsandbytes")},
+        "peak_tflops": peak,
+        "peak_tflops_source": "--peak-tflops" if args.peak_tflops is not None else "table" if peak else None,
+    }
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: Any) -> Iterator[None]:
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _synchronize(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a readable table, with its conditions and formulas."""
+    c, m = report["conditions"], report["measured"]
+    s, lora = c["shape"], c["lora"]
+    peak = "n/a (give --peak-tflops)" if c["peak_tflops"] is None else (
+        f"{c['peak_tflops']:g} TFLOP/s dense bf16 ({c['peak_tflops_source']})"
+    )  # fmt: skip
+    weights = c["quantization"] or "bf16, no quantization"
+    if c["fp32_embedding_norms_head"]:
+        weights += "; embedding, norms and lm_head upcast to fp32"
+    lines = [
+        "lorapod bench: LoRA training throughput, Llama-3-70B layer shapes" + (" (TOY shapes)" if c["toy"] else ""),
+        f"  device      {c['device_name']} [{c['device']}], peak {peak}",
+        f"  model       {c['layers']} of {c['target_layers']} decoder layers: hidden {s['hidden']}, MLP "
+        f"{s['intermediate']}, {s['heads']} heads / {s['kv_heads']} KV, vocab {s['vocab']}, random weights",
+        f"  weights     {weights}; attention {c['attention']}",
+        f"  training    LoRA r{lora['r']} α{lora['alpha']} dropout {lora['dropout']} on {len(lora['targets'])} "
+        f"projections; checkpointing {'on' if c['activation_checkpointing'] else 'off'}; {c['optimizer']}",
+        f"  data        batch {c['batch']} × {c['seq_len']} tokens, packed documents of {c['doc_len']}; "
+        f"{c['warmup_steps']} warm-up + {c['steps']} timed steps",
+        "  versions    " + ", ".join(f"{k} {v}" for k, v in c["versions"].items()),
+        "",
+        f"  {'':<13}{'layers':>6}{'params':>10}{'tokens/s':>11}{'s/step':>9}{'MFU 6N':>8}{'MFU 4N+2N':>11}"
+        f"{'peak memory':>22}",
+    ]
+    for label, row in (("measured", m), ("extrapolated", report["extrapolated"])):
+        memory = "n/a" if row["peak_memory_bytes"] is None else f"{row['peak_memory_bytes'] / GIB:.2f} GiB"
+        if label == "extrapolated" and row["peak_memory_bytes"] is not None:
+            memory += " (extrapolated)"
+        lines.append(
+            f"  {label:<13}{row['layers']:>6}{_count(row['parameters']):>10}{_num(row['tokens_per_s'], ',.0f'):>11}"
+            f"{_num(row['seconds_per_step'], '.3f'):>9}{_num(row['mfu_6n'], '.1%'):>8}"
+            f"{_num(row['mfu_4n_2n'], '.1%'):>11}{memory:>22}"
+        )
+    lines += [
+        "",
+        f"  loss {m['loss_first']:.3f} → {m['loss_last']:.3f}; outside the layers "
+        f"{m['fixed_part_seconds_per_token'] * 1e6:.2f} µs/token",
+        *(f"  {name}: {text}" for name, text in report["formulas"].items()),
+    ]
+    return "\n".join(lines)
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def _count(value: int) -> str:
+    return f"{value / 1e9:.2f}B" if value >= 1e9 else f"{value / 1e6:.2f}M"
