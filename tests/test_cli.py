@@ -14,7 +14,7 @@ import presets
 from store.db import Ledger
 from store.jobs import create_job, short_id, transition
 from store.status import JobStatus
-from tests.conftest import run_cli, run_lorapod
+from tests.conftest import ROOT, run_cli, run_lorapod
 from tui.cli import COMMANDS
 
 HEAVY = ("torch", "transformers", "peft", "trl", "bitsandbytes", "textual")
@@ -40,7 +40,16 @@ def test_help_imports_no_torch_and_no_command_modules() -> None:
     assert "tui.cli.costs" not in modules and "store.db" not in modules
 
 
-@pytest.mark.parametrize("args", [("presets", "list"), ("config", "show"), ("jobs",), ("costs",)])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("presets", "list"),
+        ("config", "show"),
+        ("jobs",),
+        ("costs",),
+        ("dataset", "validate", str(ROOT / "samples" / "brightrun-sample.json")),
+    ],
+)
 def test_data_commands_import_no_training_stack(args: tuple[str, ...]) -> None:
     modules = _imported_modules(*args)
     assert not {m for m in modules if m.split(".")[0] in HEAVY}

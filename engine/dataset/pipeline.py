@@ -182,7 +182,7 @@ def convert_file(
     train, held_out = prepared.train, prepared.held_out
     manifest = Manifest(
         source=SourceInfo(
-            path=str(Path(path).resolve()), sha256=prepared.source.sha256, size_bytes=prepared.source.size
+            path=str(Path(path).resolve()), sha256=prepared.source.sha256(), size_bytes=prepared.source.size
         ),
         format=prepared.dataset.format,
         mode=options.mode,

@@ -25,8 +25,14 @@ _LONG_LINE = 1_000_000
 class Source:
     path: Path
     text: str
-    size: int
-    sha256: str
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
 
 
 def read_source(path: Path, findings: Findings) -> Source | None:
@@ -36,7 +42,7 @@ def read_source(path: Path, findings: Findings) -> Source | None:
     except OSError as exc:
         raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
     where = Location(file=path.name)
-    if not data.strip():
+    if not data or data.isspace():
         findings.error("empty_file", "the file is empty: there is nothing to train", where)
         return None
     if b"\x00" in data[:65536]:
@@ -53,15 +59,12 @@ def read_source(path: Path, findings: Findings) -> Source | None:
             Location(file=path.name, line=line, column=column),
         )
         return None
-    return Source(path, text, len(data), hashlib.sha256(data).hexdigest())
+    return Source(path, text, data)
 
 
 def detect_format(text: str) -> DatasetFormat:
     """brightrun-lora-v4 (one JSON document), its JSONL export, or chat JSONL, from the first lines."""
-    lines = [line for line in text.split("\n", _SAMPLE_LINES * 4)[: _SAMPLE_LINES * 4] if line.strip()]
-    for line in lines[:_SAMPLE_LINES]:
-        if len(line) > _LONG_LINE:  # a whole document on one line: parsed once, later, as a document
-            return DatasetFormat.BRIGHTRUN
+    for line in _first_lines(text):
         try:
             value = json.loads(line)
         except (ValueError, RecursionError):
@@ -75,6 +78,21 @@ def detect_format(text: str) -> DatasetFormat:
         if "_meta" in value or "target_response" in value or "current_user_input" in value:
             return DatasetFormat.BRIGHTRUN_JSONL
     return DatasetFormat.BRIGHTRUN
+
+
+def _first_lines(text: str) -> list[str]:
+    """Up to _SAMPLE_LINES non-empty lines from the start; none past a very long line (a one-line document)."""
+    lines: list[str] = []
+    start = 0
+    while start < len(text) and len(lines) < _SAMPLE_LINES:
+        end = text.find("\n", start, start + _LONG_LINE)
+        if end < 0 and len(text) - start > _LONG_LINE:
+            break
+        end = len(text) if end < 0 else end
+        if text[start:end].strip():
+            lines.append(text[start:end])
+        start = end + 1
+    return lines
 
 
 def parse_document(source: Source, findings: Findings) -> tuple[bool, Any]:

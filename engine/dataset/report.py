@@ -205,7 +205,7 @@ class ValidationReport:
             emit(f"… and {self.errors_omitted:,} more errors")
         for group in self.warnings:
             emit(f"warning [{group.code}] ×{group.count:,}: {group.message}")
-            for place in _grouped(group.locations):
+            for place in _grouped(group.locations, group.message):
                 emit(f"at {place}", "    ")
             if group.count > len(group.locations) > 0:
                 emit(f"… and {group.count - len(group.locations):,} more", "    ")
@@ -221,15 +221,18 @@ class ValidationReport:
         return f"ok: {plural(self.trainable_pairs, unit)}{kinds}"
 
 
-def _grouped(locations: list[Location]) -> list[str]:
-    """Locations that differ only by pair, on one line: conversations[0] (24af15f9…) › training_pairs[1], [3]."""
+def _grouped(locations: list[Location], message: str) -> list[str]:
+    """Locations that differ only by pair, on one line: conversations[0] (24af15f9…) › training_pairs[1], [3].
+
+    A field the message already names is left out.
+    """
     lines: dict[str, list[str]] = {}
     for loc in locations:
         if loc.pair_index is None or loc.line is not None:
             lines.setdefault(str(loc), [])
             continue
         head = str(replace(loc, pair_index=None, pair_id=None, field=None))
-        tail = f" › {loc.field}" if loc.field else ""
+        tail = f" › {loc.field}" if loc.field and loc.field not in message else ""
         lines.setdefault(head + "\0" + tail, []).append(str(loc.pair_index))
     shown = []
     for key, pairs in lines.items():

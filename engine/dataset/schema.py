@@ -55,23 +55,22 @@ class _Checker:
         self, obj: dict[str, Any], key: str, kinds: tuple[type, ...], where: Location, path: str = "", **options: bool
     ) -> Any:
         """obj[key] when it has one of ``kinds``; None when absent and optional (or null and nullable); else _BAD."""
+        value = obj.get(key)
+        if type(value) in kinds or _is(value, kinds):
+            return value
         name = f"{path}{key}"
-        at = replace(where, field=name)
         if key not in obj:
             if not options.get("required", True):
                 return None
             close = difflib.get_close_matches(key, [k for k in obj if isinstance(k, str)], n=1, cutoff=0.8)
             hint = f" (found {close[0]!r})" if close else ""
-            self.fail("missing_field", f"{name}: required field is missing{hint}", at)
+            self.fail("missing_field", f"{name}: required field is missing{hint}", replace(where, field=name))
             return _BAD
-        value = obj[key]
         if value is None and options.get("nullable", False):
             return None
-        if not _is(value, kinds):
-            expected = " or ".join(_NAMES[k] for k in kinds) + (" or null" if options.get("nullable") else "")
-            self.fail("wrong_type", f"{name}: expected {expected}, found {describe(value)}", at)
-            return _BAD
-        return value
+        expected = " or ".join(_NAMES[k] for k in kinds) + (" or null" if options.get("nullable") else "")
+        self.fail("wrong_type", f"{name}: expected {expected}, found {describe(value)}", replace(where, field=name))
+        return _BAD
 
     def fail(self, code: str, message: str, where: Location) -> None:
         self.failed = True
@@ -80,6 +79,11 @@ class _Checker:
     def turns(self, raw: list[Any], where: Location, path: str) -> list[Turn]:
         turns = []
         for i, item in enumerate(raw):
+            if type(item) is dict:
+                role, content = item.get("role"), item.get("content")
+                if type(role) is str and role in ROLES and type(content) is str:
+                    turns.append(Turn(role, content))
+                    continue
             at = f"{path}[{i}]"
             if not isinstance(item, dict):
                 self.fail("wrong_type", f"{at}: expected an object, found {describe(item)}", replace(where, field=at))
@@ -115,7 +119,7 @@ def read_pair(raw: Any, index: int, where: Location, findings: Findings) -> Pair
     elif pair_id is None:
         found = describe(raw["id"])
         check.fail("wrong_type", f"id: expected text or a whole number, found {found}", replace(where, field="id"))
-    at = replace(where, pair_id=pair_id)
+    at = replace(where, pair_id=pair_id) if pair_id else where
     system_prompt = check.field(raw, "system_prompt", (str,), at)
     history_raw = check.field(raw, "conversation_history", (list,), at)
     history = check.turns(history_raw, at, "conversation_history") if isinstance(history_raw, list) else []
@@ -207,7 +211,7 @@ def read_brightrun(data: Any, file: str, findings: Findings) -> tuple[list[Conve
         pairs = [
             pair
             for i, item in enumerate(raw_pairs)
-            if (pair := read_pair(item, i, replace(where, pair_index=i), findings)) is not None
+            if (pair := read_pair(item, i, Location(None, None, None, index, conversation_id, i), findings)) is not None
         ]
         first_meta = (
             _dict(raw_pairs[0].get("conversation_metadata")) if raw_pairs and isinstance(raw_pairs[0], dict) else {}

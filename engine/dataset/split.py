@@ -59,20 +59,28 @@ def split_conversations(conversations: list[Conversation], fraction: float, seed
     """
     keys = [key for key in ("persona", "emotional_arc", "topic") if any(key in c.strata() for c in conversations)]
     size = eval_size(len(conversations), fraction)
-    values = {c.index: tuple(c.strata().get(key) for key in keys) for c in conversations}
-    totals = [Counter(v[k] for v in values.values()) for k in range(len(keys))]
-    held: list[Counter[str | None]] = [Counter() for _ in keys]
-    candidates = sorted(conversations, key=lambda c: _rank(seed, c))
+    groups: dict[tuple[str | None, ...], list[Conversation]] = {}
+    for conversation in sorted(conversations, key=lambda c: _rank(seed, c)):
+        strata = conversation.strata()
+        groups.setdefault(tuple(strata.get(key) for key in keys), []).append(conversation)
+    totals = [Counter[str | None]() for _ in keys]
+    for values, members in groups.items():
+        for k, value in enumerate(values):
+            totals[k][value] += len(members)
+    held = [Counter[str | None]() for _ in keys]
+    taken = dict.fromkeys(groups, 0)
 
-    def crowding(conversation: Conversation) -> float:
-        own = values[conversation.index]
-        return max(((held[k][v] + 1) / totals[k][v] for k, v in enumerate(own)), default=0.0)
+    def crowding(values: tuple[str | None, ...]) -> tuple[float, str]:
+        share = max(((held[k][v] + 1) / totals[k][v] for k, v in enumerate(values)), default=0.0)
+        return share, _rank(seed, groups[values][taken[values]])
 
     chosen: list[Conversation] = []
     for _ in range(size):
-        picked = candidates.pop(min(range(len(candidates)), key=lambda i: crowding(candidates[i])))
-        chosen.append(picked)
-        for k, value in enumerate(values[picked.index]):
+        # Conversations sharing persona, arc and topic are interchangeable here: take each group's next in rank.
+        values = min((v for v in groups if taken[v] < len(groups[v])), key=crowding)
+        chosen.append(groups[values][taken[values]])
+        taken[values] += 1
+        for k, value in enumerate(values):
             held[k][value] += 1
     chosen.sort(key=lambda c: c.index)
     return Split(seed, fraction, keys, frozenset(c.index for c in chosen), [c.id for c in chosen])

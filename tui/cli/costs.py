@@ -103,10 +103,8 @@ def estimate(
     low, high = result.cost
     if counted is not None:
         how = "estimated at ≈4 characters per token" if counted["tokens_estimated"] else counted["tokenizer"]
-        click.echo(
-            f"dataset {dataset_path}: {counted['train_examples']:,} training examples in {counted['mode']} mode, "
-            f"{tokens:,} tokens per epoch ({how})"
-        )
+        click.echo(f"dataset {dataset_path}: {counted['train_examples']:,} training examples, {counted['mode']} mode")
+        click.echo(f"{tokens:,} tokens per epoch ({how})")
     click.echo(
         f"{preset.name}: {spec.base_model} ({model_b:g}B), {tokens:,} tokens × {spec.hyperparameters.num_epochs} "
         f"epochs = {result.tokens:,} tokens"

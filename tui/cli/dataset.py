@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,16 @@ def load_tokenizer(path: Path | None) -> ChatTokenizer | None:
         return ChatTokenizer.load(path)
     except TokenizerError as exc:
         raise click.BadParameter(str(exc), param_hint="--tokenizer") from None
+
+
+def say(text: str, style: str = "") -> None:
+    """A line of output, wrapped at the terminal's width with its continuation indented (whole when piped)."""
+    from rich.text import Text
+
+    out = console()
+    lines = textwrap.wrap(text, out.width, subsequent_indent="    ") if out.is_terminal else [text]
+    for line in lines or [""]:
+        out.print(Text(line, style=style), soft_wrap=True)
 
 
 def print_report(report: ValidationReport) -> None:
@@ -172,35 +183,27 @@ def convert(
         emit_json(manifest.model_dump(mode="json"))
         return
     counts, split = manifest.counts, manifest.split
-    click.echo(
+    say(
         f"{file}: {manifest.format.value}, {plural(counts.conversations, 'conversation')}, "
-        f"{counts.trainable_pairs:,} trainable of {plural(counts.pairs, 'pair')}"
+        f"{plural(counts.pairs, 'pair')} ({counts.trainable_pairs:,} trainable)"
     )
     for warning in manifest.warnings:
-        click.secho(f"warning [{warning['code']}] ×{warning['count']:,}: {warning['message']}", fg="yellow")
+        say(f"warning [{warning['code']}] ×{warning['count']:,}: {warning['message']}", "yellow")
     for name, done in manifest.repairs.items():
-        what = ", ".join(f"{n:,} {unit}" for unit, n in done.items())
-        click.echo(f"repaired ({name}): {what}")
-    how = "estimated, ≈4 characters per token" if counts.tokens_estimated else f"tokenizer {counts.tokenizer}"
-    click.echo(
+        say(f"repaired ({name}): " + ", ".join(f"{n:,} {unit}" for unit, n in done.items()))
+    how = "estimated at ≈4 characters per token" if counts.tokens_estimated else f"tokenizer {counts.tokenizer}"
+    say(
         f"{plural(counts.examples, 'example')} in {manifest.mode.value} mode: {counts.tokens:,} tokens, "
         f"{counts.trained_tokens:,} trained ({how})"
     )
-    print_table(
-        ["file", "examples", "tokens", "what"],
-        [
-            ("train.jsonl", counts.train_examples, f"{counts.train_tokens:,}", "one epoch"),
-            (
-                "eval.jsonl",
-                counts.eval_examples,
-                f"{counts.tokens - counts.train_tokens:,}",
-                f"held out: {plural(split['eval_conversations'], 'conversation')}, seed {split['seed']}",
-            ),
-            ("manifest.json", "", "", "source sha256, options, counts, split, repairs, warnings"),
-        ],
-        justify={"examples": "right", "tokens": "right"},
-        title=f"wrote {out_dir}",
+    held = plural(split["eval_conversations"], "conversation")
+    say(f"wrote {out_dir}:")
+    say(f"  train.jsonl    {plural(counts.train_examples, 'example')}, {counts.train_tokens:,} tokens: one epoch")
+    say(
+        f"  eval.jsonl     {plural(counts.eval_examples, 'example')}, {counts.tokens - counts.train_tokens:,} "
+        f"tokens: {held} held out, seed {split['seed']}"
     )
+    say("  manifest.json  source sha256, options, counts, split, repairs, warnings")
 
 
 def _options(file_format: str, mode: str | None, preset_mode: DatasetMode, max_seq_length: int) -> ConvertOptions:
@@ -246,11 +249,11 @@ def stats(
             }
         )
         return
-    click.echo(f"{file.name}: {figures.mode} mode, preset {spec.preset}")
+    say(f"{file.name}: {figures.mode} mode, preset {spec.preset}")
     if figures.tokens_estimated:
-        click.echo("tokens estimated at ≈4 characters each (give --tokenizer for exact counts)")
+        say("tokens estimated at ≈4 characters each (give --tokenizer for exact counts)")
     else:
-        click.echo(f"tokens counted with {figures.tokenizer}")
+        say(f"tokens counted with {figures.tokenizer}")
     rows = [("tokens", figures.tokens), ("trained tokens", figures.trained_tokens)]
     print_table(
         ["per example", "min", "median", "p95", "max", "total"],
@@ -258,26 +261,24 @@ def stats(
         justify={c: "right" for c in ("min", "median", "p95", "max", "total")},
     )
     fraction = prepared.options.eval_fraction
-    click.echo(
+    say(
         f"examples: {figures.train_examples:,} train, {figures.eval_examples:,} held out "
         f"(whole conversations, {fraction:.0%})"
     )
     ratio = other.tokens / figures.tokens.total if figures.tokens.total else 0.0
-    click.echo(
-        f"{other_mode.value} mode instead: {plural(other.examples, 'example')}, {other.tokens:,} tokens ({ratio:.2f}×)"
-    )
+    say(f"{other_mode.value} mode instead: {plural(other.examples, 'example')}, {other.tokens:,} tokens ({ratio:.2f}×)")
     if figures.padding_waste is not None:
-        click.echo(
+        say(
             f"packed at {figures.max_seq_length:,} tokens: {plural(figures.packed_sequences, 'sequence')}, "
             f"{figures.padding_waste:.1%} of their room empty"
         )
-        click.echo("  (TRL packs best-fit decreasing and padding-free: empty room costs steps only)")
+        say("  (TRL packs best-fit decreasing and padding-free: empty room costs steps only)")
     unit = "sequences" if figures.packing else "examples"
-    click.echo(
+    say(
         f"steps per epoch: {figures.steps_per_epoch:,} = {figures.packed_sequences:,} {unit} ÷ ({figures.batch_size} "
         f"× {figures.gradient_accumulation_steps} accumulation × {plural(figures.gpu_count, 'GPU')})"
     )
-    click.echo(f"{figures.epochs} epochs: {figures.steps_per_epoch * figures.epochs:,} optimizer steps")
+    say(f"{figures.epochs} epochs: {figures.steps_per_epoch * figures.epochs:,} optimizer steps")
 
 
 @dataset.command()
@@ -309,14 +310,14 @@ def preview(
     meta = example.meta
     strata = ", ".join(v for v in (meta["persona"], meta["emotional_arc"], meta["topic"]) if v)
     window = meta["window"]
-    click.echo(
+    say(
         f"example {index} (of {len(examples)}, numbered from 0), {prepared.options.mode.value} mode, "
         f"{prepared.side(example)} split"
     )
-    click.echo(f"conversation {meta['conversation_id']}" + (f" ({strata})" if strata else ""))
+    say(f"conversation {meta['conversation_id']}" + (f" ({strata})" if strata else ""))
     window_text = f", window {window['index']} of {window['of']}" if window["of"] > 1 else ""
     count = "≈" if shown.estimated else ""
-    click.echo(
+    say(
         f"trained replies: {', '.join(meta['pair_ids'])}{window_text}; {count}{shown.tokens:,} tokens, "
         f"{count}{shown.trained:,} trained ({shown.trained / max(1, shown.tokens):.0%})"
     )
@@ -336,4 +337,4 @@ def preview(
     out.print(rule, style="dim")
     legend = "bold green: trained" if highlight else "[[…]]: trained"
     unit = "tokens" if not shown.estimated else "characters (no --tokenizer: spans, not tokens)"
-    click.echo(f"{legend} {unit}, the loss is computed there; the rest is context the model reads.")
+    say(f"{legend} {unit}, the loss is computed there; the rest is context the model reads.")
