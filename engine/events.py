@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -197,9 +198,14 @@ class EventWriter:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._size = -1
         self.seq = 0
+        self._thread_lock = threading.Lock()  # flock does not exclude threads sharing this descriptor
 
     def emit(self, event: _Event) -> _Event:
         """Stamp ``event`` with the next seq, the time and the job id, and append it as one line."""
+        with self._thread_lock:
+            return self._emit_locked(event)
+
+    def _emit_locked(self, event: _Event) -> _Event:
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
             size = os.fstat(self._fd).st_size
