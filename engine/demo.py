@@ -66,3 +66,113 @@ def build_demo_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int = 
     special = {"bos_token": BEGIN_OF_TEXT, "eos_token": EOT, "pad_token": END_OF_TEXT}
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
     return out_dir / "tokenizer.json"
+
+
+# A few seconds of full-parameter pretraining on the sample's conversations in the Llama 3 chat format, so
+# the base model behaves like a (very small) instruct model: it answers after an assistant header and stops
+# with <|eot_id|>, and "base vs adapter" generations show words rather than noise.
+PRETRAIN_STEPS = 200
+PRETRAIN_SEQ = 128
+PRETRAIN_BATCH = 4
+DEMO_SEED = 1234
+
+
+def sample_dataset() -> Path:
+    """The project's synthetic brightrun-lora-v4 sample (packaged with the engine, or in the checkout)."""
+    packaged = Path(__file__).with_name("data") / "brightrun-sample.json"
+    if packaged.exists():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "samples" / "brightrun-sample.json"
+
+
+def dataset_texts(path: Path) -> list[str]:
+    """Every message text in a brightrun-lora-v4 file or chat JSONL, in file order, without duplicates."""
+    keys = {"content", "system_prompt", "current_user_input", "target_response"}
+    seen: dict[str, None] = {}
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in keys and isinstance(value, str) and value.strip():
+                    seen.setdefault(value, None)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        walk(json.loads(text))
+    except json.JSONDecodeError:
+        for line in text.splitlines():
+            if line.strip():
+                walk(json.loads(line))
+    return list(seen)
+
+
+def dataset_chats(path: Path) -> list[str]:
+    """The conversations of a dataset file rendered in the Llama 3 chat format (whole, not windowed)."""
+    from engine.chat import render
+    from engine.dataset import ConvertOptions, prepare
+
+    prepared = prepare(path, ConvertOptions(eval_fraction=0.0, max_seq_length=1_000_000))
+    return [render(example.messages).text for example in prepared.examples]
+
+
+def build_demo_model(out_dir: Path, texts: list[str], chats: list[str] | None = None) -> Path:
+    """Tokenizer (trained on ``texts``) plus a tiny Llama (DEMO_CONFIG) briefly pretrained on ``chats``
+    (or the texts); saved to ``out_dir``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    build_demo_tokenizer(texts, out_dir)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir)
+    torch.manual_seed(DEMO_SEED)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **DEMO_CONFIG,  # type: ignore[arg-type]
+    )
+    model = LlamaForCausalLM(config)
+    ids = tokenizer.backend_tokenizer.encode("".join(chats or texts), add_special_tokens=False).ids
+    stream = torch.tensor(ids, dtype=torch.long)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(DEMO_SEED)
+    model.train()
+    losses = []
+    for _ in range(PRETRAIN_STEPS):
+        starts = torch.randint(0, max(1, len(stream) - PRETRAIN_SEQ - 1), (PRETRAIN_BATCH,), generator=generator)
+        batch = torch.stack([stream[s : s + PRETRAIN_SEQ] for s in starts.tolist()])
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        losses.append(loss.item())
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out_dir)
+    (out_dir / "lorapod-demo.json").write_text(
+        json.dumps(
+            {"pretrain_steps": PRETRAIN_STEPS, "loss": [round(losses[0], 3), round(losses[-1], 3)], "texts": len(texts)}
+        ),
+        encoding="utf-8",
+    )
+    return out_dir
+
+
+def main(out_dir: Path, dataset: Path | None = None) -> int:
+    """``python -m engine demo-model DIR``: build the demo model from the sample (or ``dataset``) text."""
+    import time
+
+    source = dataset or sample_dataset()
+    start = time.perf_counter()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    build_demo_model(out_dir, dataset_texts(source), dataset_chats(source))
+    print(f"demo model built in {out_dir} from {source.name} in {time.perf_counter() - start:.1f} s")
+    return 0

@@ -1,0 +1,104 @@
+"""The model_loading stage: resolve the base model, load it (4-bit NF4 or plain), and put LoRA on it."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.config import DEMO_MODEL, JobSpec
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+def resolve_base_model(name: str, models_dir: Path) -> str:
+    """A Hub id or local path as given; ``demo:tiny-llama`` as the demo model's folder, built on first use."""
+    if name != DEMO_MODEL:
+        return name
+    target = models_dir / "tiny-llama"
+    if (target / "config.json").exists():
+        return str(target)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with (models_dir / ".tiny-llama.lock").open("a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two first jobs at once build it once
+        if not (target / "config.json").exists():
+            from engine.demo import build_demo_model, dataset_chats, dataset_texts, sample_dataset
+
+            log.info("building the demo model into %s (first use)", target)
+            staging = models_dir / f".tiny-llama-{os.getpid()}"
+            sample = sample_dataset()
+            build_demo_model(staging, dataset_texts(sample), dataset_chats(sample))
+            staging.replace(target)
+    return str(target)
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def compute_dtype(spec: JobSpec) -> torch.dtype:
+    import torch
+
+    return torch.bfloat16 if spec.hyperparameters.bf16 else torch.float32
+
+
+def load_tokenizer(model_path: str, token: str | None) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, token=token)
+    if tokenizer.pad_token is None:
+        # Llama 3 has no pad token; padding never reaches the loss (labels are masked), any id will do.
+        tokenizer.pad_token = "<|end_of_text|>" if "<|end_of_text|>" in tokenizer.get_vocab() else tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(spec: JobSpec, model_path: str, token: str | None) -> PeftModel:
+    """The base model, quantized to NF4 when asked (CUDA, or CPU through bitsandbytes), with LoRA adapters."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, set_seed
+
+    hp = spec.hyperparameters
+    dtype = compute_dtype(spec)
+    kwargs: dict[str, Any] = {"dtype": dtype, "token": token, "device_map": {"": device()}}
+    if hp.load_in_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=hp.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=hp.bnb_4bit_use_double_quant,
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_quant_storage=dtype,
+        )
+    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    model.config.use_cache = False  # packed sequences stay isolated only without the KV cache
+    if hp.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.activation_checkpointing)
+    lora = LoraConfig(
+        r=hp.lora_r,
+        lora_alpha=hp.lora_alpha,
+        lora_dropout=hp.lora_dropout,
+        target_modules=list(hp.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    set_seed(hp.seed)  # LoRA's A matrices start random: the same seed makes every run (and resume) identical
+    peft_model = get_peft_model(model, lora)
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    log.info(
+        "loaded %s on %s (%s, %s): %s trainable of %s parameters",
+        model_path,
+        device(),
+        "4-bit " + hp.bnb_4bit_quant_type if hp.load_in_4bit else "no quantization",
+        str(dtype).removeprefix("torch."),
+        f"{trainable:,}",
+        f"{total:,}",
+    )
+    return peft_model
