@@ -1,0 +1,110 @@
+"""The preprocessing stage: convert, split and tokenize the dataset, and count the optimizer steps it makes.
+
+Examples are tokenized here, once, with the same Llama 3 rendering the previews show (engine.dataset), and
+handed to the trainer pre-tokenized with their assistant masks, so what is trained is exactly what was
+validated and previewed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.config import JobSpec
+from engine.dataset import ChatTokenizer, ConvertOptions, DatasetError, convert_file, load_examples
+from engine.evaluation import EvalItem
+from engine.workdir import Workdir
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
+
+
+@dataclass
+class Prepared:
+    train: Dataset
+    evaluation: Dataset | None
+    eval_items: list[EvalItem]
+    system_prompt: str | None
+    stats: dict[str, Any]
+
+
+def _check_source(spec: JobSpec) -> Path:
+    path = Path(spec.dataset.dataset_path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: the dataset file is not there")
+    expected = spec.dataset.dataset_sha256
+    if expected:
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        if actual != expected:
+            raise DatasetError(
+                f"{path}: the file changed since the job was created (sha256 {actual[:12]}…, expected "
+                f"{expected[:12]}…); start a new job for the new data"
+            )
+    return path
+
+
+def packed_sequences(lengths: list[int], max_length: int) -> int:
+    """How many sequences best-fit-decreasing packing (TRL's default) makes of examples of these lengths."""
+    rooms: list[int] = []  # remaining room of each pack, kept sorted
+    for length in sorted((min(n, max_length) for n in lengths), reverse=True):
+        index = bisect.bisect_left(rooms, length)  # the tightest pack it fits in
+        if index == len(rooms):
+            bisect.insort(rooms, max_length - length)
+        else:
+            room = rooms.pop(index)
+            bisect.insort(rooms, room - length)
+    return len(rooms)
+
+
+def prepare(spec: JobSpec, workdir: Workdir, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+    from datasets import Dataset
+
+    hp = spec.hyperparameters
+    source = _check_source(spec)
+    options = ConvertOptions.from_spec(spec.dataset, hp.max_seq_length)
+    chat = ChatTokenizer(tokenizer.backend_tokenizer)
+    convert_file(source, workdir.dataset, options, tokenizer=chat)
+    train_examples, eval_examples, _ = load_examples(workdir.dataset)
+    if not train_examples:
+        raise DatasetError(f"{source}: no trainable examples after conversion")
+
+    def encode(examples: list[Any]) -> list[dict[str, list[int]]]:
+        rows = []
+        for example in examples:
+            encoded = chat.encode(example.messages)
+            rows.append({"input_ids": encoded.input_ids, "assistant_masks": encoded.assistant_mask})
+        return rows
+
+    train_rows = encode(train_examples)
+    eval_rows = encode(eval_examples)
+    eval_items = [
+        EvalItem(r["input_ids"], r["assistant_masks"], dict(e.meta), list(e.messages))
+        for r, e in zip(eval_rows, eval_examples, strict=True)
+    ]
+    lengths = [len(r["input_ids"]) for r in train_rows]
+    packs = packed_sequences(lengths, hp.max_seq_length) if hp.packing else len(lengths)
+    steps_per_epoch = max(1, math.ceil(packs / (hp.batch_size * hp.gradient_accumulation_steps)))
+    system = next((m["content"] for m in train_examples[0].messages if m["role"] == "system"), None)
+    stats = {
+        "examples": len(train_examples) + len(eval_examples),
+        "train_examples": len(train_examples),
+        "eval_examples": len(eval_examples),
+        "tokens": sum(lengths),
+        "supervised_tokens": sum(sum(r["assistant_masks"]) for r in train_rows),
+        "packed_sequences": packs,
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": steps_per_epoch * hp.num_epochs,
+        "epochs": hp.num_epochs,
+    }
+    return Prepared(
+        train=Dataset.from_list(train_rows),
+        evaluation=Dataset.from_list(eval_rows) if eval_rows else None,
+        eval_items=eval_items,
+        system_prompt=system,
+        stats=stats,
+    )

@@ -1,0 +1,308 @@
+"""The training stage: TRL's SFTTrainer on pre-tokenized, packed examples, reporting through events.
+
+Callbacks turn the trainer's state into events (metrics, status, checkpoints), checkpoint every N steps and
+every M minutes (whichever first, at least once per epoch, and at the last step), stop gracefully on a
+cancel request, and fail fast on a non-finite loss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from engine.config import JobSpec
+from engine.events import CheckpointEvent, MetricsEvent, StatusEvent, WarningEvent
+from engine.failures import NonFiniteLoss
+from engine.workdir import Workdir
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from peft import PeftModel
+    from transformers import PreTrainedTokenizerBase
+    from trl import SFTTrainer
+
+log = logging.getLogger(__name__)
+Emit = Callable[[Any], Any]
+
+
+def sft_config(spec: JobSpec, workdir: Workdir, *, has_eval: bool, use_cpu: bool) -> Any:
+    """TRL's SFTConfig for a spec: assistant-only loss (labels come pre-masked), packing, checkpoints."""
+    from trl import SFTConfig
+
+    hp = spec.hyperparameters
+    optimizer = hp.optimizer
+    if optimizer == "auto":
+        optimizer = "paged_adamw_8bit" if hp.load_in_4bit and not use_cpu else "adamw_torch"
+    return SFTConfig(
+        output_dir=str(workdir.checkpoints),
+        seed=hp.seed,
+        data_seed=hp.seed,
+        num_train_epochs=hp.num_epochs,
+        per_device_train_batch_size=hp.batch_size,
+        per_device_eval_batch_size=hp.batch_size,
+        gradient_accumulation_steps=hp.gradient_accumulation_steps,
+        learning_rate=hp.learning_rate,
+        lr_scheduler_type=hp.lr_scheduler_type,
+        warmup_steps=hp.warmup_ratio,  # a float below 1 is a share of the steps
+        weight_decay=hp.weight_decay,
+        max_grad_norm=hp.max_grad_norm,
+        optim=optimizer,
+        bf16=hp.bf16,
+        use_cpu=use_cpu,
+        max_length=hp.max_seq_length,
+        packing=hp.packing,
+        activation_checkpointing=hp.activation_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if hp.activation_checkpointing else None,
+        logging_strategy="steps",
+        logging_steps=hp.log_every_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=hp.save_steps,
+        save_total_limit=hp.save_total_limit,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=hp.eval_every_steps if has_eval else None,
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataset_num_proc=None,
+        remove_unused_columns=True,
+    )
+
+
+@dataclass
+class Progress:
+    """What the callbacks know about the run, shared with the runner (for heartbeats and ETA)."""
+
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    loss: float | None = None
+    started: float = 0.0
+    resumed_from_step: int = 0
+    num_tokens: float = 0.0
+
+    def eta(self, now: float) -> float | None:
+        done = self.step - self.resumed_from_step
+        if done <= 0 or self.total_steps <= 0:
+            return None
+        return (now - self.started) / done * max(self.total_steps - self.step, 0)
+
+
+def _gpu_memory_gb() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 1e9, 2)
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+class EventsCallback(TrainerCallback):
+    """Metrics every logging step, a status line every ``status_every_steps``, NaN detection."""
+
+    def __init__(self, spec: JobSpec, emit: Emit, progress: Progress) -> None:
+        self.spec = spec
+        self.emit = emit
+        self.progress = progress
+        self._last_tokens: tuple[float, float] | None = None
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        self.progress.started = time.monotonic()
+        self.progress.resumed_from_step = state.global_step
+        self.progress.total_steps = state.max_steps
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **_: Any,
+    ) -> None:
+        logs = logs or {}
+        if "train_runtime" in logs:  # the trainer's closing summary, not a step
+            return
+        now = time.monotonic()
+        progress = self.progress
+        progress.step, progress.epoch = state.global_step, float(state.epoch or 0.0)
+        loss = logs.get("loss")
+        if loss is not None:
+            if not math.isfinite(loss):
+                raise NonFiniteLoss(state.global_step, loss)
+            progress.loss = loss
+        tokens_per_second = None
+        if "num_tokens" in logs:
+            progress.num_tokens = logs["num_tokens"]
+            if self._last_tokens is not None and now > self._last_tokens[1]:
+                tokens_per_second = (logs["num_tokens"] - self._last_tokens[0]) / (now - self._last_tokens[1])
+            self._last_tokens = (logs["num_tokens"], now)
+        self.emit(
+            MetricsEvent(
+                step=state.global_step,
+                total_steps=state.max_steps,
+                epoch=round(progress.epoch, 4),
+                loss=loss,
+                eval_loss=logs.get("eval_loss"),
+                learning_rate=logs.get("learning_rate"),
+                grad_norm=logs.get("grad_norm"),
+                tokens_per_second=round(tokens_per_second, 1) if tokens_per_second else None,
+                gpu_memory_gb=_gpu_memory_gb(),
+                elapsed=round(now - progress.started, 2),
+                eta=progress.eta(now),
+            )
+        )
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        progress = self.progress
+        progress.step, progress.epoch = state.global_step, float(state.epoch or 0.0)
+        every = self.spec.hyperparameters.status_every_steps
+        if state.global_step % every == 0 or state.global_step == state.max_steps:
+            self.emit(
+                StatusEvent(
+                    step=state.global_step,
+                    total_steps=state.max_steps,
+                    epoch=progress.epoch,
+                    message=status_line(progress, self.spec),
+                )
+            )
+
+
+def status_line(progress: Progress, spec: JobSpec) -> str:
+    """ "Training: 450 / 1200 steps (37.5%) · epoch 1.5 / 3 · loss 1.234 · ETA 12m 30s"."""
+    share = progress.step / progress.total_steps if progress.total_steps else 0.0
+    loss = f" · loss {progress.loss:.4f}" if progress.loss is not None else ""
+    eta = _fmt_duration(progress.eta(time.monotonic()))
+    return (
+        f"Training: {progress.step} / {progress.total_steps} steps ({share:.1%}) · epoch {progress.epoch:.2f} / "
+        f"{spec.hyperparameters.num_epochs}{loss} · ETA {eta}"
+    )
+
+
+class CheckpointCallback(TrainerCallback):
+    """Saves every M minutes as well as every N steps, once per epoch at least, and at the last step.
+
+    Each checkpoint gets ``lorapod.json`` (spec hash, step, epoch, reason), so it describes itself.
+    """
+
+    def __init__(self, spec: JobSpec, emit: Emit) -> None:
+        self.spec = spec
+        self.emit = emit
+        self.interval = spec.hyperparameters.save_every_minutes * 60
+        self.last_save = time.monotonic()
+        self.saved_this_epoch = False
+        self.reason = "steps"
+
+    def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        self.saved_this_epoch = False
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        if state.global_step >= state.max_steps:
+            control.should_save, self.reason = True, "final"
+        elif control.should_save:
+            self.reason = "steps"
+        elif time.monotonic() - self.last_save >= self.interval:
+            control.should_save, self.reason = True, "time"
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        if not self.saved_this_epoch and not control.should_save:
+            control.should_save, self.reason = True, "epoch"
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        path = Path(args.output_dir or ".") / f"checkpoint-{state.global_step}"
+        meta = {
+            "step": state.global_step,
+            "epoch": state.epoch,
+            "reason": self.reason,
+            "training_hash": self.spec.training_hash(),
+            "saved_at": datetime.now(UTC).isoformat(),
+            "spec": self.spec.model_dump(mode="json"),
+        }
+        if path.is_dir():
+            (path / "lorapod.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        epoch = float(state.epoch or 0.0)
+        self.emit(CheckpointEvent(step=state.global_step, epoch=epoch, path=str(path), reason=self.reason))
+        self.last_save = time.monotonic()
+        self.saved_this_epoch = True
+        self.reason = "steps"
+
+
+class CancelCallback(TrainerCallback):
+    """Stops after the current step with a checkpoint when ``should_stop()`` says so."""
+
+    def __init__(self, should_stop: Callable[[], str | None], checkpoints: CheckpointCallback) -> None:
+        self.should_stop = should_stop
+        self.checkpoints = checkpoints
+        self.stopped: str | None = None
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        reason = self.should_stop()
+        if reason and state.global_step < state.max_steps:
+            self.stopped = reason
+            control.should_save = True
+            control.should_training_stop = True
+            self.checkpoints.reason = "cancel"
+
+
+def build_trainer(
+    spec: JobSpec,
+    workdir: Workdir,
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: Dataset,
+    evaluation: Dataset | None,
+    *,
+    emit: Emit,
+    progress: Progress,
+    should_stop: Callable[[], str | None],
+    use_cpu: bool,
+) -> tuple[SFTTrainer, CancelCallback]:
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
+
+    args = sft_config(spec, workdir, has_eval=evaluation is not None, use_cpu=use_cpu)
+    checkpoints = CheckpointCallback(spec, emit)
+    cancel = CancelCallback(should_stop, checkpoints)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        callbacks=[EventsCallback(spec, emit, progress), checkpoints, cancel],
+    )
+    trainer.remove_callback(PrinterCallback)  # events carry the logs; no dicts on stdout
+    return trainer, cancel
+
+
+def warn_if_few_steps(spec: JobSpec, steps_per_epoch: int, emit: Emit) -> None:
+    """Warn when an epoch has too few optimizer steps for warmup and the schedule to mean anything."""
+    total = steps_per_epoch * spec.hyperparameters.num_epochs
+    warmup = total * spec.hyperparameters.warmup_ratio
+    if steps_per_epoch < 10 or (spec.hyperparameters.warmup_ratio > 0 and warmup < 1):
+        emit(
+            WarningEvent(
+                code="few_steps",
+                message=(
+                    f"only {steps_per_epoch} optimizer steps per epoch ({total} in all, warmup {warmup:.1f} steps): "
+                    "the learning-rate schedule barely acts; lower batch_size × gradient_accumulation_steps "
+                    "or add data"
+                ),
+                details={"steps_per_epoch": steps_per_epoch, "total_steps": total, "warmup_steps": warmup},
+            )
+        )
