@@ -1,0 +1,61 @@
+"""``python -m engine``: run a job, build the demo model, serve the pod API, or benchmark the GPU path."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="lorapod's headless training engine")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run one job described by a spec")
+    run.add_argument("--spec", type=Path, help="JobSpec JSON file (default: $LORAPOD_SPEC holds the JSON)")
+    run.add_argument("--workdir", type=Path, required=True, help="the job's working directory")
+    run.add_argument(
+        "--models-dir",
+        type=Path,
+        default=Path(os.environ["LORAPOD_MODELS_DIR"]) if os.environ.get("LORAPOD_MODELS_DIR") else None,
+        help="where demo models are built (default: $LORAPOD_MODELS_DIR, else <workdir>/models)",
+    )
+
+    demo = commands.add_parser("demo-model", help="build the tiny offline demo model and tokenizer")
+    demo.add_argument("dir", type=Path)
+    demo.add_argument("--dataset", type=Path, default=None, help="text for the tokenizer (default: the sample)")
+
+    serve = commands.add_parser("serve", help="the pod API: status, events, logs, cancel, artifacts")
+    serve.add_argument("--workdir", type=Path, required=True)
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="0.0.0.0")
+
+    bench = commands.add_parser("bench", help="QLoRA throughput with Llama-3-70B layer shapes")
+    from engine.bench import add_arguments
+
+    add_arguments(bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        from engine.runner import main as run_main
+
+        return run_main(args.spec, args.workdir, models_dir=args.models_dir)
+    if args.command == "demo-model":
+        from engine.demo import main as demo_main
+
+        return demo_main(args.dir, args.dataset)
+    if args.command == "serve":
+        from engine.serve import main as serve_main
+
+        return serve_main(args.workdir, port=args.port, host=args.host)
+    from engine.bench import main as bench_main
+
+    return bench_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""``python -m engine run``: one job, start to finish, every stage announced as an event.
+
+prepare → load → train → evaluate → package → upload, then completed; or failed (classified, with a hint)
+or cancelled (after a checkpoint). The workdir is the job's whole record: restarting the engine on it
+resumes from the newest checkpoint of the same spec, and refuses a different one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pydantic import ValidationError
+
+from engine import SpecError
+from engine.config import JobSpec, describe_validation_error
+from engine.events import (
+    ArtifactEvent,
+    CostEvent,
+    DatasetEvent,
+    ErrorEvent,
+    EvalEvent,
+    EventWriter,
+    HeartbeatEvent,
+    LogEvent,
+    Stage,
+    StageEvent,
+    read_events,
+)
+from engine.failures import JobCancelled, SpecMismatch, classify
+from engine.workdir import Workdir
+
+log = logging.getLogger("engine")
+HEARTBEAT_SECONDS = float(os.environ.get("LORAPOD_HEARTBEAT_S", "30"))
+# Environment variables the engine reads; their values never reach a log, an event or a package.
+SECRET_ENV = ("HF_TOKEN", "TRAINING_WEBHOOK_SECRET", "LORAPOD_POD_TOKEN", "RUNPOD_API_KEY")
+
+
+def load_spec(spec_path: Path | None) -> JobSpec:
+    """The spec from a file, or from $LORAPOD_SPEC (how a pod receives it); SpecError when invalid."""
+    if spec_path is not None:
+        try:
+            text = spec_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError(f"{spec_path}: {exc.strerror or exc}") from None
+    else:
+        text = os.environ.get("LORAPOD_SPEC", "")
+        if not text:
+            raise SpecError("no spec: pass --spec FILE or set LORAPOD_SPEC")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{spec_path or 'LORAPOD_SPEC'}: not JSON (line {exc.lineno}, column {exc.colno})") from None
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"{spec_path or 'LORAPOD_SPEC'}:\n{describe_validation_error(exc)}") from None
+
+
+def _setup_logging(workdir: Workdir) -> None:
+    workdir.logs.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    file_handler = logging.FileHandler(workdir.log_file, encoding="utf-8")
+    stream_handler = logging.StreamHandler(sys.stderr)
+    root = logging.getLogger()
+    root.handlers[:] = [file_handler, stream_handler]
+    for handler in root.handlers:
+        handler.setFormatter(formatter)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)  # library warnings go to the log, not the terminal
+    for noisy in ("httpx", "httpcore", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        import datasets
+        import transformers
+
+        transformers.utils.logging.disable_default_handler()
+        transformers.utils.logging.enable_propagation()
+        transformers.utils.logging.set_verbosity_warning()
+        transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+    except ImportError:  # the training stack is not installed: the job fails at loading, with its reason
+        pass
+
+
+class Job:
+    """One run of the engine over one workdir."""
+
+    def __init__(self, spec: JobSpec, workdir: Workdir, models_dir: Path) -> None:
+        self.spec = spec
+        self.workdir = workdir
+        self.models_dir = models_dir
+        self.writer = EventWriter(workdir.events, spec.job_id or "")
+        self.stage: Stage | None = None
+        self.cancel_reason: str | None = None
+        self.started = time.monotonic()
+        self.progress: Any = None  # the trainer's Progress once training starts
+        self._stop_heartbeat = threading.Event()
+        self.webhooks: Any = None
+        self.finished = False  # set once the terminal stage event is written: nothing may follow it
+        self.rate = float(os.environ.get("LORAPOD_RATE_USD_PER_HOUR", "0") or 0)
+
+    # --- events -----------------------------------------------------------------------------------------
+
+    def emit(self, event: Any) -> Any:
+        stamped = self.writer.emit(event)
+        if self.webhooks is not None:
+            self.webhooks.on_event(stamped)
+        return stamped
+
+    def enter(self, stage: Stage, message: str | None = None) -> None:
+        self.check_cancel()
+        self.stage = stage
+        log.info("stage: %s%s", stage, f" — {message}" if message else "")
+        self.emit(StageEvent(stage=stage, message=message))
+
+    def finish(self, stage: Stage, message: str) -> None:
+        """Write the terminal stage event: the job's last word."""
+        self.stage = stage
+        log.info("stage: %s — %s", stage, message)
+        self.emit(StageEvent(stage=stage, message=message))
+        self.finished = True
+
+    def _webhook_warning(self, event: Any) -> None:
+        # After the terminal event the record is closed; a late delivery failure goes to the log only.
+        if self.finished:
+            log.warning("%s", getattr(event, "message", event))
+        else:
+            self.writer.emit(event)
+
+    def info(self, message: str) -> None:
+        log.info("%s", message)
+        self.emit(LogEvent(message=message))
+
+    # --- cancel -----------------------------------------------------------------------------------------
+
+    def should_stop(self) -> str | None:
+        if self.cancel_reason is None:
+            requested = self.workdir.cancel_requested()
+            if requested:
+                self.cancel_reason = requested
+        return self.cancel_reason
+
+    def check_cancel(self) -> None:
+        reason = self.should_stop()
+        if reason:
+            raise JobCancelled(reason)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.cancel_reason is not None:  # a second signal: stop now
+            os._exit(128 + signum)
+        self.cancel_reason = f"{signal.Signals(signum).name} received"
+        log.warning("%s: finishing the current step, then checkpointing and stopping", self.cancel_reason)
+
+    def _heartbeat(self) -> None:
+        while not self._stop_heartbeat.wait(HEARTBEAT_SECONDS):
+            elapsed = round(time.monotonic() - self.started, 1)
+            step = self.progress.step if self.progress is not None else None
+            self.emit(HeartbeatEvent(stage=self.stage, step=step, elapsed=elapsed))
+            if self.rate > 0:
+                self.emit(CostEvent(rate_usd_per_hour=self.rate, cost_usd=round(self.rate * elapsed / 3600, 4)))
+
+    # --- the job ----------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run the job; 0 when completed or cancelled, else the failure's exit code."""
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        self.workdir.pid_file.write_text(str(os.getpid()))
+        beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        beat.start()
+        try:
+            if self.spec.webhook_url:
+                from engine.webhooks import WebhookSender
+
+                secret = os.environ.get("TRAINING_WEBHOOK_SECRET") or None
+                self.webhooks = WebhookSender(self.spec.webhook_url, secret, warn=self._webhook_warning)
+            self._adopt_workdir()
+            self._pipeline()
+            self.finish(Stage.COMPLETED, "the job finished; its packages are in the workdir")
+            return 0
+        except JobCancelled as cancelled:
+            self.finish(Stage.CANCELLED, f"cancelled: {cancelled}")
+            return 0
+        except BaseException as exc:  # every failure becomes an error event and a non-zero exit
+            failure = classify(exc, self.spec)
+            log.error("failed (%s): %s\n%s", failure.category, failure.message, failure.traceback or "")
+            self.emit(
+                ErrorEvent(
+                    category=failure.category,
+                    message=failure.message,
+                    hint=failure.hint,
+                    traceback=failure.traceback,
+                    suggested=failure.suggested,
+                )
+            )
+            self.finish(Stage.FAILED, f"{failure.category}: {failure.message}")
+            return failure.exit_code
+        finally:
+            self._stop_heartbeat.set()
+            if self.webhooks is not None:
+                self.webhooks.close(timeout=15)
+            for signum, previous in handlers.items():
+                signal.signal(signum, previous)
+            self.workdir.pid_file.unlink(missing_ok=True)
+            self.writer.close()
+
+    def _adopt_workdir(self) -> None:
+        """Record the spec the job runs (a restart has already been checked to bring the same one)."""
+        tmp = self.workdir.spec.with_suffix(".tmp")
+        tmp.write_text(self.spec.model_dump_json(indent=2), encoding="utf-8")
+        tmp.replace(self.workdir.spec)
+
+    def _pipeline(self) -> None:
+        from engine.model import load_tokenizer, resolve_base_model
+
+        spec, workdir = self.spec, self.workdir
+        token = os.environ.get("HF_TOKEN") or None
+        self.enter(Stage.PREPROCESSING)
+        model_path = resolve_base_model(spec.base_model, self.models_dir)
+        tokenizer = load_tokenizer(model_path, token)
+        from engine.prepare import prepare
+
+        prepared = prepare(spec, workdir, tokenizer)
+        self.emit(DatasetEvent(**prepared.stats))
+        from engine.training import Progress, build_trainer, warn_if_few_steps
+
+        warn_if_few_steps(spec, prepared.stats["steps_per_epoch"], self.emit)
+
+        self.enter(Stage.MODEL_LOADING, spec.base_model)
+        from engine.model import device, load_model
+
+        model = load_model(spec, model_path, token)
+        use_cpu = device() == "cpu"
+
+        self.enter(Stage.TRAINING)
+        self.progress = Progress()
+        trainer, cancel = build_trainer(
+            spec, workdir, model, tokenizer, prepared.train, prepared.evaluation,
+            emit=self.emit, progress=self.progress, should_stop=self.should_stop, use_cpu=use_cpu,
+        )  # fmt: skip
+        checkpoint = workdir.newest_checkpoint()
+        if checkpoint is not None:
+            self.info(f"resuming from {checkpoint.name} (same spec {spec.training_hash()[:12]}…)")
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if cancel.stopped:
+            raise JobCancelled(cancel.stopped)
+        model.save_pretrained(str(workdir.adapter))  # the trained adapter (the trainer trained this very object)
+        tokenizer.save_pretrained(workdir.adapter)
+
+        self.enter(Stage.EVALUATING, f"{len(prepared.eval_items)} held-out examples")
+        evaluation = self._evaluate(model, tokenizer, prepared, use_cpu)
+
+        self.enter(Stage.PACKAGING)
+        from engine.packaging import build_packages
+
+        for package in build_packages(spec, workdir, evaluation, prepared.system_prompt):
+            path, size, digest = str(package.path), package.size_bytes, package.sha256
+            self.emit(ArtifactEvent(kind=package.kind, path=path, size_bytes=size, sha256=digest))
+
+        self.enter(Stage.UPLOADING)
+        self.info("no artifact store configured: the packages stay in the workdir")
+
+    def _evaluate(self, model: Any, tokenizer: Any, prepared: Any, use_cpu: bool) -> dict[str, Any]:
+        from engine.evaluation import evaluate
+
+        hp = self.spec.hyperparameters
+        if not prepared.eval_items:
+            self.info("no held-out split (eval_fraction is 0 or there is one conversation): evaluation skipped")
+            result: dict[str, Any] = {"examples": 0, "skipped": "no held-out split"}
+        else:
+            result = evaluate(
+                model, tokenizer, prepared.eval_items, "cpu" if use_cpu else "cuda",
+                generations=hp.eval_generations, max_new_tokens=hp.max_new_tokens,
+                stop=lambda: self.should_stop() is not None,
+            )  # fmt: skip
+        self.check_cancel()
+        self.workdir.eval_file.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+        self.emit(
+            EvalEvent(
+                base_perplexity=result.get("base_perplexity"),
+                adapter_perplexity=result.get("adapter_perplexity"),
+                eval_loss=result.get("eval_loss"),
+                tokens=result.get("tokens", 0),
+                groups=result.get("groups", {}),
+                generations=result.get("generations", []),
+            )
+        )
+        return result
+
+
+def check_same_training(spec: JobSpec, workdir: Workdir) -> None:
+    """SpecMismatch when the workdir already belongs to a job with another training spec."""
+    if not workdir.spec.exists():
+        return
+    previous = JobSpec.model_validate_json(workdir.spec.read_text(encoding="utf-8"))
+    if previous.training_hash() != spec.training_hash() or (spec.job_id and previous.job_id != spec.job_id):
+        raise SpecMismatch(
+            f"{workdir.root} holds job {previous.job_id} with a different training spec "
+            f"({previous.training_hash()[:12]}…; this one is {spec.training_hash()[:12]}…): use a new workdir"
+        )
+
+
+def already_finished(workdir: Workdir) -> str | None:
+    """The terminal stage recorded in the workdir's events, if the job already ended successfully."""
+    last = None
+    for _, event in read_events(workdir.events):
+        if event.get("type") == "stage":
+            last = event.get("stage")
+    return last if last == Stage.COMPLETED else None
+
+
+def main(spec_path: Path | None, workdir_path: Path, *, models_dir: Path | None = None) -> int:
+    """Run the job in ``workdir_path``; the exit code says how it ended (0 completed/cancelled, 1 failed, 2 spec)."""
+    workdir = Workdir(workdir_path.absolute())
+    workdir.root.mkdir(parents=True, exist_ok=True)
+    _setup_logging(workdir)
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as exc:
+        log.error("%s", exc)
+        return 2
+    if spec.job_id is None:  # run by hand: keep the id a previous start of this workdir chose
+        previous = json.loads(workdir.spec.read_text(encoding="utf-8")).get("job_id") if workdir.spec.exists() else None
+        spec = spec.model_copy(update={"job_id": previous or str(uuid.uuid4())})
+    try:
+        check_same_training(spec, workdir)
+    except SpecMismatch as exc:  # the workdir's record belongs to that other job: write nothing into it
+        log.error("%s", exc)
+        return 2
+    if already_finished(workdir):
+        log.info("job %s already completed in %s; nothing to do", spec.job_id, workdir.root)
+        return 0
+    return Job(spec, workdir, models_dir or workdir.root / "models").run()
