@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "costs": ("tui.cli.costs", "costs", "Spending this month, against the budget, and per month."),
     "jobs": ("tui.cli.jobs", "jobs", "List jobs in the ledger."),
     "dataset": ("tui.cli.dataset", "dataset", "Validate, convert, measure and preview training datasets."),
+    "spec": ("tui.cli.spec", "spec", "Print a job spec for `python -m engine run`."),
 }
 
 
