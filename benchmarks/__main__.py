@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import cli, ledger
+from benchmarks import cli, dataset, ledger
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -19,7 +19,7 @@ def machine() -> str:
 
 
 def main() -> None:
-    suites = {"cli": cli.run, "ledger": ledger.run}
+    suites = {"cli": cli.run, "ledger": ledger.run, "dataset": dataset.run}
     wanted = sys.argv[1:] or list(suites)
     results = []
     for name in wanted:

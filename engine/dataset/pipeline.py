@@ -11,11 +11,12 @@ from engine.config import DatasetFormat, DatasetMode, DatasetSpec, Hyperparamete
 from engine.dataset.checks import check_dataset
 from engine.dataset.convert import Repairs, build_examples
 from engine.dataset.errors import DatasetError
+from engine.dataset.jsonl import read_brightrun_lines, read_chat_lines
 from engine.dataset.manifest import Counts, Manifest, SourceInfo, read_output, write_output
 from engine.dataset.model import Dataset, Example
 from engine.dataset.readers import Source, detect_format, parse_document, parse_lines, read_source
 from engine.dataset.report import Findings, ValidationReport, WarningGroup, plural
-from engine.dataset.schema import read_brightrun, read_brightrun_lines, read_chat_lines
+from engine.dataset.schema import read_brightrun
 from engine.dataset.split import Split, split_conversations
 from engine.dataset.tokens import CharEstimate, ChatTokenizer, load_counter
 

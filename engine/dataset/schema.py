@@ -1,4 +1,4 @@
-"""The accepted shapes, checked field by field and normalised into records; every problem located, none raised."""
+"""The brightrun-lora-v4 shape checked field by field into records; every problem located, none raised."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _is(value: Any, kinds: tuple[type, ...]) -> bool:
     return isinstance(value, kinds)
 
 
-class _Checker:
+class Checker:
     """Field checks that report into ``findings`` and tell the caller whether the record is usable."""
 
     def __init__(self, findings: Findings) -> None:
@@ -99,7 +99,7 @@ class _Checker:
         return turns
 
 
-def _text_id(value: Any) -> str | None:
+def text_id(value: Any) -> str | None:
     if isinstance(value, str) and value.strip():
         return value.strip()
     if isinstance(value, int) and not isinstance(value, bool):
@@ -112,8 +112,8 @@ def read_pair(raw: Any, index: int, where: Location, findings: Findings) -> Pair
     if not isinstance(raw, dict):
         findings.error("wrong_type", f"expected a pair (an object), found {describe(raw)}", where)
         return None
-    check = _Checker(findings)
-    pair_id = _text_id(raw.get("id"))
+    check = Checker(findings)
+    pair_id = text_id(raw.get("id"))
     if pair_id is None and "id" not in raw:
         check.field(raw, "id", (str, int), where)
     elif pair_id is None:
@@ -165,7 +165,7 @@ def strata_of(conversation_meta: dict[str, Any], pair_meta: dict[str, Any]) -> t
     return persona, arc, topic
 
 
-def _dict(value: Any) -> dict[str, Any]:
+def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
@@ -200,10 +200,10 @@ def read_brightrun(data: Any, file: str, findings: Findings) -> tuple[list[Conve
         if not isinstance(raw, dict):
             findings.error("wrong_type", f"expected a conversation (an object), found {describe(raw)}", where)
             continue
-        meta = _dict(raw.get("conversation_metadata"))
-        conversation_id = _text_id(meta.get("conversation_id"))
+        meta = as_dict(raw.get("conversation_metadata"))
+        conversation_id = text_id(meta.get("conversation_id"))
         where = replace(where, conversation_id=conversation_id)
-        check = _Checker(findings)
+        check = Checker(findings)
         raw_pairs = check.field(raw, "training_pairs", (list,), where)
         check.field(raw, "conversation_metadata", (dict,), where, required=False, nullable=True)
         if not isinstance(raw_pairs, list):
@@ -214,7 +214,7 @@ def read_brightrun(data: Any, file: str, findings: Findings) -> tuple[list[Conve
             if (pair := read_pair(item, i, Location(None, None, None, index, conversation_id, i), findings)) is not None
         ]
         first_meta = (
-            _dict(raw_pairs[0].get("conversation_metadata")) if raw_pairs and isinstance(raw_pairs[0], dict) else {}
+            as_dict(raw_pairs[0].get("conversation_metadata")) if raw_pairs and isinstance(raw_pairs[0], dict) else {}
         )
         persona, arc, topic = strata_of(meta, first_meta)
         conversations.append(
@@ -229,117 +229,3 @@ def read_brightrun(data: Any, file: str, findings: Findings) -> tuple[list[Conve
             )
         )
     return conversations, {k: v for k, v in data.items() if k != "conversations"}
-
-
-def read_brightrun_lines(
-    lines: list[tuple[int, Any]], file: str, findings: Findings
-) -> tuple[list[Conversation], dict[str, Any]]:
-    """The JSONL export: an optional ``{"_meta": {...}}`` first line, then one pair per line.
-
-    Pairs are grouped by ``conversation_metadata.conversation_id`` when the export carries it; otherwise by
-    source order, a new conversation starting wherever turn_number stops increasing or the persona, arc, topic
-    or template changes.
-    """
-    metadata: dict[str, Any] = {}
-    groups: dict[Any, list[tuple[Pair, dict[str, Any]]]] = {}
-    previous: tuple[Any, ...] | None = None
-    run = 0
-    for position, (line, value) in enumerate(lines):
-        where = Location(file=file, line=line)
-        if isinstance(value, dict) and "_meta" in value:
-            if position == 0 and isinstance(value["_meta"], dict):
-                metadata = value["_meta"]
-            else:
-                problem = "_meta: expected an object" if position == 0 else "a _meta line after the first line"
-                findings.error("wrong_shape", problem, where)
-            continue
-        pair = read_pair(value, 0, where, findings)
-        if pair is None:
-            continue
-        pair_meta = _dict(value.get("conversation_metadata"))
-        explicit = _text_id(pair_meta.get("conversation_id"))
-        signature = (value.get("conversation_id"), *strata_of({}, pair_meta))
-        if explicit is None:
-            starts = previous is None or signature != previous[0] or (pair.turn_number or 0) <= (previous[1] or 0)
-            run += starts
-        previous = (signature, pair.turn_number)
-        groups.setdefault(explicit if explicit is not None else ("run", run), []).append((pair, pair_meta))
-    conversations = []
-    for index, (key, members) in enumerate(groups.items()):
-        conversation_id = key if isinstance(key, str) else None
-        pairs = [replace(pair, index=i) for i, (pair, _) in enumerate(members)]
-        persona, arc, topic = strata_of({}, members[0][1])
-        conversations.append(
-            Conversation(
-                index=index,
-                id=conversation_id or f"#{index}",
-                pairs=pairs,
-                persona=persona,
-                emotional_arc=arc,
-                topic=topic,
-                line=pairs[0].line,
-                has_id=conversation_id is not None,
-            )
-        )
-    return conversations, metadata
-
-
-def read_chat_lines(lines: list[tuple[int, Any]], file: str, findings: Findings) -> list[Conversation]:
-    """Chat JSONL: ``{"messages": [{"role", "content"}, ...]}`` per line; each assistant message is a pair.
-
-    An assistant message with ``"weight": 0`` (OpenAI's convention) is context, not a target.
-    """
-    conversations = []
-    for index, (line, value) in enumerate(lines):
-        where = Location(file=file, line=line)
-        if not isinstance(value, dict):
-            findings.error("wrong_shape", f"expected an object with a 'messages' list, found {describe(value)}", where)
-            continue
-        check = _Checker(findings)
-        raw_messages = check.field(value, "messages", (list,), where)
-        if not isinstance(raw_messages, list):
-            continue
-        turns = check.turns(raw_messages, where, "messages")
-        weights = []
-        for i, item in enumerate(raw_messages):
-            weight = item.get("weight", 1) if isinstance(item, dict) else 1
-            if weight not in (0, 1) or isinstance(weight, bool):
-                check.fail("wrong_type", f"messages[{i}].weight: expected 0 or 1, found {describe(weight)}", where)
-            weights.append(weight)
-        if check.failed:
-            continue
-        meta = _dict(value.get("metadata"))
-        persona, arc, topic = strata_of(meta, meta)
-        conversation_id = _text_id(value.get("id")) or _text_id(meta.get("conversation_id"))
-        conversations.append(
-            Conversation(
-                index=index,
-                id=conversation_id or f"#{index}",
-                pairs=_chat_pairs(turns, weights, line),
-                persona=persona,
-                emotional_arc=arc,
-                topic=topic,
-                line=line,
-                has_id=conversation_id is not None,
-            )
-        )
-    return conversations
-
-
-def _chat_pairs(turns: list[Turn], weights: list[int], line: int) -> list[Pair]:
-    offset = 1 if turns and turns[0].role == "system" else 0
-    system = turns[0].content if offset else ""
-    body = turns[offset:]
-    pairs: list[Pair] = []
-    for i, turn in enumerate(body):
-        if turn.role != "assistant":
-            continue
-        before = body[:i]
-        user_input = before[-1].content if before and before[-1].role == "user" else None
-        history = before[:-1] if user_input is not None else before
-        name = f"messages[{i + offset}]"
-        target = turn.content if weights[i + offset] != 0 else None
-        pair = Pair(len(pairs), name, system, list(history), user_input, target, line=line, target_field=name)
-        pair.input_field = f"messages[{i + offset - 1}]"
-        pairs.append(pair)
-    return pairs

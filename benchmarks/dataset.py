@@ -1,0 +1,164 @@
+"""Dataset benchmarks: validate and convert 10,000 pairs, tokens saved by conversations mode, packing at 4,096."""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from engine.config import DatasetMode
+from engine.dataset import ChatTokenizer, ConvertOptions, convert_file, prepare, validate_file
+from engine.dataset.stats import pack_best_fit_decreasing
+from engine.demo import build_demo_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "brightrun-sample.json"
+REAL = ROOT.parent / "shared" / "data" / "brightrun"
+REAL_FILES = ["brightrun-v4-18-conversations.json", "brightrun-v4-24-conversations.json"]
+PAIRS = 10_000
+REPEAT = 3
+SEQ = 4096
+
+
+def _sources() -> list[Path]:
+    real = [REAL / name for name in REAL_FILES if (REAL / name).exists()]
+    return real or [SAMPLE]
+
+
+def _texts(path: Path) -> list[str]:
+    document = json.loads(path.read_text(encoding="utf-8"))
+    texts: dict[str, None] = {}
+    for conversation in document["conversations"]:
+        for pair in conversation["training_pairs"]:
+            for text in (pair["system_prompt"], pair["current_user_input"], pair["target_response"]):
+                if text:
+                    texts.setdefault(text, None)
+    return list(texts)
+
+
+def _big_file(source: Path, out: Path) -> tuple[int, int]:
+    """``source``'s conversations repeated, each with a fresh conversation id, until there are 10,000 pairs."""
+    document = json.loads(source.read_text(encoding="utf-8"))
+    originals = document["conversations"]
+    conversations, pairs = [], 0
+    while pairs < PAIRS:
+        conversation = copy.deepcopy(originals[len(conversations) % len(originals)])
+        conversation["conversation_metadata"]["conversation_id"] = str(uuid.UUID(int=len(conversations)))
+        conversations.append(conversation)
+        pairs += len(conversation["training_pairs"])
+    document["conversations"] = conversations
+    out.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
+    return pairs, len(conversations)
+
+
+def _median_seconds(action: Any) -> float:
+    times = []
+    for _ in range(REPEAT):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def validate_and_convert(workdir: Path, tokenizer: ChatTokenizer) -> list[dict[str, Any]]:
+    source = _sources()[-1]
+    big = workdir / "big.json"
+    pairs, conversations = _big_file(source, big)
+    size_mb = big.stat().st_size / 1e6
+    where = f"{pairs:,} pairs in {conversations:,} conversations ({size_mb:.0f} MB), {source.name} repeated"
+    validate = _median_seconds(lambda: validate_file(big))
+    convert = _median_seconds(lambda: convert_file(big, workdir / "out", ConvertOptions()))
+    exact = _median_seconds(lambda: convert_file(big, workdir / "out", ConvertOptions(), tokenizer=tokenizer))
+    timing = f"median of {REPEAT}"
+    return [
+        {
+            "name": "validate 10,000 pairs",
+            "value": round(validate, 2),
+            "unit": f"s ({timing})",
+            "target": "",
+            "conditions": f"{where}; tokens estimated from characters",
+        },
+        {
+            "name": "convert 10,000 pairs",
+            "value": round(convert, 2),
+            "unit": f"s ({timing})",
+            "target": "",
+            "conditions": "as above; convert validates too, then writes train/eval JSONL and the manifest",
+        },
+        {
+            "name": "validate + convert 10,000 pairs",
+            "value": round(validate + convert, 2),
+            "unit": "s",
+            "target": "< 3",
+            "conditions": "the two commands one after the other, as a user runs them",
+        },
+        {
+            "name": "convert 10,000 pairs, tokenizer counts",
+            "value": round(exact, 2),
+            "unit": f"s ({timing})",
+            "target": "",
+            "conditions": "as above with the demo tokenizer counting every message (cached per distinct text)",
+        },
+    ]
+
+
+def modes(tokenizer: ChatTokenizer, tokenizer_note: str) -> list[dict[str, Any]]:
+    results = []
+    for source in _sources():
+        prepared = {
+            mode: prepare(source, ConvertOptions(mode=mode, eval_fraction=0.0), tokenizer=tokenizer)
+            for mode in DatasetMode
+        }
+        conversations, pairs = prepared[DatasetMode.CONVERSATIONS], prepared[DatasetMode.PAIRS]
+        same = conversations.report.trained_tokens == pairs.report.trained_tokens
+        windowed = sum(1 for e in conversations.examples if e.meta["window"]["of"] > 1)
+        saved = 1 - conversations.report.tokens / pairs.report.tokens
+        results.append(
+            {
+                "name": f"tokens saved by conversations mode: {source.name}",
+                "value": f"{saved:.1%}",
+                "unit": (
+                    f"{conversations.report.tokens:,} vs {pairs.report.tokens:,} tokens "
+                    f"({pairs.report.tokens / conversations.report.tokens:.2f}×)"
+                ),
+                "target": "",
+                "conditions": (
+                    f"{len(conversations.examples)} vs {len(pairs.examples)} examples ({windowed} of them windows of "
+                    f"conversations past {SEQ:,} tokens), trained tokens {'identical' if same else 'DIFFERENT'} "
+                    f"({conversations.report.trained_tokens:,}); {tokenizer_note}"
+                ),
+            }
+        )
+        for mode, result in prepared.items():
+            lengths = [e.meta["tokens"] for e in result.examples]
+            packed = pack_best_fit_decreasing(lengths, SEQ)
+            waste = 1 - sum(packed) / (len(packed) * SEQ)
+            results.append(
+                {
+                    "name": f"packing at {SEQ}: {source.name}, {mode.value}",
+                    "value": f"{waste:.1%}",
+                    "unit": f"room left empty, {len(packed)} sequences",
+                    "target": "<= 3%",
+                    "conditions": (
+                        f"{len(lengths)} examples, best-fit decreasing as TRL packs (padding-free: empty room "
+                        f"costs steps, not compute); {tokenizer_note}"
+                    ),
+                }
+            )
+    return results
+
+
+def run() -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        sources = _sources()
+        build_demo_tokenizer([text for source in sources for text in _texts(source)], workdir / "tokenizer")
+        tokenizer = ChatTokenizer.load(workdir / "tokenizer")
+        trained_on = " and ".join(source.name for source in sources)
+        note = f"demo tokenizer: byte-level BPE, 4,096 tokens, trained on the text of {trained_on}"
+        return [*validate_and_convert(workdir, tokenizer), *modes(tokenizer, note)]
