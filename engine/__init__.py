@@ -6,7 +6,20 @@ Importing this package is cheap; torch and the training stack load only in the m
 Exceptions::
 
     EngineError                     base of everything the engine raises on purpose
-    └── SpecError                   a job specification that cannot be run (field, value, allowed range)
+    ├── SpecError                   a job specification that cannot be run (field, value, allowed range)
+    ├── DatasetError                a dataset that cannot be read or converted (engine.dataset)
+    │   ├── TokenizerError          a tokenizer that cannot be loaded or lacks the Llama 3 tokens
+    │   └── OutputError             a converted-dataset folder that cannot be written or read
+    ├── SpecMismatch                a workdir that holds another job's training (engine.failures)
+    ├── NonFiniteLoss               the training loss became NaN or infinite (engine.failures)
+    ├── JobCancelled                a requested stop, raised between stages (engine.failures)
+    ├── PackageError                a package that cannot be built or no longer verifies (engine.packaging)
+    └── BenchmarkFailed             a benchmark run whose loss or weights show it did not train (engine.bench)
+
+Modules: ``config`` (the JobSpec), ``chat`` (the Llama 3 format), ``dataset`` (validation and conversion),
+``events`` and ``workdir`` (the record a job leaves), ``runner`` (``python -m engine run``) and the stages it
+calls — ``prepare``, ``model``, ``training``, ``evaluation``, ``packaging`` — plus ``serve`` (the pod API),
+``webhooks``, ``demo`` (the offline demo model) and ``bench`` (the GPU benchmark).
 """
 
 
