@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from engine.config import DatasetFormat
@@ -18,9 +19,12 @@ def is_truncated(text: str) -> bool:
     return bool(tail) and (tail[-1].isalnum() or tail[-1] in _OPEN_ENDINGS)
 
 
+ESCAPES = re.compile(r'\\(r\\n|n|t|")')  # literal \n, \r\n, \t and \" left by escaping text twice
+
+
 def has_escaped_newlines(text: str) -> bool:
-    """Literal backslash-n where a line break was meant (text escaped twice on its way into the file)."""
-    return "\\n" in text
+    """Literal backslash-n (or backslash-quote) where a line break (or a quote) was meant."""
+    return ("\\" in text) and ESCAPES.search(text) is not None
 
 
 def location(
@@ -59,20 +63,19 @@ def check_dataset(dataset: Dataset, findings: Findings, *, refuse_empty: bool = 
     scores: list[float] = []
     texts: dict[tuple[tuple[str | None, ...], ...], int] = {}
     ids: dict[str, int] = {}
+    escaped: set[str] = set()
     for conversation in dataset.conversations:
         at = _locator(dataset, conversation)
         pair_ids: set[str] = set()
-        prompts: set[str] = set()
         if chat and not any(p.target is not None for p in conversation.pairs):
             findings.warn("no_assistant_turn", at(None, None))
         for pair in conversation.pairs:
             if not chat and pair.id in pair_ids:
                 findings.warn("duplicate_pair_id", at(pair, "id"))
             pair_ids.add(pair.id)
-            if pair.system_prompt not in prompts and has_escaped_newlines(pair.system_prompt):
+            if _newly_escaped(pair.system_prompt, escaped):
                 findings.warn("escaped_newlines", at(pair, "system_prompt"))
-            prompts.add(pair.system_prompt)
-            trainable += _check_pair(pair, findings, at, chat)
+            trainable += _check_pair(pair, findings, at, chat, escaped)
             if pair.quality_score is not None:
                 scores.append(pair.quality_score)
                 if pair.quality_score < LOW_QUALITY_SCORE:
@@ -94,14 +97,22 @@ def check_dataset(dataset: Dataset, findings: Findings, *, refuse_empty: bool = 
     return trainable
 
 
-def _check_pair(pair: Pair, findings: Findings, at: _At, chat: bool) -> int:
+def _newly_escaped(text: str, seen: set[str]) -> bool:
+    """True the first time a text with literal escapes is met: a user turn recurs in two pairs, count it once."""
+    if not has_escaped_newlines(text) or text in seen:
+        return False
+    seen.add(text)
+    return True
+
+
+def _check_pair(pair: Pair, findings: Findings, at: _At, chat: bool, escaped: set[str]) -> int:
     history = pair.history
     if pair.user_input is not None:
         if history and history[-1].role == "user" and history[-1].content.strip() == pair.user_input.strip():
             findings.warn("duplicated_user_turn", at(pair, "conversation_history"))
         if not pair.user_input.strip():
             findings.warn("empty_content", at(pair, pair.input_field))
-        elif has_escaped_newlines(pair.user_input):
+        elif _newly_escaped(pair.user_input, escaped):
             findings.warn("escaped_newlines", at(pair, pair.input_field))
     if pair.target is None:
         if not chat:
@@ -110,7 +121,7 @@ def _check_pair(pair: Pair, findings: Findings, at: _At, chat: bool) -> int:
     if not pair.target.strip():
         findings.warn("empty_content", at(pair, pair.target_field))
         return 0
-    if has_escaped_newlines(pair.target):
+    if _newly_escaped(pair.target, escaped):
         findings.warn("escaped_newlines", at(pair, pair.target_field))
     if is_truncated(pair.target):
         findings.warn("truncated_response", at(pair, pair.target_field))
@@ -128,8 +139,8 @@ def _describe(findings: Findings, score: float) -> None:
             "there twice: conversion keeps one"
         ),
         "escaped_newlines": lambda n: (
-            f"a literal backslash-n stands where a line break was meant in {plural(n, 'text')}: --unescape "
-            "turns them into line breaks"
+            f"literal escapes (backslash-n, backslash-quote) stand for line breaks and quotes in "
+            f"{plural(n, 'text')}: --unescape repairs them"
         ),
         "truncated_response": lambda n: (
             f"the reply stops mid-sentence or ends in a dangling backslash in {plural(n, 'pair')}: "

@@ -10,19 +10,17 @@ edited history, another system prompt), a new chain starts, so nothing is traine
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import DatasetMode
-from engine.dataset.checks import is_truncated, location
+from engine.dataset.checks import ESCAPES, is_truncated, location
 from engine.dataset.model import Conversation, Dataset, Example, ExampleMessage, Pair
 from engine.dataset.report import Findings, plural
 from engine.dataset.tokens import CharEstimate, ChatTokenizer
 from engine.dataset.windows import as_context, fit_windows, is_trained
 
-_ESCAPES = re.compile(r'\\(r\\n|n|t|")')
 _UNESCAPED = {"r\\n": "\n", "n": "\n", "t": "\t", '"': '"'}
 
 
@@ -41,7 +39,7 @@ class Repairs:
             return value
         fixed = self._texts.get(value)
         if fixed is None:
-            fixed = _ESCAPES.sub(lambda m: _UNESCAPED[m.group(1)], value)
+            fixed = ESCAPES.sub(lambda m: _UNESCAPED[m.group(1)], value)
             self._texts[value] = fixed
             self.unescaped_texts += fixed != value
         return fixed
