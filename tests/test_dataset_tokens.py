@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
-from tokenizers import Tokenizer, models
+from tokenizers import Tokenizer, models, processors
 
 from engine.chat import EOT
 from engine.config import DatasetMode
@@ -22,11 +23,20 @@ def sample_examples(mode: DatasetMode = DatasetMode.CONVERSATIONS) -> list[Examp
     return prepare(SAMPLE, ConvertOptions(mode=mode)).examples
 
 
-def test_the_mask_is_what_transformers_computes_from_the_chat_template() -> None:
+@pytest.mark.parametrize("trim_offsets", [False, True])
+def test_the_mask_is_what_transformers_computes_from_the_chat_template(tmp_path: Path, trim_offsets: bool) -> None:
     transformers = pytest.importorskip("transformers")
-    hf = transformers.PreTrainedTokenizerFast.from_pretrained(demo_tokenizer_dir())
+    folder = tmp_path / "tokenizer"
+    shutil.copytree(demo_tokenizer_dir(), folder)
+    if trim_offsets:  # offsets of whitespace tokens trimmed to nothing, as some tokenizers are configured
+        backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        backend.post_processor = processors.ByteLevel(trim_offsets=True)
+        backend.save(str(folder / "tokenizer.json"))
+    hf = transformers.PreTrainedTokenizerFast.from_pretrained(folder)
     ours = ChatTokenizer(hf.backend_tokenizer)
-    for example in sample_examples()[:3] + prepare(CHAT_SAMPLE, ConvertOptions()).examples[:2]:
+    examples = sample_examples()[:3] + prepare(CHAT_SAMPLE, ConvertOptions()).examples[:2]
+    examples[0].messages[2]["content"] = "🙂👋 " + examples[0].messages[2]["content"] + " ça va? こんにちは 👋"
+    for example in examples:
         expected = hf.apply_chat_template(
             example.messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
         )

@@ -47,14 +47,36 @@ def trained_spans(messages: Sequence[Message]) -> tuple[str, list[tuple[int, int
     return rendered.text, spans
 
 
-def mask_from_offsets(offsets: Sequence[int], spans: Sequence[tuple[int, int]]) -> list[int]:
-    """1 for each token whose first character lies inside one of ``spans`` (sorted, disjoint)."""
-    starts = [start for start, _ in spans]
-    mask = []
-    for offset in offsets:
-        i = bisect_right(starts, offset) - 1
-        mask.append(1 if i >= 0 and offset < spans[i][1] else 0)
+def mask_from_offsets(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[int]:
+    """1 for the tokens of each span: from the token holding its first character to the one holding its last.
+
+    That is every token that starts inside the span, and also, as in Hugging Face's
+    return_assistant_tokens_mask, a whitespace token inside a reply whose offsets a tokenizer trimmed to
+    nothing (``trim_offsets``).
+    """
+    starts = [start for start, _ in offsets]
+    mask = [0] * len(offsets)
+    for first_char, end_char in spans:
+        first = _token_at(offsets, starts, first_char)
+        last = _token_at(offsets, starts, end_char - 1)
+        if first is None or last is None:
+            continue
+        mask[first : last + 1] = [1] * (last + 1 - first)
     return mask
+
+
+def _token_at(offsets: Sequence[tuple[int, int]], starts: Sequence[int], char: int) -> int | None:
+    """The first token whose characters include ``char``; None when no token covers it."""
+    i = bisect_right(starts, char) - 1
+    while i >= 0 and not offsets[i][0] <= char < offsets[i][1]:
+        if offsets[i][1] > offsets[i][0]:  # a token with characters, ending before ``char``
+            return None
+        i -= 1
+    if i < 0:
+        return None
+    while i > 0 and offsets[i - 1][0] <= char < offsets[i - 1][1]:  # one character, several byte tokens
+        i -= 1
+    return i
 
 
 class TokenCounter(Protocol):
@@ -122,11 +144,11 @@ class ChatTokenizer:
         return cls(tokenizer, str(path))
 
     def encode(self, messages: Sequence[Message]) -> Encoded:
-        """The Llama 3 text of ``messages`` encoded once; a token is trained when it starts in a trained span."""
+        """The Llama 3 text of ``messages`` encoded once; the tokens of each trained span are marked."""
         text, spans = trained_spans(messages)
         encoding = self.tokenizer.encode(text, add_special_tokens=False)
-        offsets = [start for start, _ in encoding.offsets]
-        return Encoded(list(encoding.ids), mask_from_offsets(offsets, spans), offsets, text)
+        mask = mask_from_offsets(encoding.offsets, spans)
+        return Encoded(list(encoding.ids), mask, [start for start, _ in encoding.offsets], text)
 
     def message_tokens(self, messages: Sequence[Message]) -> list[int]:
         # Every rendered message starts and ends with a special token, and tokenizers never merges across

@@ -102,7 +102,11 @@ def estimate(
         return
     low, high = result.cost
     if counted is not None:
-        how = "estimated at ≈4 characters per token" if counted["tokens_estimated"] else counted["tokenizer"]
+        how = (
+            "estimated at ≈4 characters per token"
+            if counted["tokens_estimated"]
+            else f"tokenizer {counted['tokenizer']}"
+        )
         click.echo(f"dataset {dataset_path}: {counted['train_examples']:,} training examples, {counted['mode']} mode")
         click.echo(f"{tokens:,} tokens per epoch ({how})")
     click.echo(
