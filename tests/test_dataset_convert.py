@@ -261,3 +261,12 @@ def test_the_owners_malformed_file_cannot_be_converted(tmp_path: Path) -> None:
 def test_validate_and_convert_agree_on_counts() -> None:
     report = validate_file(SAMPLE, mode=DatasetMode.PAIRS)
     assert report.examples == 27 and report.mode == "pairs"
+
+
+def test_pairs_listed_out_of_order_still_make_one_example_per_conversation(tmp_path: Path) -> None:
+    document = sample_document()
+    for conversation in document["conversations"]:
+        conversation["training_pairs"].reverse()
+    path = write_json(tmp_path / "reversed.json", document)
+    shuffled = examples_of(path, DatasetMode.CONVERSATIONS)
+    assert [e.messages for e in shuffled] == [e.messages for e in examples_of(SAMPLE, DatasetMode.CONVERSATIONS)]

@@ -32,7 +32,7 @@ class Repairs:
     drop_truncated: bool = False
     unescaped_texts: int = 0
     dropped_pairs: int = 0
-    _texts: dict[str, str] = field(default_factory=dict)
+    _texts: dict[str, str] = field(default_factory=dict, repr=False)
 
     def text(self, value: str) -> str:
         if not self.unescape:
@@ -111,7 +111,8 @@ def trainable(pair: Pair, repairs: Repairs) -> bool:
 def chains(conversation: Conversation, repairs: Repairs) -> Iterator[Chain]:
     """The conversation's trainable pairs as chats; one chain unless a history breaks off."""
     current: Chain | None = None
-    for pair in conversation.pairs:
+    # By the length of their history, so pairs listed out of turn order still chain up.
+    for pair in sorted(conversation.pairs, key=lambda p: len(p.history)):
         if not trainable(pair, repairs):
             continue
         context = _context(pair, repairs)
