@@ -42,6 +42,12 @@ def record_events(ledger: Ledger, job_id: uuid.UUID, events: Iterable[EventRecor
     records = [e if isinstance(e, EventRecord) else EventRecord.from_line(e) for e in events]
     if not records:
         return 0
+    with ledger.write() as session:
+        return insert_events(session.connection(), job_id, records)
+
+
+def insert_events(connection: sa.Connection, job_id: uuid.UUID, records: list[EventRecord]) -> int:
+    """Insert event records inside the caller's transaction (duplicates skipped); returns how many were new."""
     time_type = UTCDateTime()
     rows = [
         {
@@ -59,13 +65,12 @@ def record_events(ledger: Ledger, job_id: uuid.UUID, events: Iterable[EventRecor
     )  # fmt: skip
     statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=["job_id", "seq"])
     newest = max(r.seq for r in records)
-    with ledger.write() as session:
-        result = session.connection().execute(statement, rows)
-        session.connection().execute(
-            sa.update(TrainingJob)
-            .where(col(TrainingJob.id) == job_id, col(TrainingJob.last_event_seq) < newest)
-            .values(last_event_seq=newest)
-        )
+    result = connection.execute(statement, rows)
+    connection.execute(
+        sa.update(TrainingJob)
+        .where(col(TrainingJob.id) == job_id, col(TrainingJob.last_event_seq) < newest)
+        .values(last_event_seq=newest)
+    )
     return max(result.rowcount, 0)
 
 

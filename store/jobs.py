@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -305,3 +305,37 @@ def jobs_by_status(ledger: Ledger, statuses: Iterable[str]) -> list[TrainingJob]
     )
     with ledger.read() as session:
         return list(session.exec(statement).all())
+
+
+def acquire_lease(ledger: Ledger, job_id: uuid.UUID, owner: str, ttl_seconds: float = 15.0) -> bool:
+    """Take or renew the right to supervise a job; False while another live owner holds it.
+
+    One supervisor at a time ingests a job's events and drives its lifecycle; others only watch. A lease
+    not renewed within ``ttl_seconds`` (its holder died) can be taken over.
+    """
+    now = utcnow()
+    statement = (
+        sa.update(TrainingJob)
+        .where(
+            col(TrainingJob.id) == job_id,
+            sa.or_(
+                col(TrainingJob.lease_owner).is_(None),
+                col(TrainingJob.lease_owner) == owner,
+                col(TrainingJob.lease_expires_at) < now,
+            ),
+        )
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl_seconds))
+    )
+    with ledger.write() as session:
+        result = session.connection().execute(statement)
+    return result.rowcount == 1
+
+
+def release_lease(ledger: Ledger, job_id: uuid.UUID, owner: str) -> None:
+    statement = (
+        sa.update(TrainingJob)
+        .where(col(TrainingJob.id) == job_id, col(TrainingJob.lease_owner) == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+    )
+    with ledger.write() as session:
+        session.connection().execute(statement)

@@ -24,6 +24,16 @@ def record_metrics(ledger: Ledger, job_id: uuid.UUID, rows: Iterable[Mapping[str
     A step seen before keeps its values and gains any new non-null ones (an eval loss reported after the
     training loss of the same step, say).
     """
+    values = list(rows)
+    if not values:
+        return 0
+    with ledger.write() as session:
+        upsert_metrics(session.connection(), job_id, values)
+    return len(values)
+
+
+def upsert_metrics(connection: sa.Connection, job_id: uuid.UUID, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Insert or fill in metric rows inside the caller's transaction."""
     values = []
     for row in rows:
         item: dict[str, Any] = {"job_id": job_id, "step": int(row["step"])}
@@ -31,16 +41,14 @@ def record_metrics(ledger: Ledger, job_id: uuid.UUID, rows: Iterable[Mapping[str
         item["recorded_at"] = row.get("recorded_at") or utcnow()
         values.append(item)
     if not values:
-        return 0
+        return
     table = TrainingMetric.__table__  # type: ignore[attr-defined]
     statement = sqlite_insert(table)
     statement = statement.on_conflict_do_update(
         index_elements=["job_id", "step"],
         set_={name: sa.func.coalesce(statement.excluded[name], table.c[name]) for name in METRIC_FIELDS},
     )
-    with ledger.write() as session:
-        session.connection().execute(statement, values)
-    return len(values)
+    connection.execute(statement, values)
 
 
 def _number(value: Any) -> float | None:

@@ -173,3 +173,37 @@ class JobEvent(SQLModel, table=True):
     type: str = Field(index=True)
     payload: dict[str, Any] = _json()
     ts: datetime = _time(False)
+
+
+class JobAttempt(SQLModel, table=True):
+    """One launch of a job (a resume is a new attempt on the same workdir or volume), and what it cost."""
+
+    __tablename__ = "job_attempts"
+    __table_args__ = (sa.UniqueConstraint("job_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: uuid.UUID = Field(foreign_key="training_jobs.id", index=True)
+    number: int
+    provider: str
+    handle: dict[str, Any] = _json(description="How to reach the run: pid and workdir, or pod id and endpoints")
+    rate_usd_per_hour: float = 0.0
+    gpu_count: int = 0
+    started_at: datetime = _time(False)
+    ended_at: datetime | None = _time()
+    cost_usd: float = 0.0
+    outcome: str | None = Field(default=None, description="completed, failed, cancelled, interrupted")
+
+
+class Alert(SQLModel, table=True):
+    """Something the user should see once: a budget threshold crossed, a job stopped by a limit or lost."""
+
+    __tablename__ = "alerts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, description="Raised once per key, e.g. budget:2026-11:0.8")
+    kind: str
+    level: str = "warning"
+    message: str
+    job_id: uuid.UUID | None = Field(default=None, foreign_key="training_jobs.id")
+    created_at: datetime = _time(False, index=True)
+    acknowledged_at: datetime | None = _time()

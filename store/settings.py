@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     hard_cap_usd: float = Field(200.0, ge=0, description="A running job that costs this much is cancelled.")
     max_duration_hours: float = Field(24.0, gt=0, description="A running job this old is cancelled.")
     local_rate_usd_per_hour: float = Field(0.0, ge=0, description="Notional hourly rate of local jobs.")
+    auto_resume: bool = Field(False, description="Resume an interrupted job by itself (budget permitting).")
+    max_resume_attempts: int = Field(3, ge=1, le=20, description="Attempts per job, the first included.")
     gpu_prices: dict[str, float] = Field(
         default_factory=dict,
         description='Price overrides, USD per GPU-hour: {"<gpu id>" = 2.5} or {"<gpu id>:COMMUNITY" = 1.9}.',
