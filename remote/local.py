@@ -1,0 +1,173 @@
+"""The local provider (the embedded default): the engine runs on this machine as a detached process.
+
+Each job gets a workdir under the data dir (``jobs/<job id>``). The engine is started in its own session,
+so it keeps running when the command or dashboard that launched it exits; its events are read straight
+from the workdir.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from engine.config import JobSpec
+from engine.events import read_events
+from engine.workdir import Workdir
+from remote.provider import EventStream, Provider, ProviderError, RunHandle, RunState, copy_verified
+
+# Variables the engine needs from the caller's environment; secrets among them never reach a log.
+_PASSED_SECRETS = {"hf_token": "HF_TOKEN", "training_webhook_secret": "TRAINING_WEBHOOK_SECRET"}
+
+
+class FileEventStream:
+    """Events of a workdir's events.jsonl after a seq, read from where the last poll stopped."""
+
+    def __init__(self, path: Path, after_seq: int) -> None:
+        self.path = path
+        self.after_seq = after_seq
+        self.offset = 0
+
+    def poll(self, timeout: float) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = []
+            for offset, event in read_events(self.path, after_seq=self.after_seq, offset=self.offset):
+                self.offset = offset
+                found.append(event)
+            if not found:  # nothing new: remember how far the file has been read anyway
+                self.offset = max(self.offset, self._complete_size())
+            if found or time.monotonic() >= deadline:
+                if found:
+                    self.after_seq = int(found[-1]["seq"])
+                return found
+            time.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
+
+    def _complete_size(self) -> int:
+        """Bytes up to the last newline (a half-written line is read again next time)."""
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return self.offset
+        return self.offset + data.rfind(b"\n") + 1
+
+    def close(self) -> None:
+        pass
+
+
+def _process_alive(pid: int, workdir: str) -> bool:
+    """The engine of ``workdir`` is still running as ``pid`` (not a zombie, not a reused pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, IndexError):
+        return True  # no /proc to look at: trust the signal check
+    return state != "Z" and workdir in cmdline
+
+
+class LocalProvider(Provider):
+    """Runs ``python -m engine run`` on this machine, one detached process per job."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        jobs_dir: Path,
+        models_dir: Path,
+        *,
+        rate_usd_per_hour: float = 0.0,
+        secrets: dict[str, str] | None = None,
+        python: str | None = None,
+    ) -> None:
+        self.jobs_dir = jobs_dir
+        self.models_dir = models_dir
+        self.rate = rate_usd_per_hour
+        self.secrets = secrets or {}
+        self.python = python or sys.executable
+
+    def workdir(self, job_id: uuid.UUID) -> Workdir:
+        return Workdir(self.jobs_dir / str(job_id))
+
+    def launch(self, job_id: uuid.UUID, spec: JobSpec, *, resume: bool = False) -> RunHandle:
+        if importlib.util.find_spec("torch") is None:
+            raise ProviderError(
+                "the local provider runs the training engine, which needs the train extra: "
+                "pip install -c constraints.txt 'lorapod[train]' (or `make setup`)"
+            )
+        workdir = self.workdir(job_id)
+        if workdir.root.exists() and not resume and any(workdir.root.iterdir()):
+            raise ProviderError(f"{workdir.root} already holds a run; resume it instead of launching again")
+        (workdir.root / "control").mkdir(parents=True, exist_ok=True)
+        workdir.logs.mkdir(parents=True, exist_ok=True)
+        spec_file = workdir.root / "control" / "spec.json"
+        spec_file.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
+        workdir.cancel_request.unlink(missing_ok=True)  # a resume is not cancelled by the last run's request
+        command = [
+            self.python, "-m", "engine", "run", "--spec", str(spec_file), "--workdir", str(workdir.root),
+            "--models-dir", str(self.models_dir),
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "LORAPOD_RATE_USD_PER_HOUR": str(self.rate)}
+        env.update({_PASSED_SECRETS[k]: v for k, v in self.secrets.items() if k in _PASSED_SECRETS and v})
+        with (workdir.logs / "process.log").open("ab") as output:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # survives this terminal's Ctrl-C and this process's exit
+                close_fds=True,
+            )
+        # Reap it when it ends while this process lives, so it never lingers as a zombie.
+        threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
+        return RunHandle(provider=self.name, job_id=str(job_id), workdir=str(workdir.root), pid=process.pid)
+
+    def state(self, handle: RunHandle) -> RunState:
+        if handle.pid is None:
+            return RunState.LOST
+        return RunState.RUNNING if _process_alive(handle.pid, handle.workdir) else RunState.EXITED
+
+    def events(self, handle: RunHandle, after_seq: int) -> EventStream:
+        return FileEventStream(Workdir(Path(handle.workdir)).events, after_seq)
+
+    def logs(self, handle: RunHandle, offset: int = 0) -> tuple[str, int]:
+        path = Workdir(Path(handle.workdir)).log_file
+        try:
+            with path.open("rb") as log:
+                log.seek(offset)
+                data = log.read(1 << 20)
+        except FileNotFoundError:
+            return "", offset
+        cut = len(data) if len(data) < (1 << 20) else data.rfind(b"\n") + 1 or len(data)
+        return data[:cut].decode("utf-8", errors="replace"), offset + cut
+
+    def cancel(self, handle: RunHandle, reason: str) -> None:
+        Workdir(Path(handle.workdir)).request_cancel(reason)
+        if handle.pid is not None and _process_alive(handle.pid, handle.workdir):
+            os.kill(handle.pid, signal.SIGTERM)
+
+    def terminate(self, handle: RunHandle) -> None:
+        if handle.pid is not None and _process_alive(handle.pid, handle.workdir):
+            os.kill(handle.pid, signal.SIGKILL)
+
+    def fetch_artifact(self, handle: RunHandle, name: str, dest: Path, *, sha256: str | None = None) -> Path:
+        return copy_verified(Workdir(Path(handle.workdir)).packages / name, dest, sha256)
+
+    def rate_usd_per_hour(self, handle: RunHandle | None, spec: JobSpec) -> float:
+        return self.rate
