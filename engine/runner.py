@@ -158,7 +158,8 @@ class Job:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.cancel_reason is not None:  # a second signal: stop now
             os._exit(128 + signum)
-        self.cancel_reason = f"{signal.Signals(signum).name} received"
+        # A supervisor writes its reason (a budget limit, the user) before it signals.
+        self.cancel_reason = self.workdir.cancel_requested() or f"{signal.Signals(signum).name} received"
         log.warning("%s: finishing the current step, then checkpointing and stopping", self.cancel_reason)
 
     def _heartbeat(self) -> None:

@@ -1,0 +1,487 @@
+"""The supervisor: the one place that owns a job's lifecycle, from a dataset file to a finished ledger row.
+
+validate the dataset → estimate the cost → check the budget → ledger row (queued) → launch → follow the
+events into the ledger → apply status transitions → finalize (artifacts, duration and cost, error and
+hint). It runs inside ``lorapod run`` / ``watch`` and inside the dashboard; two of them on one job do not
+fight: a lease in the ledger lets one ingest while the others only watch what it records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.config import DEMO_MODEL, JobSpec, diff
+from engine.config import Provider as ProviderName
+from engine.dataset import validate_file
+from remote.local import LocalProvider
+from remote.provider import ArtifactError, EventStream, Provider, ProviderError, RunHandle, RunState
+from store import attempts as attempt_store
+from store.alerts import raise_alert
+from store.budget import Decision, crossed_limit, crossed_thresholds, may_start, month_spend
+from store.costs import Estimate, calibration, estimate
+from store.db import Ledger
+from store.events import list_events
+from store.files import register_file
+from store.ingest import ingest
+from store.jobs import acquire_lease, create_job, get_job, job_spec, release_lease, short_id, transition
+from store.models import JobAttempt, TrainingJob, utcnow
+from store.settings import Settings
+from store.status import LIVE, TERMINAL, JobStatus
+
+log = logging.getLogger(__name__)
+LEASE_SECONDS = 15.0
+RENEW_EVERY = 5.0
+COST_EVERY = 2.0
+
+
+class SupervisorError(Exception):
+    """A job action that cannot be done; the message says why and what to do."""
+
+
+class BudgetRefused(SupervisorError):
+    def __init__(self, decision: Decision) -> None:
+        super().__init__("refused by the budget: " + "; ".join(decision.reasons))
+        self.decision = decision
+
+
+@dataclass
+class Submission:
+    job: TrainingJob
+    estimate: Estimate | None
+    decision: Decision
+    validation: dict[str, Any]
+
+
+@dataclass
+class Update:
+    """What a follower saw in one round: new events, and the job as the ledger now has it."""
+
+    job: TrainingJob
+    events: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+    supervising: bool = True  # False: another process holds the lease; this one only watches
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Supervisor:
+    def __init__(self, ledger: Ledger, settings: Settings, providers: dict[str, Provider] | None = None) -> None:
+        self.ledger = ledger
+        self.settings = settings
+        self.owner = _owner()
+        self.providers = providers if providers is not None else default_providers(settings)
+
+    def provider(self, name: str) -> Provider:
+        try:
+            return self.providers[name]
+        except KeyError:
+            raise SupervisorError(f"no provider {name!r} is configured (have: {', '.join(self.providers)})") from None
+
+    # --- starting a job -------------------------------------------------------------------------------
+
+    def estimate_for(self, spec: JobSpec, tokens_per_epoch: int) -> Estimate | None:
+        """The cost estimate of a spec on its provider (None for local runs: their rate is notional)."""
+        if spec.resources.provider is ProviderName.LOCAL:
+            return None
+        size = spec.parameters_b()
+        if size is None:
+            raise SupervisorError(f"cannot tell the size of {spec.base_model!r}: set model_size_b")
+        resources = spec.resources
+        return estimate(
+            tokens_per_epoch * spec.hyperparameters.num_epochs,
+            size,
+            resources.gpu_types[0],
+            gpu_count=resources.gpu_count,
+            cloud_type=resources.cloud_type.value,
+            settings=self.settings,
+            calibration=calibration(self.ledger),
+        )
+
+    def local_tokenizer(self, spec: JobSpec) -> Path | None:
+        """The base model's tokenizer when it is on this machine (token counts are estimated otherwise)."""
+        if spec.base_model == DEMO_MODEL:
+            folder = self.settings.paths.models_dir / "tiny-llama"
+        else:
+            folder = Path(spec.base_model).expanduser()
+        return folder if (folder / "tokenizer.json").is_file() else None
+
+    def submit(self, spec: JobSpec, *, force: bool = False, parent: uuid.UUID | None = None) -> Submission:
+        """Validate, estimate, check the budget and record the job as queued (not launched yet)."""
+        path = Path(spec.dataset.dataset_path)
+        report = validate_file(
+            path, format=spec.dataset.dataset_format, mode=spec.dataset.dataset_mode,
+            max_seq_length=spec.hyperparameters.max_seq_length, tokenizer=self.local_tokenizer(spec),
+        )  # fmt: skip
+        summary = report.to_dict()
+        if not report.ok:
+            raise SupervisorError(f"{path} has errors; fix them first:\n{report.format_text()}")
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if spec.dataset.dataset_sha256 not in (None, digest):
+            raise SupervisorError(f"{path} changed since the spec was made (its sha256 differs)")
+        spec = spec.model_copy(
+            update={
+                "dataset": spec.dataset.model_copy(
+                    update={"dataset_sha256": digest, "dataset_path": str(path.resolve())}
+                )
+            }
+        )
+        training_file = register_file(
+            self.ledger,
+            name=path.name,
+            storage_path=str(path.resolve()),
+            sha256=digest,
+            format=str(summary.get("format")),
+            size_bytes=len(data),
+            conversation_count=int(summary.get("conversations") or 0),
+            total_training_pairs=int(summary.get("pairs") or 0),
+            trainable_pairs=int(summary.get("trainable_pairs") or 0),
+            token_count=summary.get("tokens"),
+            validation={k: summary.get(k) for k in ("ok", "format", "examples", "tokens", "warnings")},
+        )
+        cost = self.estimate_for(spec, int(summary.get("tokens") or 0))
+        high = cost.cost[1] if cost else 0.0
+        decision = may_start(self.settings, month_spend(self.ledger), high)
+        if not decision.allowed and not force:
+            raise BudgetRefused(decision)
+        job = create_job(
+            self.ledger, spec, training_file_id=training_file.id, estimated_cost_usd=high if cost else None,
+            parent_job_id=parent,
+        )  # fmt: skip
+        for alert in decision.alerts:
+            raise_alert(self.ledger, f"budget-start:{job.id}", "budget", alert, job_id=job.id)
+        return Submission(job=job, estimate=cost, decision=decision, validation=summary)
+
+    def launch(self, job_id: uuid.UUID, *, resume: bool = False) -> JobAttempt:
+        """Start the job's engine: a first launch from queued, or a resume from interrupted."""
+        job = get_job(self.ledger, job_id)
+        spec = job_spec(job)
+        provider = self.provider(job.provider)
+        try:
+            handle = provider.launch(job.id, spec, resume=resume)
+        except ProviderError as exc:
+            transition(self.ledger, job.id, JobStatus.FAILED, error_category="launch", error_message=str(exc))
+            raise SupervisorError(f"could not launch job {short_id(job.id)}: {exc}") from exc
+        rate = provider.rate_usd_per_hour(handle, spec)
+        gpus = spec.resources.gpu_count if job.provider != "local" else 0
+        attempt = attempt_store.start_attempt(
+            self.ledger,
+            job.id,
+            provider=job.provider,
+            handle=handle.model_dump(),
+            rate_usd_per_hour=rate,
+            gpu_count=gpus,
+        )
+        transition(
+            self.ledger, job.id, JobStatus.PROVISIONING, pod_id=handle.pod_id or str(handle.pid), workdir=handle.workdir
+        )
+        return attempt
+
+    def start(self, spec: JobSpec, *, force: bool = False, parent: uuid.UUID | None = None) -> Submission:
+        submission = self.submit(spec, force=force, parent=parent)
+        self.launch(submission.job.id)
+        submission.job = get_job(self.ledger, submission.job.id)
+        return submission
+
+    # --- following ---------------------------------------------------------------------------------------
+
+    def handle(self, job_id: uuid.UUID) -> tuple[JobAttempt, RunHandle] | None:
+        attempt = attempt_store.current_attempt(self.ledger, job_id)
+        if attempt is None:
+            return None
+        return attempt, RunHandle.model_validate(attempt.handle)
+
+    def follow(
+        self,
+        job_id: uuid.UUID,
+        *,
+        on_update: Callable[[Update], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        poll: float = 0.25,
+    ) -> TrainingJob:
+        """Follow a job until it ends (or ``should_stop``): ingest when holding the lease, else watch."""
+        job = get_job(self.ledger, job_id)
+        follower = _Follower(self, job, on_update, poll)
+        try:
+            while not should_stop():
+                job = follower.round()
+                if job.status in TERMINAL and follower.drained:
+                    break
+                if job.status == JobStatus.INTERRUPTED and follower.drained:
+                    break  # nothing runs until someone resumes it (auto-resume has already relaunched it)
+                if job.status == JobStatus.QUEUED and follower.idle_without_run():
+                    break
+        finally:
+            follower.close()
+        return get_job(self.ledger, job_id)
+
+    def catch_up(self, job_ids: Iterable[uuid.UUID]) -> None:
+        """Bring live jobs' ledger rows up to date once (events since the cursor; a lost process noticed)."""
+        for job_id in job_ids:
+            job = get_job(self.ledger, job_id)
+            if job.status not in LIVE:
+                continue
+            follower = _Follower(self, job, None, 0.0)
+            try:
+                if follower.supervising:
+                    follower.round()
+            finally:
+                follower.close()
+
+    # --- actions ---------------------------------------------------------------------------------------
+
+    def cancel(self, job_id: uuid.UUID, reason: str = "cancelled by the user") -> TrainingJob:
+        """Ask a running job to checkpoint and stop; a job with no run (queued, interrupted) ends at once."""
+        job = get_job(self.ledger, job_id)
+        if job.status in TERMINAL:
+            raise SupervisorError(f"job {short_id(job.id)} is already {job.status}")
+        current = self.handle(job.id)
+        if job.status in (JobStatus.QUEUED, JobStatus.INTERRUPTED) or current is None:
+            return transition(self.ledger, job.id, JobStatus.CANCELLED, error_message=reason)
+        _, handle = current
+        self.provider(job.provider).cancel(handle, reason)
+        return job
+
+    def resume(self, job_id: uuid.UUID) -> JobAttempt:
+        """Restart an interrupted job from its newest checkpoint, on the same workdir."""
+        job = get_job(self.ledger, job_id)
+        if job.status != JobStatus.INTERRUPTED:
+            raise SupervisorError(
+                f"job {short_id(job.id)} is {job.status}: only an interrupted job resumes "
+                "(a failed one is retried with `lorapod retry`)"
+            )
+        current = self.handle(job.id)
+        if current is not None and self.provider(job.provider).state(current[1]) is RunState.RUNNING:
+            raise SupervisorError(f"job {short_id(job.id)} is still running; `lorapod watch` it instead")
+        return self.launch(job.id, resume=True)
+
+    def retry_spec(self, job_id: uuid.UUID, *, suggested: bool) -> tuple[JobSpec, list[Any]]:
+        """The spec a retry would run (the same, or with the failure's suggested values) and its diff."""
+        job = get_job(self.ledger, job_id)
+        old = job_spec(job)
+        changes: dict[str, Any] = {}
+        if suggested:
+            errors = list_events(self.ledger, job.id, types=["error"])
+            changes = dict(errors[-1].payload.get("suggested") or {}) if errors else {}
+            if not changes:
+                raise SupervisorError(f"job {short_id(job.id)} has no suggested values; retry it as it was")
+        from engine.config import apply_overrides, validate_spec
+
+        data = old.model_dump(mode="json")
+        data.update(job_id=None)
+        overrides = [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in changes.items()]
+        new = validate_spec(apply_overrides(data, overrides))
+        return new, diff(old, new)
+
+    def retry(self, job_id: uuid.UUID, *, suggested: bool, force: bool = False) -> Submission:
+        if get_job(self.ledger, job_id).status not in TERMINAL:
+            raise SupervisorError("only a finished job can be retried (cancel it first)")
+        spec, _ = self.retry_spec(job_id, suggested=suggested)
+        return self.start(spec, force=force, parent=job_id)
+
+    def download(self, job_id: uuid.UUID, kind: str, dest: Path) -> Path:
+        """Copy a job's package into ``dest``, checking the sha256 the ledger recorded and the zip's manifest."""
+        from engine.packaging import verify_package
+        from store.artifacts import list_artifacts
+
+        job = get_job(self.ledger, job_id)
+        artifacts = list_artifacts(self.ledger, job.id, kind)
+        if not artifacts:
+            raise SupervisorError(f"job {short_id(job.id)} has no {kind} package (status: {job.status})")
+        artifact = artifacts[-1]
+        current = self.handle(job.id)
+        if current is None:
+            raise SupervisorError(f"job {short_id(job.id)} never ran")
+        _, handle = current
+        target = self.provider(job.provider).fetch_artifact(
+            handle, Path(artifact.storage_path).name, dest, sha256=artifact.sha256
+        )
+        problems = verify_package(target)
+        if problems:
+            raise ArtifactError(f"{target.name} does not verify: {'; '.join(problems[:3])}")
+        return target
+
+
+class _Follower:
+    """One follower of one job: holds the lease (and ingests) or watches the ledger."""
+
+    def __init__(
+        self, supervisor: Supervisor, job: TrainingJob, on_update: Callable[[Update], None] | None, poll: float
+    ) -> None:
+        self.sup = supervisor
+        self.job = job
+        self.on_update = on_update
+        self.poll = poll
+        self.stream: EventStream | None = None
+        self.current: tuple[JobAttempt, RunHandle] | None = None
+        self.seen_seq = job.last_event_seq if on_update is None else 0
+        self.drained = False
+        self.limit_hit = False
+        self.last_renew = 0.0
+        self.last_cost = 0.0
+        self.idle_rounds = 0
+        self.supervising = acquire_lease(supervisor.ledger, job.id, supervisor.owner, LEASE_SECONDS)
+        self.last_renew = time.monotonic()
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.sup.ledger
+
+    def idle_without_run(self) -> bool:
+        return self.current is None and self.idle_rounds > 1
+
+    def round(self) -> TrainingJob:
+        now = time.monotonic()
+        if now - self.last_renew >= (RENEW_EVERY if self.supervising else 1.0):
+            self.supervising = acquire_lease(self.ledger, self.job.id, self.sup.owner, LEASE_SECONDS)
+            self.last_renew = now
+        if self.supervising:
+            self._supervise()
+        else:  # a watcher shows what the supervising process records
+            self.drained = True
+            time.sleep(self.poll)
+        self.job = get_job(self.ledger, self.job.id)
+        self._report()
+        return self.job
+
+    def _report(self) -> None:
+        if self.on_update is None:
+            return
+        fresh = [
+            {"seq": e.seq, "type": e.type, "ts": e.ts.isoformat(), **e.payload}
+            for e in list_events(self.ledger, self.job.id, after_seq=self.seen_seq)
+        ]
+        if fresh:
+            self.seen_seq = fresh[-1]["seq"]
+        self.on_update(Update(job=self.job, events=fresh, supervising=self.supervising))
+
+    def _supervise(self) -> None:
+        job = get_job(self.ledger, self.job.id)
+        if self.current is None:
+            self.current = self.sup.handle(job.id)
+            if self.current is None:  # queued and never launched
+                self.idle_rounds += 1
+                self.drained = True
+                time.sleep(self.poll)
+                return
+        attempt, handle = self.current
+        provider = self.sup.provider(job.provider)
+        if self.stream is None:
+            self.stream = provider.events(handle, job.last_event_seq)
+        # The run's state is read before its events: whatever it wrote before it ended is then read below,
+        # so "ended without a terminal event" is never decided while its last lines are unread.
+        state = provider.state(handle) if job.status not in TERMINAL else RunState.EXITED
+        events = self.stream.poll(self.poll)
+        if events:
+            result = ingest(self.ledger, job.id, events)
+            if result.terminal:
+                self._finalize(attempt, result.status)
+            self.drained = False
+            return
+        self.drained = True
+        job = get_job(self.ledger, job.id)
+        if job.status in TERMINAL:
+            if attempt.ended_at is None:
+                self._finalize(attempt, job.status)
+            return
+        if job.status in (JobStatus.QUEUED, JobStatus.INTERRUPTED):
+            self.idle_rounds += 1
+            return
+        self._accrue(attempt, job, provider, handle)
+        if state in (RunState.EXITED, RunState.LOST):
+            self._interrupted(attempt, job, state)
+
+    def _accrue(self, attempt: JobAttempt, job: TrainingJob, provider: Provider, handle: RunHandle) -> None:
+        now = time.monotonic()
+        if now - self.last_cost < COST_EVERY:
+            return
+        self.last_cost = now
+        _, total = attempt_store.accrue(self.ledger, attempt.id or 0)
+        started = job.started_at or attempt.started_at
+        hours = (utcnow() - started).total_seconds() / 3600
+        limit = crossed_limit(self.sup.settings, job_spec(job).resources, total, hours)
+        if limit is not None and not self.limit_hit:
+            self.limit_hit = True
+            reason = f"stopped by the budget: {limit.reason}"
+            raise_alert(self.ledger, f"limit:{job.id}", f"limit_{limit.kind}", reason, job_id=job.id, level="error")
+            provider.cancel(handle, reason)
+        self._month_alerts()
+
+    def _month_alerts(self) -> None:
+        month = month_spend(self.ledger)
+        settings = self.sup.settings
+        for share in crossed_thresholds(settings, 0.0, month.spent):
+            raise_alert(
+                self.ledger,
+                f"budget:{month.month}:{share}",
+                "budget",
+                f"{month.month} has spent ${month.spent:,.2f}, past {share:.0%} of the "
+                f"${settings.monthly_budget_usd:,.2f} budget",
+                level="error" if share >= max(settings.alert_thresholds) else "warning",
+            )
+
+    def _finalize(self, attempt: JobAttempt, status: str) -> None:
+        attempt_store.accrue(self.ledger, attempt.id or 0, outcome=str(status))
+        self._month_alerts()
+        handle = RunHandle.model_validate(attempt.handle)
+        self.sup.provider(handle.provider).release(handle)
+
+    def _interrupted(self, attempt: JobAttempt, job: TrainingJob, state: RunState) -> None:
+        what = "the pod disappeared" if state is RunState.LOST else "the engine process ended"
+        message = f"{what} without a terminal event (killed, out of host memory, or the machine restarted)"
+        attempt_store.accrue(self.ledger, attempt.id or 0, outcome="interrupted")
+        transition(self.ledger, job.id, JobStatus.INTERRUPTED, error_message=message, error_category="interrupted")
+        raise_alert(
+            self.ledger,
+            f"interrupted:{job.id}:{attempt.number}",
+            "interrupted",
+            f"job {short_id(job.id)}: {message}",
+            job_id=job.id,
+        )
+        self._reset()
+        settings = self.sup.settings
+        if settings.auto_resume and attempt.number < settings.max_resume_attempts:
+            month = month_spend(self.ledger)
+            if month.spent + month.committed < settings.monthly_budget_usd:
+                log.info("auto-resuming job %s (attempt %d)", short_id(job.id), attempt.number + 1)
+                self.sup.launch(job.id, resume=True)
+
+    def _reset(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        self.stream, self.current = None, None
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        if self.supervising:
+            release_lease(self.ledger, self.job.id, self.sup.owner)
+
+
+def default_providers(settings: Settings) -> dict[str, Provider]:
+    """The providers this installation can use: local always; RunPod once it is configured."""
+    paths = settings.paths
+    secrets = {
+        name: value.get_secret_value()
+        for name in ("hf_token", "training_webhook_secret")
+        if (value := getattr(settings, name)) is not None
+    }
+    return {
+        "local": LocalProvider(
+            paths.jobs_dir, paths.models_dir, rate_usd_per_hour=settings.local_rate_usd_per_hour, secrets=secrets
+        )
+    }
+
+
+__all__ = ["BudgetRefused", "Submission", "Supervisor", "SupervisorError", "Update"]
