@@ -13,6 +13,16 @@ import click
 
 # name → (module, attribute, one-line help). The help lives here so listing commands imports none of them.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("tui.cli.run", "run", "Start a training job and follow it live."),
+    "watch": ("tui.cli.run", "watch", "Follow a job live, catching up on what happened meanwhile."),
+    "show": ("tui.cli.job_info", "show", "Everything about one job."),
+    "logs": ("tui.cli.job_info", "logs", "The engine's log of a job (-f to follow)."),
+    "cancel": ("tui.cli.job_actions", "cancel", "Cancel a job (it checkpoints first)."),
+    "resume": ("tui.cli.job_actions", "resume", "Restart an interrupted job from its newest checkpoint."),
+    "retry": ("tui.cli.job_actions", "retry", "Run a finished job again, as it was or as its failure suggests."),
+    "download": ("tui.cli.job_info", "download", "Copy a job's package into a folder, checksums verified."),
+    "export": ("tui.cli.job_info", "export_metrics", "A job's metrics history as CSV or JSON."),
+    "compare": ("tui.cli.job_info", "compare", "Jobs side by side: losses, perplexities, cost, config."),
     "config": ("tui.cli.config", "config", "Show or change settings (secrets are never printed)."),
     "presets": ("tui.cli.presets", "presets", "List, show and compare job presets."),
     "estimate": ("tui.cli.costs", "estimate", "Estimate a job's duration and cost range."),

@@ -10,7 +10,7 @@ import click
 from store.db import Ledger
 from store.jobs import SORT_KEYS, JobQuery, JobRow, list_jobs, short_id
 from store.models import utcnow
-from store.settings import load_settings
+from store.settings import Settings, load_settings
 from store.status import GROUPS, JobStatus
 from tui.cli.output import emit_json, money, print_table
 
@@ -41,6 +41,16 @@ def job_summary(job: JobRow) -> dict[str, Any]:
         "error_category": job.error_category,
         "parent_job_id": str(job.parent_job_id) if job.parent_job_id else None,
     }
+
+
+def _catch_up_active(ledger: Ledger, settings: Settings) -> None:
+    """Bring running jobs up to date first: a detached job may have moved on since anyone last looked."""
+    active = list_jobs(ledger, JobQuery(group="active", limit=50)).jobs
+    if not active:
+        return
+    from remote.supervisor import Supervisor
+
+    Supervisor(ledger, settings).catch_up(job.id for job in active)
 
 
 def _duration(job: JobRow) -> str:
@@ -79,7 +89,9 @@ def jobs(status: str, search: str | None, sort: str, asc: bool, limit: int, as_j
         descending=not asc,
         limit=limit,
     )
-    page = list_jobs(Ledger(settings.paths.ledger), query)
+    ledger = Ledger(settings.paths.ledger)
+    _catch_up_active(ledger, settings)
+    page = list_jobs(ledger, query)
     if as_json:
         emit_json({"total": page.total, "jobs": [job_summary(j) for j in page.jobs]})
         return

@@ -45,10 +45,8 @@ def spec(
     extra = [f"dataset_sha256={file_sha256(dataset)}"]
     if base_model:
         extra.append(f"base_model={base_model}")
-    if name:
-        extra.append(f"name={name}")
     preset = resolve_preset(preset_name or load_settings().default_preset, (*overrides, *extra))
-    job_spec = preset.to_spec(str(dataset.resolve()), ())
+    job_spec = preset.to_spec(str(dataset.resolve()), ()).model_copy(update={"name": name})
     if output is None:
         emit_json(job_spec.model_dump(mode="json"))
         return

@@ -1,0 +1,294 @@
+"""``lorapod show``, ``logs``, ``export``, ``compare`` and ``download``: what a job did and what it made."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.config import diff
+from remote.provider import RunHandle
+from store.artifacts import list_artifacts
+from store.attempts import list_attempts
+from store.events import list_events
+from store.jobs import job_spec, short_id
+from store.metrics import METRIC_FIELDS, metrics_history
+from store.models import TrainingJob
+from store.status import TERMINAL
+from tui.cli.common import JOB_ARGUMENT, Context, duration, job_title, open_context
+from tui.cli.output import emit_json, money, print_table
+from tui.status import label
+
+
+def _last_payload(context: Context, job: TrainingJob, kind: str) -> dict[str, Any] | None:
+    events = list_events(context.ledger, job.id, types=[kind])
+    return events[-1].payload if events else None
+
+
+def job_details(context: Context, job: TrainingJob) -> dict[str, Any]:
+    """Everything `show --json` prints about a job."""
+    history = metrics_history(context.ledger, job.id)
+    losses = [m.loss for m in history if m.loss is not None]
+    eval_losses = [m.eval_loss for m in history if m.eval_loss is not None]
+    evaluation = _last_payload(context, job, "eval") or {}
+    error = _last_payload(context, job, "error")
+    return {
+        "id": str(job.id),
+        "short_id": short_id(job.id),
+        "name": job.name,
+        "status": job.status,
+        "stage": job.stage,
+        "provider": job.provider,
+        "preset": job.preset,
+        "base_model": job.base_model,
+        "dataset": job.spec.get("dataset", {}),
+        "hyperparameters": job.hyperparameters,
+        "resources": job.resources,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "completed_at": job.completed_at.isoformat() if job.completed_at else None,
+        "duration": duration(job.started_at, job.completed_at),
+        "progress": {"step": job.current_step, "total_steps": job.total_steps, "epoch": job.current_epoch},
+        "cost": {
+            "actual_usd": job.actual_cost_usd,
+            "estimated_usd": job.estimated_cost_usd,
+            "gpu_hours": job.gpu_hours,
+        },
+        "loss": {
+            "final": losses[-1] if losses else None,
+            "best": min(losses) if losses else None,
+            "best_eval": min(eval_losses) if eval_losses else None,
+        },
+        "evaluation": {k: evaluation.get(k) for k in ("base_perplexity", "adapter_perplexity", "eval_loss", "groups")},
+        "error": error,
+        "attempts": [
+            {
+                "number": a.number,
+                "started_at": a.started_at.isoformat(),
+                "ended_at": a.ended_at.isoformat() if a.ended_at else None,
+                "cost_usd": a.cost_usd,
+                "outcome": a.outcome,
+                "workdir": a.handle.get("workdir"),
+            }
+            for a in list_attempts(context.ledger, job.id)
+        ],
+        "artifacts": [
+            {"kind": a.artifact_type, "path": a.storage_path, "size_bytes": a.size_bytes, "sha256": a.sha256}
+            for a in list_artifacts(context.ledger, job.id)
+        ],
+        "parent_job_id": str(job.parent_job_id) if job.parent_job_id else None,
+        "retry_count": job.retry_count,
+        "workdir": job.workdir,
+    }
+
+
+def _refreshed(context: Context, job_id: str) -> TrainingJob:
+    job = context.job(job_id)
+    if job.status not in TERMINAL:
+        context.supervisor().catch_up([job.id])
+        job = context.job(job_id)
+    return job
+
+
+@click.command()
+@JOB_ARGUMENT
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show(job_id: str, as_json: bool) -> None:
+    """Everything about one job: status, progress, cost, losses, evaluation, attempts, packages, errors."""
+    context = open_context()
+    details = job_details(context, _refreshed(context, job_id))
+    if as_json:
+        emit_json(details)
+        return
+    job = context.job(job_id)
+    click.echo(job_title(job))
+    progress = details["progress"]
+    rows: list[tuple[str, Any]] = [
+        ("status", label(job.status) + (f" ({job.stage})" if job.stage and job.stage != job.status else "")),
+        ("dataset", Path(details["dataset"].get("dataset_path", "—")).name),
+        ("progress", f"step {progress['step']} / {progress['total_steps'] or '—'}, epoch {progress['epoch']:.2f}"),
+        ("created", job.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("duration", details["duration"]),
+        ("cost", f"{money(job.actual_cost_usd)} (estimate {money(job.estimated_cost_usd)})"),
+        (
+            "loss",
+            f"final {_num(details['loss']['final'])}, best {_num(details['loss']['best'])}, "
+            f"best eval {_num(details['loss']['best_eval'])}",
+        ),
+    ]
+    evaluation = details["evaluation"]
+    if evaluation.get("adapter_perplexity") is not None:
+        rows.append(
+            (
+                "perplexity",
+                f"base {_num(evaluation['base_perplexity'])} → adapter {_num(evaluation['adapter_perplexity'])}",
+            )
+        )
+    if job.parent_job_id:
+        rows.append(("retry of", short_id(job.parent_job_id)))
+    if job.workdir:
+        rows.append(("workdir", job.workdir))
+    print_table(["", ""], rows, header=False, flexible=("",))
+    if details["error"] or job.error_message:
+        error = details["error"] or {}
+        click.secho(f"error ({job.error_category}): {job.error_message}", fg="red")
+        if job.error_hint:
+            click.echo(f"hint: {job.error_hint}")
+        if error.get("suggested"):
+            suggested = ", ".join(f"{k}={v}" for k, v in error["suggested"].items())
+            click.echo(f"suggested for a retry: {suggested} (lorapod retry {short_id(job.id)} --suggested)")
+    if details["attempts"]:
+        print_table(
+            ["attempt", "started", "ended", "cost", "outcome"],
+            [
+                (
+                    a["number"],
+                    a["started_at"][:19],
+                    (a["ended_at"] or "—")[:19],
+                    money(a["cost_usd"]),
+                    a["outcome"] or "—",
+                )
+                for a in details["attempts"]
+            ],
+            title="Attempts",
+        )
+    if details["artifacts"]:
+        print_table(
+            ["package", "size", "sha256"],
+            [(a["kind"], f"{a['size_bytes'] / 1e6:.1f} MB", (a["sha256"] or "")[:16]) for a in details["artifacts"]],
+            title="Packages",
+        )
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}" if value < 100 else f"{value:,.1f}"
+
+
+@click.command()
+@JOB_ARGUMENT
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends.")
+def logs(job_id: str, follow: bool) -> None:
+    """The engine's log of a job (-f: follow it)."""
+    context = open_context()
+    supervisor = context.supervisor()
+    job = context.job(job_id)
+    current = supervisor.handle(job.id)
+    if current is None:
+        raise click.ClickException(f"job {short_id(job.id)} has not run yet (status: {job.status})")
+    attempt, handle = current
+    provider = supervisor.provider(job.provider)
+    offset = 0
+    while True:
+        text, offset = provider.logs(RunHandle.model_validate(attempt.handle), offset)
+        if text:
+            click.echo(text, nl=False)
+        if not follow:
+            return
+        if not text:
+            job = context.job(str(job.id))
+            if job.status in TERMINAL or provider.state(handle).value in ("exited", "lost"):
+                supervisor.catch_up([job.id])
+                text, offset = provider.logs(handle, offset)
+                click.echo(text, nl=False)
+                return
+            time.sleep(0.5)
+
+
+@click.command("export")
+@JOB_ARGUMENT
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File (default: stdout).")
+def export_metrics(job_id: str, fmt: str, output: Path | None) -> None:
+    """A job's metrics history: one row per logged step."""
+    context = open_context()
+    job = _refreshed(context, job_id)
+    columns = ["step", *METRIC_FIELDS, "recorded_at"]
+    rows = [
+        {name: getattr(m, name) for name in columns} | {"recorded_at": m.recorded_at.isoformat()}
+        for m in metrics_history(context.ledger, job.id)
+    ]
+    if fmt == "json":
+        text = json.dumps({"job_id": str(job.id), "metrics": rows}, indent=2)
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"{len(rows)} rows written to {output}", err=True)
+
+
+@click.command()
+@click.argument("job_ids", metavar="JOB JOB…", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def compare(job_ids: tuple[str, ...], as_json: bool) -> None:
+    """Jobs side by side: final and best loss, perplexities, duration, cost, and what their configs change."""
+    if len(job_ids) < 2:
+        raise click.UsageError("give at least two jobs")
+    context = open_context()
+    jobs = [_refreshed(context, j) for j in job_ids]
+    details = [job_details(context, job) for job in jobs]
+    specs = [job_spec(job) for job in jobs]
+    fields: dict[str, list[Any]] = {}
+    for other in specs[1:]:
+        for change in diff(specs[0], other):
+            if change.field not in ("job_id", "name", "dataset_sha256"):
+                fields.setdefault(change.field, [])
+    config = {name: [_flat(spec).get(name) for spec in specs] for name in fields}
+    if as_json:
+        emit_json(
+            {
+                "jobs": [
+                    {k: d[k] for k in ("id", "short_id", "name", "status", "duration", "cost", "loss", "evaluation")}
+                    for d in details
+                ],
+                "config_diff": config,
+            }
+        )
+        return
+    header = ["", *(d["short_id"] for d in details)]
+    rows: list[list[Any]] = [
+        ["status", *(label(d["status"]) for d in details)],
+        ["final loss", *(_num(d["loss"]["final"]) for d in details)],
+        ["best loss", *(_num(d["loss"]["best"]) for d in details)],
+        ["best eval loss", *(_num(d["loss"]["best_eval"]) for d in details)],
+        ["base perplexity", *(_num(d["evaluation"].get("base_perplexity")) for d in details)],
+        ["adapter perplexity", *(_num(d["evaluation"].get("adapter_perplexity")) for d in details)],
+        ["duration", *(d["duration"] for d in details)],
+        ["cost", *(money(d["cost"]["actual_usd"]) for d in details)],
+    ]
+    rows += [[name, *(str(v) for v in values)] for name, values in config.items()]
+    print_table(header, rows)
+
+
+def _flat(spec: Any) -> dict[str, Any]:
+    from engine.config import flatten
+
+    return flatten(spec)
+
+
+@click.command()
+@JOB_ARGUMENT
+@click.option(
+    "--package", "kind", type=click.Choice(["adapter", "full", "deploy"]), default="adapter", show_default=True
+)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder.")
+def download(job_id: str, kind: str, output: Path) -> None:
+    """Copy a job's package into a folder, verifying its sha256 and its manifest."""
+    context = open_context()
+    job = _refreshed(context, job_id)
+    target = context.supervisor().download(job.id, kind, output)
+    click.echo(
+        f"{target} ({target.stat().st_size / 1e6:.1f} MB): sha256 verified against the ledger, manifest verified"
+    )
+    sys.exit(0)
