@@ -17,10 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# A real local training run of the tiny demo model on the sample dataset, followed live (about a minute).
 demo: setup
-	$(BIN)/lorapod presets list
-	$(BIN)/lorapod estimate --tokens 1500000 --preset balanced --gpu "NVIDIA H100 80GB HBM3"
-	$(BIN)/lorapod costs
+	$(BIN)/lorapod run --preset smoke --dataset samples/brightrun-sample.json --name demo
 
 test: setup lint pytest
 
