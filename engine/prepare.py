@@ -7,7 +7,6 @@ validated and previewed.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import math
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.config import JobSpec
 from engine.dataset import ChatTokenizer, ConvertOptions, DatasetError, convert_file, load_examples
+from engine.dataset.stats import pack_best_fit_decreasing
 from engine.evaluation import EvalItem
 from engine.workdir import Workdir
 
@@ -48,19 +48,6 @@ def _check_source(spec: JobSpec) -> Path:
     return path
 
 
-def packed_sequences(lengths: list[int], max_length: int) -> int:
-    """How many sequences best-fit-decreasing packing (TRL's default) makes of examples of these lengths."""
-    rooms: list[int] = []  # remaining room of each pack, kept sorted
-    for length in sorted((min(n, max_length) for n in lengths), reverse=True):
-        index = bisect.bisect_left(rooms, length)  # the tightest pack it fits in
-        if index == len(rooms):
-            bisect.insort(rooms, max_length - length)
-        else:
-            room = rooms.pop(index)
-            bisect.insort(rooms, room - length)
-    return len(rooms)
-
-
 def prepare(spec: JobSpec, workdir: Workdir, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     from datasets import Dataset
 
@@ -87,7 +74,8 @@ def prepare(spec: JobSpec, workdir: Workdir, tokenizer: PreTrainedTokenizerBase)
         for r, e in zip(eval_rows, eval_examples, strict=True)
     ]
     lengths = [len(r["input_ids"]) for r in train_rows]
-    packs = packed_sequences(lengths, hp.max_seq_length) if hp.packing else len(lengths)
+    # A single process trains (several GPUs hold one model between them), so a step takes batch × accumulation.
+    packs = len(pack_best_fit_decreasing(lengths, hp.max_seq_length)) if hp.packing else len(lengths)
     steps_per_epoch = max(1, math.ceil(packs / (hp.batch_size * hp.gradient_accumulation_steps)))
     system = next((m["content"] for m in train_examples[0].messages if m["role"] == "system"), None)
     stats = {
