@@ -207,3 +207,30 @@ class Alert(SQLModel, table=True):
     job_id: uuid.UUID | None = Field(default=None, foreign_key="training_jobs.id")
     created_at: datetime = _time(False, index=True)
     acknowledged_at: datetime | None = _time()
+
+
+class HostKey(SQLModel, table=True):
+    """An SSH host key pinned on first use: a later, different key for the same host and port is refused."""
+
+    __tablename__ = "host_keys"
+    __table_args__ = (sa.UniqueConstraint("host", "port"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    host: str
+    port: int
+    key_type: str
+    key_base64: str
+    fingerprint_sha256: str
+    pinned_at: datetime = _time(False)
+
+
+class SyncState(SQLModel, table=True):
+    """How far this ledger has synced each table with the shared Postgres (push and pull cursors)."""
+
+    __tablename__ = "sync_state"
+
+    table_name: str = Field(primary_key=True)
+    pushed_until: datetime | None = _time()
+    pulled_until: datetime | None = _time()
+    cursor: dict[str, Any] = _json(description="Per-table details a resumed sync needs")
+    updated_at: datetime = _time(False)
