@@ -60,9 +60,13 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def metrics_history(ledger: Ledger, job_id: uuid.UUID, *, last: int | None = None) -> list[TrainingMetric]:
-    """A job's metrics in step order (the newest ``last`` steps when given)."""
+def metrics_history(
+    ledger: Ledger, job_id: uuid.UUID, *, last: int | None = None, after_step: int | None = None
+) -> list[TrainingMetric]:
+    """A job's metrics in step order (the newest ``last`` steps, or those after ``after_step``, when given)."""
     statement = select(TrainingMetric).where(col(TrainingMetric.job_id) == job_id)
+    if after_step is not None:
+        statement = statement.where(col(TrainingMetric.step) > after_step)
     if last is not None:
         statement = statement.order_by(col(TrainingMetric.step).desc()).limit(last)
         with ledger.read() as session:

@@ -80,11 +80,18 @@ def as_failure(exc: BaseException) -> click.ClickException | None:
 def cli(ctx: click.Context) -> None:
     """lorapod: fine-tune LLMs with LoRA/QLoRA on rented GPUs, from a terminal.
 
+    With no command on a terminal, opens the dashboard.
+
     Settings come from the environment and config.toml (see `lorapod config show`); LORAPOD_HOME, when set,
     holds the whole installation.
     """
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            from tui.app import run
+
+            run()
+        else:
+            click.echo(ctx.get_help())
 
 
 def main() -> None:

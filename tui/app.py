@@ -1,0 +1,249 @@
+"""The lorapod dashboard: a Textual app that follows every live job while it is open.
+
+The app only wires things together: screens live in ``tui/screens``, dialogs in ``tui/dialogs``, all I/O in
+``tui.backend.Backend`` called from workers, live jobs followed by ``tui.following.Followers``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.notifications import SeverityLevel
+
+from store.jobs import short_id
+from store.status import TERMINAL
+from tui.backend import Backend
+from tui.commands import LorapodCommands
+from tui.following import Followers
+from tui.messages import JobChanged, JobFinished
+
+
+class LorapodApp(App[None]):
+    TITLE = "lorapod"
+    SUB_TITLE = "LoRA fine-tuning on rented GPUs"
+    CSS_PATH = "app.tcss"
+    COMMANDS = App.COMMANDS | {LorapodCommands}
+    BINDINGS = [
+        Binding("n", "new_job", "New job", id="app.new", tooltip="Start a new training job (the wizard)"),
+        Binding("j", "show_jobs", "Jobs", show=False, id="app.jobs", tooltip="The jobs table"),
+        Binding("dollar_sign", "show_costs", "Costs", key_display="$", id="app.costs", tooltip="Spending and budget"),
+        Binding("t", "show_datasets", "Datasets", id="app.datasets", tooltip="Registered training files"),
+        Binding("question_mark", "help", "Help", key_display="?", id="app.help", tooltip="Keys and concepts"),
+        Binding("q", "quit", "Quit", id="app.quit", tooltip="Leave; running jobs keep running"),
+    ]
+
+    def __init__(self, backend: Backend | None = None, *, follow: bool = True) -> None:
+        super().__init__()
+        self.backend = backend or Backend()
+        self.followers = Followers(self, self.backend)
+        self.follow_jobs = follow
+        self.marked: set[str] = set()  # jobs marked for compare or export, shared by every screen
+
+    def on_mount(self) -> None:
+        from tui.screens.jobs import JobsScreen
+
+        self.push_screen(JobsScreen())
+        if self.follow_jobs:
+            self.followers.start_all()
+            self.set_interval(2.0, self.check_alerts)
+
+    # --- messages from followers ---------------------------------------------------------------------
+
+    def on_job_changed(self, message: JobChanged) -> None:
+        # Screens listen too: forward to the one on top (the app receives worker-posted messages first).
+        if self.screen is not None and message is not None:
+            self.screen.post_message(JobChanged(message.job_id, message.status, message.step))
+
+    def on_job_finished(self, message: JobFinished) -> None:
+        severity: SeverityLevel = (
+            "information" if message.status == "completed" else "error" if message.status == "failed" else "warning"
+        )
+        self.notify(f"{message.label} {message.status}", title="Job finished", severity=severity, timeout=8)
+
+    @work(thread=True, group="alerts", exclusive=True)
+    def check_alerts(self) -> None:
+        for alert in self.backend.take_alerts():
+            severity: SeverityLevel = "error" if alert.level == "error" else "warning"
+            self.call_from_thread(
+                self.notify,
+                alert.message,
+                title="Budget" if alert.kind == "budget" else "Alert",
+                severity=severity,
+                timeout=12,
+            )
+
+    # --- navigation ------------------------------------------------------------------------------------
+
+    def action_show_jobs(self) -> None:
+        from tui.screens.jobs import JobsScreen
+
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+        if not isinstance(self.screen, JobsScreen):
+            self.push_screen(JobsScreen())
+
+    def action_show_costs(self) -> None:
+        from tui.screens.costs import CostsScreen
+
+        self.push_screen(CostsScreen())
+
+    def action_show_datasets(self) -> None:
+        from tui.screens.datasets import DatasetsScreen
+
+        self.push_screen(DatasetsScreen())
+
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
+        self.push_screen(HelpScreen())
+
+    def open_job(self, job_id: str) -> None:
+        from tui.screens.monitor import MonitorScreen
+
+        self.push_screen(MonitorScreen(job_id))
+
+    def open_compare(self, job_ids: list[str]) -> None:
+        from tui.screens.compare import CompareScreen
+
+        self.push_screen(CompareScreen(job_ids))
+
+    # --- job actions (shared by the jobs screen, the monitor and the command palette) ---------------------
+
+    def action_new_job(self) -> None:
+        from tui.dialogs.wizard import NewJobWizard
+
+        def started(spec: Any) -> None:
+            if spec is not None:
+                self.notify("Starting the job…", title="New job", timeout=3)
+                self.start_job(spec)
+
+        self.push_screen(NewJobWizard(), started)
+
+    @work(thread=True, group="actions")
+    def start_job(self, spec: Any) -> None:
+        try:
+            submission = self.backend.start(spec)
+        except Exception as exc:  # shown to the user; the ledger keeps whatever was recorded
+            self.call_from_thread(self.notify, str(exc), title="Could not start the job", severity="error", timeout=15)
+            return
+        job_id = str(submission.job.id)
+        self.call_from_thread(self._started, job_id)
+
+    def _started(self, job_id: str) -> None:
+        self.notify(f"job {job_id[:8]} started", title="Started", timeout=6)
+        self.followers.follow(job_id)
+        self.open_job(job_id)
+
+    def cancel_job(self, job_id: str) -> None:
+        from tui.dialogs.confirm import ConfirmDialog
+
+        job = self.backend.job(job_id)
+        if job.status in TERMINAL:
+            self.notify(f"job {short_id(job.id)} is already {job.status}", severity="warning")
+            return
+        question = f"Cancel job {short_id(job.id)} ({job.status})?"
+        detail = (
+            f"${job.actual_cost_usd:,.2f} spent so far. The engine finishes its step, saves a checkpoint and stops."
+        )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._cancel(job_id)
+
+        self.push_screen(ConfirmDialog(question, detail, yes="Cancel the job"), answered)
+
+    @work(thread=True, group="actions")
+    def _cancel(self, job_id: str) -> None:
+        try:
+            self.backend.cancel(job_id)
+        except Exception as exc:
+            self.call_from_thread(self.notify, str(exc), title="Could not cancel", severity="error")
+            return
+        self.call_from_thread(self.notify, f"cancel requested for job {job_id[:8]}", title="Cancelling")
+
+    def retry_job(self, job_id: str) -> None:
+        from tui.dialogs.retry import RetryDialog
+
+        detail = self.backend.detail(job_id)
+        job = detail.job
+        if job.status not in TERMINAL:
+            self.notify("only a finished job can be retried (cancel it first)", severity="warning")
+            return
+        has_suggestion = bool(detail.error and detail.error.get("suggested"))
+
+        def chosen(suggested: bool | None) -> None:
+            if suggested is not None:
+                self._retry(job_id, suggested)
+
+        self.push_screen(RetryDialog(job_id, f"job {short_id(job.id)}", has_suggestion), chosen)
+
+    @work(thread=True, group="actions")
+    def _retry(self, job_id: str, suggested: bool) -> None:
+        try:
+            submission = self.backend.retry(job_id, suggested=suggested)
+        except Exception as exc:
+            self.call_from_thread(self.notify, str(exc), title="Could not retry", severity="error", timeout=15)
+            return
+        self.call_from_thread(self._started, str(submission.job.id))
+
+    def download(self, job_id: str) -> None:
+        from tui.dialogs.download import DownloadDialog
+
+        detail = self.backend.detail(job_id)
+        kinds = [a.artifact_type for a in detail.artifacts]
+        if not kinds:
+            self.notify("this job has no packages yet", severity="warning")
+            return
+
+        def chosen(result: tuple[str, Path] | None) -> None:
+            if result is not None:
+                self._download(job_id, *result)
+
+        self.push_screen(DownloadDialog(f"job {short_id(detail.job.id)}", kinds, Path.cwd() / "downloads"), chosen)
+
+    @work(thread=True, group="actions")
+    def _download(self, job_id: str, kind: str, folder: Path) -> None:
+        self.call_from_thread(self.notify, f"downloading the {kind} package…", timeout=3)
+        try:
+            target = self.backend.download(job_id, kind, folder)
+        except Exception as exc:
+            self.call_from_thread(self.notify, str(exc), title="Download refused", severity="error", timeout=15)
+            return
+        message = f"{target}\nsha256 verified against the ledger; every file verified against the manifest"
+        self.call_from_thread(self.notify, message, title="Downloaded", timeout=12)
+
+    def export_metrics(self, job_ids: list[uuid.UUID]) -> None:
+        from tui.dialogs.download import FolderDialog
+
+        def chosen(folder: Path | None) -> None:
+            if folder is not None:
+                self._export(job_ids, folder)
+
+        self.push_screen(
+            FolderDialog(f"Export the metrics of {len(job_ids)} job(s) as CSV into", Path.cwd() / "exports"), chosen
+        )
+
+    @work(thread=True, group="actions")
+    def _export(self, job_ids: list[uuid.UUID], folder: Path) -> None:
+        written = [
+            (job_id, self.backend.export_metrics(job_id, folder / f"{short_id(job_id)}-metrics.csv"))
+            for job_id in job_ids
+        ]
+        rows = sum(count for _, count in written)
+        self.call_from_thread(
+            self.notify, f"{len(written)} file(s), {rows} rows, in {folder}", title="Exported", timeout=8
+        )
+
+    def copy_storage_path(self, path: str) -> None:
+        self.copy_to_clipboard(path)
+        self.notify(f"copied: {path}", title="Storage path", timeout=6)
+
+
+def run(backend: Backend | None = None) -> None:
+    """Open the dashboard (``lorapod`` with no arguments)."""
+    LorapodApp(backend).run()

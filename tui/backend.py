@@ -1,0 +1,244 @@
+"""Everything the dashboard reads or does, as plain functions over store/ and remote/ — called from workers.
+
+Screens never touch SQL, HTTP or SSH: they call these methods inside ``@work(thread=True)`` workers and get
+back plain objects. The clock is injectable so that screens render the same for tests and snapshots.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.config import FieldChange, JobSpec, diff
+from store.alerts import acknowledge, list_alerts
+from store.artifacts import list_artifacts
+from store.attempts import list_attempts
+from store.budget import MonthSpend, month_alerts, month_spend, monthly_totals
+from store.db import Ledger
+from store.events import list_events
+from store.files import list_files
+from store.jobs import JobPage, JobQuery, get_job, job_spec, list_jobs
+from store.metrics import metrics_history
+from store.models import Alert, JobEvent, ModelArtifact, TrainingFile, TrainingJob, TrainingMetric, utcnow
+from store.settings import Settings, load_settings, write_setting
+from store.status import LIVE
+
+if TYPE_CHECKING:
+    from remote.supervisor import Submission, Supervisor, Update
+    from store.costs import Estimate
+
+
+@dataclass
+class Summary:
+    """The jobs screen's summary bar."""
+
+    active: int
+    month: MonthSpend
+    budget: float
+    alerts: list[Alert]
+    month_alerts: list[str]
+
+
+@dataclass
+class JobDetail:
+    """One job as the monitor shows it."""
+
+    job: TrainingJob
+    spec: JobSpec | None
+    metrics: list[TrainingMetric]
+    events: list[JobEvent]
+    artifacts: list[ModelArtifact]
+    attempts: list[Any]
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+
+
+@dataclass
+class DatasetInspection:
+    report: dict[str, Any]
+    report_text: str
+    stats: dict[str, Any] | None
+    preview: Any  # engine.dataset.preview.Preview
+
+
+class Backend:
+    """The dashboard's only door to the ledger, the settings and the supervisor."""
+
+    def __init__(self, settings: Settings | None = None, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings or load_settings()
+        self.ledger = Ledger(self.settings.paths.ledger)
+        self.clock = clock
+        self._supervisor: Supervisor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def supervisor(self) -> Supervisor:
+        with self._lock:
+            if self._supervisor is None:
+                from remote.supervisor import Supervisor
+
+                self._supervisor = Supervisor(self.ledger, self.settings)
+            return self._supervisor
+
+    # --- jobs ------------------------------------------------------------------------------------------
+
+    def jobs(self, query: JobQuery) -> JobPage:
+        return list_jobs(self.ledger, query)
+
+    def job(self, job_id: Any) -> TrainingJob:
+        return get_job(self.ledger, job_id)
+
+    def summary(self) -> Summary:
+        month = month_spend(self.ledger, self.clock())
+        return Summary(
+            active=month.active_jobs,
+            month=month,
+            budget=self.settings.monthly_budget_usd,
+            alerts=list_alerts(self.ledger),
+            month_alerts=month_alerts(self.settings, month),
+        )
+
+    def models_and_files(self) -> tuple[list[str], list[TrainingFile]]:
+        """Filter choices: base models seen in the ledger, and registered training files."""
+        models = sorted({row.base_model for row in list_jobs(self.ledger, JobQuery(limit=2000)).jobs})
+        return models, list_files(self.ledger)
+
+    def detail(self, job_id: Any, *, after_seq: int = 0, after_step: int | None = None) -> JobDetail:
+        """A job with its events after ``after_seq`` and metrics after ``after_step`` (all by default)."""
+        job = get_job(self.ledger, job_id)
+        events = list_events(self.ledger, job.id, after_seq=after_seq)
+        evals = list_events(self.ledger, job.id, types=["eval"])
+        errors = list_events(self.ledger, job.id, types=["error"])
+        try:
+            spec: JobSpec | None = job_spec(job)
+        except ValueError:  # a row from before lorapod recorded full specs
+            spec = None
+        return JobDetail(
+            job=job,
+            spec=spec,
+            metrics=metrics_history(self.ledger, job.id, after_step=after_step),
+            events=events,
+            artifacts=list_artifacts(self.ledger, job.id),
+            attempts=list_attempts(self.ledger, job.id),
+            evaluation=evals[-1].payload if evals else {},
+            error=errors[-1].payload if errors else None,
+        )
+
+    def active_job_ids(self) -> list[Any]:
+        return [row.id for row in list_jobs(self.ledger, JobQuery(group="active", limit=200)).jobs]
+
+    # --- actions ---------------------------------------------------------------------------------------
+
+    def start(self, spec: JobSpec) -> Submission:
+        return self.supervisor.start(spec)
+
+    def cancel(self, job_id: Any, reason: str = "cancelled from the dashboard") -> TrainingJob:
+        return self.supervisor.cancel(job_id, reason)
+
+    def retry_plan(self, job_id: Any, *, suggested: bool) -> tuple[JobSpec, list[FieldChange]]:
+        return self.supervisor.retry_spec(job_id, suggested=suggested)
+
+    def retry(self, job_id: Any, *, suggested: bool) -> Submission:
+        return self.supervisor.retry(job_id, suggested=suggested)
+
+    def download(self, job_id: Any, kind: str, dest: Path) -> Path:
+        return self.supervisor.download(job_id, kind, dest)
+
+    def follow(self, job_id: Any, on_update: Callable[[Update], None], should_stop: Callable[[], bool]) -> None:
+        self.supervisor.follow(job_id, on_update=on_update, should_stop=should_stop)
+
+    def catch_up(self) -> None:
+        self.supervisor.catch_up(self.active_job_ids())
+
+    def take_alerts(self) -> list[Alert]:
+        """Unseen alerts, marked seen (each is shown once, as a toast)."""
+        alerts = list_alerts(self.ledger)
+        if alerts:
+            acknowledge(self.ledger, [a.id for a in alerts if a.id is not None])
+        return alerts
+
+    def export_metrics(self, job_id: Any, path: Path) -> int:
+        """Write a job's metrics history as CSV (or JSON for a .json path); returns the rows written."""
+        import csv
+        import json
+
+        from store.metrics import METRIC_FIELDS
+
+        rows = [
+            {"step": m.step, **{f: getattr(m, f) for f in METRIC_FIELDS}, "recorded_at": m.recorded_at.isoformat()}
+            for m in metrics_history(self.ledger, get_job(self.ledger, job_id).id)
+        ]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".json":
+            path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+        else:
+            with path.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=["step", *METRIC_FIELDS, "recorded_at"])
+                writer.writeheader()
+                writer.writerows(rows)
+        return len(rows)
+
+    def compare(self, job_ids: list[Any]) -> list[JobDetail]:
+        return [self.detail(job_id) for job_id in job_ids]
+
+    @staticmethod
+    def config_diff(specs: list[JobSpec]) -> dict[str, list[Any]]:
+        """Fields whose values differ between any of the specs, with each spec's value."""
+        from engine.config import flatten
+
+        names: dict[str, None] = {}
+        for other in specs[1:]:
+            for change in diff(specs[0], other):
+                if change.field not in ("job_id", "name", "dataset_sha256"):
+                    names.setdefault(change.field, None)
+        flat = [flatten(spec) for spec in specs]
+        return {name: [values.get(name) for values in flat] for name in names}
+
+    # --- costs and datasets --------------------------------------------------------------------------
+
+    def inspect_dataset(self, path: Path, spec: JobSpec) -> DatasetInspection:
+        """Validation report, statistics and a preview of the first example, as the spec would train it."""
+        from engine.dataset import ChatTokenizer, ConvertOptions, prepare
+        from engine.dataset.preview import preview_example
+        from engine.dataset.stats import dataset_stats
+
+        options = ConvertOptions.from_spec(spec.dataset, spec.hyperparameters.max_seq_length)
+        folder = self.supervisor.local_tokenizer(spec)
+        tokenizer = ChatTokenizer.load(folder) if folder is not None else None
+        prepared = prepare(path, options, tokenizer=tokenizer)
+        if not prepared.report.ok or not prepared.examples:
+            return DatasetInspection(prepared.report.to_dict(), prepared.report.format_text(), None, None)
+        stats = dataset_stats(prepared, spec.hyperparameters)
+        preview = preview_example(prepared.examples[0], tokenizer)
+        return DatasetInspection(prepared.report.to_dict(), prepared.report.format_text(), stats.to_dict(), preview)
+
+    def costs(self) -> tuple[MonthSpend, list[dict[str, Any]], JobPage]:
+        from datetime import timedelta
+
+        from store.budget import month_bounds
+
+        start, _ = month_bounds(self.clock())
+        jobs = list_jobs(self.ledger, JobQuery(sort="cost", limit=200, created_from=start - timedelta(days=1)))
+        return month_spend(self.ledger, self.clock()), monthly_totals(self.ledger, 12), jobs
+
+    def save_setting(self, name: str, value: str) -> None:
+        write_setting(name, value)
+        self.settings = load_settings()
+        with self._lock:
+            self._supervisor = None
+
+    def datasets(self) -> list[TrainingFile]:
+        return list_files(self.ledger)
+
+    def estimate(self, spec: JobSpec, tokens_per_epoch: int) -> Estimate | None:
+        return self.supervisor.estimate_for(spec, tokens_per_epoch)
+
+    def month(self) -> MonthSpend:
+        return month_spend(self.ledger, self.clock())
+
+    def is_live(self, job: TrainingJob) -> bool:
+        return job.status in LIVE

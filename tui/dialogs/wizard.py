@@ -1,0 +1,464 @@
+"""The new-job wizard: dataset → preset → resources → review → start. Dismisses with a JobSpec (or None).
+
+Each step checks what it can: the dataset's errors block, a bad hyperparameter is named with its allowed
+range, and the review shows the estimate, the budget impact and every warning before anything starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import (
+    Button,
+    Collapsible,
+    ContentSwitcher,
+    DirectoryTree,
+    Input,
+    Label,
+    RadioSet,
+    Select,
+    Static,
+)
+
+import presets as preset_files
+from engine import SpecError
+from engine.config import CloudType, Hyperparameters, JobSpec, Provider, allowed_range, diff
+from presets.gpus import catalogue
+from tui.widgets.choices import Choice
+
+if TYPE_CHECKING:
+    from tui.app import LorapodApp
+    from tui.backend import DatasetInspection
+
+STEPS = ["dataset", "preset", "resources", "review"]
+STEP_TITLES = {"dataset": "1 Dataset", "preset": "2 Preset", "resources": "3 Resources", "review": "4 Review"}
+
+
+class DatasetTree(DirectoryTree):
+    """Folders, and the files lorapod reads (.json, .jsonl)."""
+
+    def filter_paths(self, paths: Any) -> Any:
+        return [p for p in paths if (p.is_dir() and not p.name.startswith(".")) or p.suffix in (".json", ".jsonl")]
+
+
+def preview_text(preview: Any) -> Text:
+    """The example as the model sees it; trained runs highlighted and underlined (so not by colour alone)."""
+    text = Text()
+    for segment in preview.segments:
+        text.append(segment.text, style="bold underline green" if segment.trained else "dim")
+    return text
+
+
+class NewJobWizard(ModalScreen[JobSpec | None]):
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Close", id="wizard.close", tooltip="Close the wizard; nothing starts"),
+        Binding("ctrl+n", "next", "Next", id="wizard.next", tooltip="The next step"),
+        Binding("ctrl+b", "back", "Back", id="wizard.back", tooltip="The previous step"),
+    ]
+
+    def __init__(self, dataset: Path | None = None) -> None:
+        super().__init__()
+        self.step = 0
+        self.dataset_path: Path | None = dataset
+        self.inspection: DatasetInspection | None = None
+        self.preset_name = preset_files.default_name()
+        self.spec: JobSpec | None = None
+
+    @property
+    def lorapod(self) -> LorapodApp:
+        return self.app  # type: ignore[return-value]
+
+    # --- layout ---------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="wizard", classes="dialog huge"):
+            yield Static(id="wizard-steps")
+            with ContentSwitcher(initial="dataset", id="wizard-body"):
+                with Vertical(id="dataset"):
+                    with Horizontal(classes="row"):
+                        yield Input(
+                            str(self.dataset_path or ""),
+                            placeholder="path to a .json or .jsonl dataset",
+                            id="dataset-path",
+                        )
+                        yield Button("Check", id="check")
+                    with Horizontal(id="dataset-panes"):
+                        yield DatasetTree(Path.cwd(), id="tree")
+                        with VerticalScroll(id="dataset-report-scroll"):
+                            yield Static("Choose a file: type its path or pick it in the tree.", id="dataset-report")
+                with VerticalScroll(id="preset"):
+                    with RadioSet(id="presets"):
+                        for name, preset in preset_files.all_presets().items():
+                            yield Choice(
+                                f"{name} — {preset.description}", value=name == self.preset_name, id=f"preset-{name}"
+                            )
+                    with Collapsible(title="Advanced: every hyperparameter", id="advanced"):
+                        for field in Hyperparameters.model_fields:
+                            with Horizontal(classes="field-row"):
+                                yield Label(field, classes="field-name")
+                                yield Input(id=f"hp-{field}", classes="field-input", tooltip=allowed_range(field))
+                    yield Static(id="preset-diff")
+                with VerticalScroll(id="resources"):
+                    yield Label("Job name (optional)")
+                    yield Input(id="job-name", placeholder="e.g. 18-conversation proof")
+                    yield Label("Provider")
+                    yield Select(
+                        [(p.value, p.value) for p in Provider], value="local", allow_blank=False, id="provider"
+                    )
+                    yield Label("GPU types, in priority order (comma-separated)")
+                    yield Input(id="gpu-types")
+                    yield Static(self._gpu_catalogue(), classes="dim")
+                    with Horizontal(classes="row"):
+                        with Vertical():
+                            yield Label("Cloud")
+                            yield Select(
+                                [(c.value, c.value) for c in CloudType], value="SECURE", allow_blank=False, id="cloud"
+                            )
+                        with Vertical():
+                            yield Label("GPU count")
+                            yield Input("1", id="gpu-count")
+                        with Vertical():
+                            yield Label("Max hours")
+                            yield Input(id="max-hours", placeholder="settings")
+                        with Vertical():
+                            yield Label("Max cost ($)")
+                            yield Input(id="max-cost", placeholder="settings")
+                with VerticalScroll(id="review"):
+                    yield Static(id="review-text")
+            yield Static(id="wizard-problem", classes="error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Back (ctrl+b)", id="back")
+                yield Button("Next (ctrl+n)", variant="primary", id="next")
+                yield Button("Start the job", variant="success", id="start")
+                yield Button("Close", id="close")
+
+    def _gpu_catalogue(self) -> Text:
+        cat = catalogue()
+        lines = [
+            f"{g.id}  —  {g.label}, {g.memory_gb:g} GB, ${g.secure:.2f}/h secure, ${g.community:.2f}/h community"
+            for g in cat.gpu
+        ]
+        return Text("Known types (prices of " + cat.prices_as_of + "):\n" + "\n".join(lines))
+
+    def on_mount(self) -> None:
+        self._fill_preset(self.preset_name)
+        self._show_step()
+        if self.dataset_path is not None:
+            self.check_dataset()
+
+    def _show_step(self) -> None:
+        name = STEPS[self.step]
+        self.query_one(ContentSwitcher).current = name
+        text = Text()
+        for index, step in enumerate(STEPS):
+            if index:
+                text.append("  →  ", style="dim")
+            style = "bold reverse" if index == self.step else "green" if index < self.step else "dim"
+            text.append(("✔ " if index < self.step else "") + STEP_TITLES[step], style=style)
+        self.query_one("#wizard-steps", Static).update(text)
+        self.query_one("#back", Button).disabled = self.step == 0
+        self.query_one("#next", Button).display = name != "review"
+        self.query_one("#start", Button).display = name == "review"
+        self.query_one("#wizard-problem", Static).update("")
+        if name == "dataset":
+            self.query_one("#dataset-path", Input).focus()
+        elif name == "preset":
+            self.query_one("#presets", RadioSet).focus()
+        elif name == "resources":
+            self.query_one("#job-name", Input).focus()
+        elif name == "review":
+            self.query_one("#start", Button).focus()
+            self.build_review()
+
+    # --- step 1: the dataset --------------------------------------------------------------------------
+
+    @on(DirectoryTree.FileSelected)
+    def _picked(self, event: DirectoryTree.FileSelected) -> None:
+        self.query_one("#dataset-path", Input).value = str(event.path)
+        self.check_dataset()
+
+    @on(Input.Submitted, "#dataset-path")
+    @on(Button.Pressed, "#check")
+    def _check(self) -> None:
+        self.check_dataset()
+
+    def check_dataset(self) -> None:
+        raw = self.query_one("#dataset-path", Input).value.strip()
+        if not raw:
+            return
+        path = Path(raw).expanduser()
+        if not path.is_file():
+            self.query_one("#dataset-report", Static).update(Text(f"{path}: no such file", style="red"))
+            return
+        self.dataset_path = path
+        self.inspection = None
+        self.query_one("#dataset-report", Static).update(Text(f"checking {path.name}…", style="dim"))
+        self._inspect(path, self._current_spec(path) or self._preset_spec(path))
+
+    @work(thread=True, exclusive=True, group="inspect")
+    def _inspect(self, path: Path, spec: JobSpec) -> None:
+        try:
+            inspection = self.lorapod.backend.inspect_dataset(path, spec)
+        except Exception as exc:  # an unreadable file: say so, never crash the dashboard
+            self.app.call_from_thread(self.query_one("#dataset-report", Static).update, Text(str(exc), style="red"))
+            return
+        self.app.call_from_thread(self._inspected, inspection)
+
+    def _inspected(self, inspection: DatasetInspection) -> None:
+        self.inspection = inspection
+        report = inspection.report
+        parts: list[Any] = []
+        verdict = Text()
+        if report.get("ok"):
+            verdict.append("✔ trainable", style="bold green")
+        else:
+            verdict.append("✖ cannot be trained — fix these errors first", style="bold red")
+        estimated = " (estimated from characters)" if report.get("tokens_estimated") else ""
+        verdict.append(
+            f"\n{report.get('format')} · {report.get('conversations')} conversations · {report.get('pairs')} pairs, "
+            f"{report.get('trainable_pairs')} with a target · {report.get('examples')} examples · "
+            f"{report.get('tokens') or 0:,} tokens{estimated}"
+        )
+        parts.append(verdict)
+        parts.append(Text(inspection.report_text))
+        if inspection.stats:
+            stats = inspection.stats
+            table = Table(title="Statistics", title_justify="left", show_header=False)
+            table.add_column(style="bold")
+            table.add_column()
+            for key in ("train_examples", "eval_examples", "train_tokens", "packed_sequences", "steps_per_epoch"):
+                table.add_row(key.replace("_", " "), str(stats.get(key)))
+            parts.append(table)
+        if inspection.preview is not None:
+            parts.append(
+                Text(
+                    "\nThe first example as the model sees it — trained tokens underlined "
+                    "(it learns to stop at <|eot_id|>):",
+                    style="bold",
+                )
+            )
+            parts.append(preview_text(inspection.preview))
+        self.query_one("#dataset-report", Static).update(Group(*parts))
+
+    # --- step 2: the preset ---------------------------------------------------------------------------
+
+    @on(RadioSet.Changed, "#presets")
+    def _preset_changed(self, event: RadioSet.Changed) -> None:
+        button_id = event.pressed.id or ""
+        self.preset_name = button_id.removeprefix("preset-")
+        self._fill_preset(self.preset_name)
+
+    def _fill_preset(self, name: str) -> None:
+        preset = preset_files.get(name)
+        values = preset.hyperparameters.model_dump(mode="json")
+        for field, value in values.items():
+            text = ", ".join(value) if isinstance(value, list) else str(value)
+            self.query_one(f"#hp-{field}", Input).value = text
+        resources = preset.resources
+        self.query_one("#provider", Select).value = resources.provider.value
+        self.query_one("#gpu-types", Input).value = ", ".join(resources.gpu_types)
+        self.query_one("#cloud", Select).value = resources.cloud_type.value
+        self.query_one("#gpu-count", Input).value = str(resources.gpu_count)
+        self._show_diff()
+
+    @on(Input.Changed, ".field-input")
+    def _hp_changed(self) -> None:
+        self._show_diff()
+
+    def _overrides(self) -> list[str]:
+        preset = preset_files.get(self.preset_name)
+        base = preset.hyperparameters.model_dump(mode="json")
+        overrides = []
+        for field, value in base.items():
+            typed = self.query_one(f"#hp-{field}", Input).value.strip()
+            shown = ", ".join(value) if isinstance(value, list) else str(value)
+            if typed != shown:
+                overrides.append(f"{field}={typed}")
+        return overrides
+
+    def _resource_overrides(self) -> list[str]:
+        values = [
+            f"provider={self.query_one('#provider', Select).value}",
+            f"gpu_types={self.query_one('#gpu-types', Input).value}",
+            f"cloud_type={self.query_one('#cloud', Select).value}",
+            f"gpu_count={self.query_one('#gpu-count', Input).value.strip()}",
+            f"max_hours={self.query_one('#max-hours', Input).value.strip() or 'none'}",
+            f"max_cost_usd={self.query_one('#max-cost', Input).value.strip() or 'none'}",
+        ]
+        return values
+
+    def _preset_spec(self, path: Path) -> JobSpec:
+        return preset_files.get(self.preset_name).to_spec(str(path))
+
+    def _current_spec(self, path: Path | None, *, resources: bool = False) -> JobSpec | None:
+        """The spec the form describes, or None (with the problem shown) when a value is refused."""
+        try:
+            overrides = self._overrides() + (self._resource_overrides() if resources else [])
+            spec = preset_files.get(self.preset_name).to_spec(str(path or "<dataset>"), overrides)
+        except SpecError as exc:
+            self.query_one("#wizard-problem", Static).update(str(exc))
+            return None
+        name = self.query_one("#job-name", Input).value.strip() or None
+        self.query_one("#wizard-problem", Static).update("")
+        return spec.model_copy(update={"name": name})
+
+    def _show_diff(self) -> None:
+        spec = self._current_spec(self.dataset_path)
+        target = self.query_one("#preset-diff", Static)
+        if spec is None:
+            target.update("")
+            return
+        changes = [
+            c for c in diff(self._preset_spec(self.dataset_path or Path("<dataset>")), spec) if c.field not in ("name",)
+        ]
+        if not changes:
+            target.update(Text(f"{self.preset_name}: the preset's values", style="dim"))
+            return
+        table = Table(title=f"Changed from {self.preset_name}", title_justify="left")
+        table.add_column("field")
+        table.add_column(self.preset_name)
+        table.add_column("this job")
+        for change in changes:
+            table.add_row(change.field, str(change.before), str(change.after))
+        target.update(table)
+
+    # --- step 4: review -------------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="review")
+    def build_review(self) -> None:
+        spec = self.spec
+        inspection = self.inspection
+        if spec is None or inspection is None:
+            return
+        backend = self.lorapod.backend
+        if self.dataset_path is not None:  # measured again under the chosen preset and sequence length
+            inspection = backend.inspect_dataset(self.dataset_path, spec)
+        tokens = int(inspection.report.get("tokens") or 0)
+        try:
+            estimate = backend.estimate(spec, tokens)
+        except Exception as exc:  # no estimate (unknown GPU, model size): say why, let the user decide
+            estimate, problem = None, str(exc)
+        else:
+            problem = ""
+        from store.budget import may_start
+
+        month = backend.month()
+        high = estimate.cost[1] if estimate else 0.0
+        decision = may_start(backend.settings, month, high)
+        self.app.call_from_thread(self._review, spec, inspection, estimate, problem, month, decision)
+
+    def _review(self, spec: JobSpec, inspection: Any, estimate: Any, problem: str, month: Any, decision: Any) -> None:
+        budget = self.lorapod.backend.settings.monthly_budget_usd
+        table = Table(show_header=False, box=None)
+        table.add_column(style="bold")
+        table.add_column()
+        hp = spec.hyperparameters
+        table.add_row("dataset", f"{spec.dataset.dataset_path}")
+        table.add_row(
+            "preset",
+            f"{spec.preset}: r {hp.lora_r}, lr {hp.learning_rate:g}, {hp.num_epochs} epochs, "
+            f"batch {hp.batch_size} × {hp.gradient_accumulation_steps}",
+        )
+        table.add_row("model", spec.base_model)
+        table.add_row(
+            "runs on",
+            f"{spec.resources.provider.value}"
+            + (
+                f", {spec.resources.gpu_count} × {spec.resources.gpu_types[0]} ({spec.resources.cloud_type.value})"
+                if spec.resources.provider is Provider.RUNPOD
+                else " (this machine)"
+            ),
+        )
+        stats = inspection.stats or {}
+        table.add_row(
+            "work", f"{stats.get('train_tokens', 0):,} tokens per epoch, {stats.get('steps_per_epoch')} steps per epoch"
+        )
+        if estimate is not None:
+            low, high = estimate.cost
+            table.add_row(
+                "estimate",
+                f"{estimate.hours[0]:.1f}–{estimate.hours[1]:.1f} h, ${low:,.2f}–${high:,.2f} "
+                f"({estimate.throughput_source})",
+            )
+            after = month.spent + month.committed + high
+            table.add_row(
+                "budget",
+                f"${month.spent:,.2f} spent of ${budget:,.2f}; up to ${after:,.2f} ({after / budget:.0%}) with this job"
+                if budget
+                else "no monthly budget",
+            )
+        else:
+            table.add_row(
+                "estimate",
+                problem
+                or f"a local run: notional rate ${self.lorapod.backend.settings.local_rate_usd_per_hour:,.2f}/h",
+            )
+        parts: list[Any] = [table]
+        warnings = Text()
+        for warning in inspection.report.get("warnings") or []:
+            warnings.append(f"⚠ {warning['code']} ×{warning['count']}: {warning['message']}\n", style="yellow")
+        if stats.get("steps_per_epoch") and int(stats["steps_per_epoch"]) < 10:
+            warnings.append(
+                f"⚠ only {stats['steps_per_epoch']} optimizer steps per epoch: the schedule barely acts\n",
+                style="yellow",
+            )
+        for alert in decision.alerts:
+            warnings.append(f"⚠ {alert}\n", style="yellow")
+        for reason in decision.reasons:
+            warnings.append(f"✖ refused by the budget: {reason}\n", style="bold red")
+        if warnings:
+            parts.append(warnings)
+        self.query_one("#review-text", Static).update(Group(*parts))
+        self.query_one("#start", Button).disabled = not decision.allowed
+
+    # --- navigation -----------------------------------------------------------------------------------
+
+    def _can_leave(self) -> bool:
+        name = STEPS[self.step]
+        problem = self.query_one("#wizard-problem", Static)
+        if name == "dataset":
+            if self.inspection is None:
+                problem.update("choose a dataset file and wait for its check")
+                return False
+            if not self.inspection.report.get("ok"):
+                problem.update("the dataset has errors: they block training (see the report)")
+                return False
+        if name in ("preset", "resources"):
+            spec = self._current_spec(self.dataset_path, resources=name == "resources")
+            if spec is None:
+                return False
+            self.spec = spec
+        return True
+
+    @on(Button.Pressed, "#next")
+    def action_next(self) -> None:
+        if self.step < len(STEPS) - 1 and self._can_leave():
+            if STEPS[self.step] == "preset":
+                self.spec = self._current_spec(self.dataset_path)
+            self.step += 1
+            self._show_step()
+
+    @on(Button.Pressed, "#back")
+    def action_back(self) -> None:
+        if self.step > 0:
+            self.step -= 1
+            self._show_step()
+
+    @on(Button.Pressed, "#start")
+    def _start(self) -> None:
+        spec = self._current_spec(self.dataset_path, resources=True)
+        if spec is not None:
+            self.dismiss(spec)
+
+    @on(Button.Pressed, "#close")
+    def _close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,40 @@
+"""Messages workers and followers post to screens (attributes down, messages up)."""
+
+from __future__ import annotations
+
+from textual.message import Message
+
+
+class JobChanged(Message):
+    """A followed job moved on (new events ingested, or a new status); replaceable, so bursts never flood."""
+
+    bubble = False
+
+    def __init__(self, job_id: str, status: str, step: int) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.status = status
+        self.step = step
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, JobChanged) and message.job_id == self.job_id
+
+
+class JobFinished(Message):
+    """A followed job reached a terminal status."""
+
+    bubble = False
+
+    def __init__(self, job_id: str, status: str, label: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.status = status
+        self.label = label
+
+
+class JobStarted(Message):
+    """A job was started from the dashboard: follow it."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__()
+        self.job_id = job_id

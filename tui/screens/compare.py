@@ -1,0 +1,117 @@
+"""Compare jobs: overlaid loss curves, final metrics, evaluation side by side, and the config diff."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Group
+from rich.table import Table
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from store.jobs import short_id
+from tui.backend import Backend, JobDetail
+from tui.cli.common import duration
+from tui.status import label
+from tui.widgets.charts import MetricChart
+
+if TYPE_CHECKING:
+    from tui.app import LorapodApp
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.4f}" if value < 100 else f"{value:,.1f}"
+
+
+class CompareScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="compare.back", tooltip="Back"),
+        Binding("z", "zoom", "Zoom", id="compare.zoom", tooltip="Loss chart: all steps, last 1000, 200 or 50"),
+        Binding("u", "unmark", "Clear marks", id="compare.unmark", tooltip="Forget the marked jobs"),
+    ]
+
+    def __init__(self, job_ids: list[str]) -> None:
+        super().__init__()
+        self.job_ids = job_ids
+
+    @property
+    def lorapod(self) -> LorapodApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield MetricChart("Loss (training, and eval as ◆)", id="compare-chart")
+        with VerticalScroll(id="compare-tables"):
+            yield Static(id="compare-summary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True)
+    def load(self) -> None:
+        details = self.lorapod.backend.compare(self.job_ids)
+        self.app.call_from_thread(self._show, details)
+
+    def _show(self, details: list[JobDetail]) -> None:
+        series: dict[str, Any] = {}
+        for detail in details:
+            name = short_id(detail.job.id)
+            steps = [float(m.step) for m in detail.metrics]
+            series[f"{name} loss"] = (steps, [m.loss if m.loss is not None else float("nan") for m in detail.metrics])
+            evals = [(float(m.step), m.eval_loss) for m in detail.metrics if m.eval_loss is not None]
+            if evals:
+                series[f"{name} eval"] = ([s for s, _ in evals], [v for _, v in evals])
+        self.query_one(MetricChart).set_series(series)
+
+        summary = Table(title="Jobs", title_justify="left")
+        summary.add_column("")
+        for detail in details:
+            summary.add_column(short_id(detail.job.id), justify="right")
+
+        def row(name: str, values: list[str]) -> None:
+            summary.add_row(name, *values)
+
+        def losses(detail: JobDetail, attribute: str) -> list[float]:
+            return [getattr(m, attribute) for m in detail.metrics if getattr(m, attribute) is not None]
+
+        row("status", [label(d.job.status) for d in details])
+        row("preset", [d.job.preset or "—" for d in details])
+        row("final loss", [_fmt(losses(d, "loss")[-1] if losses(d, "loss") else None) for d in details])
+        row("best loss", [_fmt(min(losses(d, "loss"), default=None)) for d in details])
+        row("best eval loss", [_fmt(min(losses(d, "eval_loss"), default=None)) for d in details])
+        row("base perplexity", [_fmt(d.evaluation.get("base_perplexity")) for d in details])
+        row("adapter perplexity", [_fmt(d.evaluation.get("adapter_perplexity")) for d in details])
+        row("duration", [duration(d.job.started_at, d.job.completed_at) for d in details])
+        row("cost", [f"${d.job.actual_cost_usd:,.2f}" for d in details])
+
+        specs = [d.spec for d in details if d.spec is not None]
+        config = Table(title="Configuration differences", title_justify="left")
+        config.add_column("field")
+        for detail in details:
+            config.add_column(short_id(detail.job.id))
+        differences = Backend.config_diff(specs) if len(specs) == len(details) else {}
+        for field, values in differences.items():
+            config.add_row(field, *(", ".join(v) if isinstance(v, list) else str(v) for v in values))
+        if not differences:
+            config.add_row("(the same configuration)", *("" for _ in details))
+
+        generations = Table(title="Generations on the first held-out prompt", title_justify="left", show_lines=True)
+        generations.add_column("job")
+        generations.add_column("base")
+        generations.add_column("adapter")
+        for detail in details:
+            first = (detail.evaluation.get("generations") or [{}])[0]
+            generations.add_row(short_id(detail.job.id), first.get("base") or "—", first.get("adapter") or "—")
+        self.query_one("#compare-summary", Static).update(Group(summary, config, generations))
+
+    def action_zoom(self) -> None:
+        self.query_one(MetricChart).cycle_window()
+
+    def action_unmark(self) -> None:
+        self.lorapod.marked.clear()
+        self.notify("marks cleared")

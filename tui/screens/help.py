@@ -1,0 +1,71 @@
+"""Help: the keys of every screen and the few ideas behind lorapod."""
+
+from __future__ import annotations
+
+from rich.markdown import Markdown
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+HELP = """
+# lorapod
+
+Everything is on the keyboard; the mouse is optional. **ctrl+p** opens the command palette, which reaches
+every action. **q** leaves the dashboard — running jobs keep running, and lorapod catches up on them the
+next time it opens.
+
+## Anywhere
+| key | does |
+|---|---|
+| n | new job (the wizard: dataset → preset → resources → review) |
+| j | the jobs table |
+| $ | costs and the monthly budget |
+| t | registered training files |
+| ? | this help |
+| escape | back |
+
+## Jobs
+| key | does |
+|---|---|
+| enter | open the job in the monitor |
+| space | mark the job (for compare and export) |
+| m | compare the marked jobs |
+| x | export the metrics of the marked jobs (or the one under the cursor) |
+| c / r | cancel / retry the job under the cursor |
+| s / S | sort by the next column / reverse the order (or click a header) |
+| / | search names, models, presets and ids |
+| f | filter by dates, training file, model |
+| [ / ] | previous / next page (100 jobs a page) |
+
+## Job monitor
+| key | does |
+|---|---|
+| c | cancel: the engine finishes its step, saves a checkpoint and stops |
+| r | retry with the same configuration, or the one its failure suggested (shown as a diff) |
+| d | download a package; its sha256 and manifest are verified |
+| y | copy the adapter's storage path |
+| e | export the metrics history as CSV |
+| m | mark for compare |
+| z | chart window: all steps, or the last 1000, 200 or 50 |
+
+## Ideas
+- **Status** is always an icon and a word: ◌ queued, ◔ provisioning, ◑ preprocessing / loading, ▶ training,
+  ◕ evaluating, ⇡ uploading, ✔ completed, ✖ failed, ⊘ cancelled, ⚠ interrupted (its process or pod was
+  lost: resume it from its newest checkpoint).
+- **Cost** accrues while a job runs, from the provider's rate; a job that crosses the hard cap or its maximum
+  duration is cancelled with the reason. Budget alerts appear at 80% and 95% of the month.
+- **Datasets** are validated before a job starts: errors block it, warnings are shown. Conversations mode
+  trains every assistant turn once, in about half the tokens of pairs mode.
+"""
+
+
+class HelpScreen(Screen[None]):
+    BINDINGS = [Binding("escape,question_mark", "app.pop_screen", "Back", id="help.back", tooltip="Back")]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll():
+            yield Static(Markdown(HELP), id="help-text")
+        yield Footer()

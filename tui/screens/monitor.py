@@ -1,0 +1,434 @@
+"""The job monitor: stage stepper, progress, ETA, cost, charts, the event log, evaluation and details.
+
+It reads the ledger (kept current by the app's followers) twice a second, fetching only what is new: events
+after the last seq shown and metrics after the last step plotted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, ProgressBar, Select, Static, TabbedContent, TabPane
+
+from store.jobs import short_id
+from store.models import JobEvent, TrainingMetric
+from store.status import TERMINAL
+from tui.backend import JobDetail
+from tui.cli.common import duration, job_title, seconds_text
+from tui.messages import JobChanged
+from tui.status import look
+from tui.widgets.charts import MetricChart
+from tui.widgets.stepper import StageStepper
+
+if TYPE_CHECKING:
+    from tui.app import LorapodApp
+
+EVENT_FILTERS = [
+    ("all but heartbeats", "-heartbeat"),
+    ("all", "*"),
+    ("stages", "stage"),
+    ("metrics", "metrics"),
+    ("checkpoints", "checkpoint"),
+    ("warnings", "warning"),
+    ("errors", "error"),
+    ("logs", "log"),
+    ("evaluation", "eval"),
+    ("artifacts", "artifact"),
+]
+
+
+def _metrics_line(p: dict[str, Any]) -> str:
+    parts = [f"step {p.get('step')}/{p.get('total_steps')}"]
+    for key, label in (("loss", "loss"), ("eval_loss", "eval"), ("learning_rate", "lr"), ("grad_norm", "grad")):
+        if p.get(key) is not None:
+            parts.append(f"{label} {p[key]:.4g}")
+    if p.get("tokens_per_second"):
+        parts.append(f"{p['tokens_per_second']:,.0f} tok/s")
+    return " · ".join(parts)
+
+
+_SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "stage": lambda p: f"{p.get('stage')}" + (f" — {p['message']}" if p.get("message") else ""),
+    "metrics": _metrics_line,
+    "status": lambda p: str(p.get("message")),
+    "checkpoint": lambda p: f"step {p.get('step')} ({p.get('reason')})",
+    "error": lambda p: f"{p.get('category')}: {p.get('message')} — select for the traceback and hint",
+    "warning": lambda p: f"{p.get('code')}: {p.get('message')}",
+    "eval": lambda p: (
+        f"perplexity base {p.get('base_perplexity') or 0:.2f} → adapter {p.get('adapter_perplexity') or 0:.2f}"
+    ),
+    "artifact": lambda p: f"{p.get('kind')} package, {int(p.get('size_bytes') or 0) / 1e6:.1f} MB",
+    "dataset": lambda p: (
+        f"{p.get('train_examples')} train / {p.get('eval_examples')} held-out examples, {p.get('total_steps')} steps"
+    ),
+    "heartbeat": lambda p: f"alive, {p.get('stage')}, {seconds_text(p.get('elapsed'))}",
+}
+
+
+def event_summary(event: JobEvent) -> str:
+    """One line for the event log."""
+    summarize = _SUMMARIES.get(event.type)
+    if summarize is not None:
+        return summarize(event.payload)
+    return str(event.payload.get("message") or json.dumps(event.payload)[:120])
+
+
+class MonitorScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="monitor.back", tooltip="Back to the previous screen"),
+        Binding("c", "cancel_job", "Cancel", id="monitor.cancel", tooltip="Cancel this job (it checkpoints first)"),
+        Binding("r", "retry", "Retry", id="monitor.retry", tooltip="Retry: same config or the suggested one"),
+        Binding("d", "download", "Download", id="monitor.download", tooltip="Download a package, checksums verified"),
+        Binding("y", "copy_path", "Copy path", id="monitor.copy", tooltip="Copy the adapter's storage path"),
+        Binding("e", "export", "Export", id="monitor.export", tooltip="Export the metrics history as CSV"),
+        Binding("m", "compare", "Compare", id="monitor.compare", tooltip="Mark for compare; compare the marked jobs"),
+        Binding("z", "zoom", "Zoom", id="monitor.zoom", tooltip="Charts: all steps, last 1000, 200 or 50"),
+        Binding(
+            "1", "tab('tab-charts')", "Charts", show=False, priority=True, id="monitor.charts", tooltip="The charts"
+        ),
+        Binding(
+            "2", "tab('tab-events')", "Events", show=False, priority=True, id="monitor.events", tooltip="The event log"
+        ),
+        Binding(
+            "3",
+            "tab('tab-eval')",
+            "Evaluation",
+            show=False,
+            priority=True,
+            id="monitor.eval",
+            tooltip="Base vs adapter",
+        ),
+        Binding(
+            "4",
+            "tab('tab-details')",
+            "Details",
+            show=False,
+            priority=True,
+            id="monitor.details",
+            tooltip="Spec and packages",
+        ),
+    ]
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.last_seq = 0
+        self.last_step: int | None = None
+        self.metrics: list[TrainingMetric] = []
+        self.events: list[JobEvent] = []
+        self.stages_seen: set[str] = set()
+        self.detail: JobDetail | None = None
+        self.filter = "-heartbeat"
+        self._loading = False
+
+    @property
+    def lorapod(self) -> LorapodApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="job-title")
+        yield StageStepper(id="stepper")
+        yield Static(id="progress-text")
+        yield ProgressBar(total=100, show_eta=False, id="progress")
+        yield Static(id="stats")
+        with TabbedContent(id="tabs"):
+            with TabPane("1 Charts", id="tab-charts"), Grid(id="charts"):
+                yield MetricChart("Loss", id="chart-loss")
+                yield MetricChart("Learning rate", id="chart-lr")
+                yield MetricChart("Grad norm", id="chart-grad")
+                yield MetricChart("GPU memory (GB)", id="chart-gpu")
+            with TabPane("2 Events", id="tab-events"):
+                yield Select(EVENT_FILTERS, value="-heartbeat", allow_blank=False, id="event-filter")
+                with Horizontal(id="event-panes"):
+                    yield DataTable(id="event-log", cursor_type="row")
+                    with VerticalScroll(id="event-detail-scroll"):
+                        yield Static(id="event-detail")
+            with TabPane("3 Evaluation", id="tab-eval"), VerticalScroll():
+                yield Static(id="evaluation")
+            with TabPane("4 Details", id="tab-details"), VerticalScroll():
+                yield Static(id="details")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#event-log", DataTable).add_columns("seq", "time", "type", "what")
+        self.query_one("#chart-gpu", MetricChart).empty_message = "no GPU in this run"
+        self.refresh_data()
+        self.set_interval(0.5, self.refresh_data)
+
+    def on_job_changed(self, message: JobChanged) -> None:
+        if message.job_id == self.job_id:
+            self.refresh_data()
+
+    # --- data -----------------------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="monitor")
+    def refresh_data(self) -> None:
+        detail = self.lorapod.backend.detail(self.job_id, after_seq=self.last_seq, after_step=self.last_step)
+        self.app.call_from_thread(self._apply, detail, self.lorapod.backend.clock())
+
+    def _apply(self, detail: JobDetail, now: Any) -> None:
+        self.detail = detail
+        job = detail.job
+        if detail.events:
+            self.last_seq = detail.events[-1].seq
+            self.events.extend(detail.events)
+            self.stages_seen.update(str(e.payload.get("stage")) for e in detail.events if e.type == "stage")
+            self._append_events(detail.events)
+        if detail.metrics:
+            known = {m.step: i for i, m in enumerate(self.metrics)}
+            for metric in detail.metrics:
+                if metric.step in known:
+                    self.metrics[known[metric.step]] = metric
+                else:
+                    self.metrics.append(metric)
+            self.last_step = max(m.step for m in self.metrics)
+            self._plot()
+        elif self.metrics and job.current_step > (self.last_step or 0):
+            pass
+        self.query_one("#job-title", Static).update(Text(job_title(job), style="bold"))
+        self.query_one(StageStepper).show(job.status, job.stage, self.stages_seen)
+        self._progress(detail, now)
+        self._evaluation(detail)
+        self._details(detail)
+
+    def _progress(self, detail: JobDetail, now: Any) -> None:
+        job = detail.job
+        item = look(job.status)
+        epochs = detail.spec.hyperparameters.num_epochs if detail.spec else None
+        stage = (job.stage or job.status).replace("_", " ").capitalize()
+        if job.total_steps:
+            share = job.current_step / job.total_steps
+            of_epochs = f" / {epochs}" if epochs else ""
+            text = (
+                f"{stage}: {job.current_step} / {job.total_steps} steps ({share:.1%}) · "
+                f"epoch {job.current_epoch:.2f}{of_epochs}"
+            )
+            self.query_one(ProgressBar).update(total=job.total_steps, progress=job.current_step)
+        else:
+            text = stage
+            self.query_one(ProgressBar).update(total=None)
+        progress = Text()
+        progress.append(f"{item.icon} {item.word}", style=item.color)
+        progress.append(f"  {text}")
+        self.query_one("#progress-text", Static).update(progress)
+        latest = next((m for m in reversed(self.metrics) if m.loss is not None), None)
+        last_eval = next((m for m in reversed(self.metrics) if m.eval_loss is not None), None)
+        tps = next((m.tokens_per_second for m in reversed(self.metrics) if m.tokens_per_second), None)
+        parts = []
+        if job.status not in TERMINAL and job.estimated_completion_at is not None and job.status == "training":
+            parts.append(f"ETA {seconds_text(max((job.estimated_completion_at - now).total_seconds(), 0))}")
+        parts.append(f"cost so far ${job.actual_cost_usd:,.2f}")
+        if job.estimated_cost_usd:
+            parts.append(f"estimate ${job.estimated_cost_usd:,.2f}")
+        parts.append(f"running {duration(job.started_at, job.completed_at or now)}")
+        if tps:
+            parts.append(f"{tps:,.0f} tokens/s")
+        if latest is not None:
+            parts.append(f"loss {latest.loss:.4f}")
+        if last_eval is not None:
+            parts.append(f"eval {last_eval.eval_loss:.4f}")
+        stats = Text(" · ".join(parts))
+        if job.status in ("failed", "interrupted", "cancelled") and job.error_message:
+            stats.append(f"\n{job.error_category or job.status}: {job.error_message}", style=item.color)
+            if job.error_hint:
+                stats.append(f"\nhint: {job.error_hint}", style="italic")
+        self.query_one("#stats", Static).update(stats)
+
+    def _plot(self) -> None:
+        steps = [float(m.step) for m in self.metrics]
+
+        def series(name: str) -> list[float]:
+            return [getattr(m, name) if getattr(m, name) is not None else float("nan") for m in self.metrics]
+
+        self.query_one("#chart-loss", MetricChart).set_series(
+            {"loss": (steps, series("loss")), "eval": (steps, series("eval_loss"))}
+        )
+        self.query_one("#chart-lr", MetricChart).set_series({"lr": (steps, series("learning_rate"))})
+        self.query_one("#chart-grad", MetricChart).set_series({"grad norm": (steps, series("grad_norm"))})
+        gpu = series("gpu_memory_gb")
+        has_gpu = any(m.gpu_memory_gb is not None for m in self.metrics)
+        gpu_chart = self.query_one("#chart-gpu", MetricChart)
+        gpu_chart.display = has_gpu
+        self.query_one("#chart-grad", MetricChart).styles.column_span = 1 if has_gpu else 2
+        if has_gpu:
+            gpu_chart.set_series({"peak GB": (steps, gpu)})
+
+    def _append_events(self, events: list[JobEvent]) -> None:
+        table = self.query_one("#event-log", DataTable)
+        at_end = table.cursor_row >= table.row_count - 1
+        for event in events:
+            if self._shown(event):
+                kind = Text(
+                    event.type,
+                    style="bold red" if event.type == "error" else "yellow" if event.type == "warning" else "",
+                )
+                table.add_row(
+                    str(event.seq), event.ts.strftime("%H:%M:%S"), kind, event_summary(event), key=str(event.seq)
+                )
+        if at_end and table.row_count:
+            table.move_cursor(row=table.row_count - 1)
+
+    def _shown(self, event: JobEvent) -> bool:
+        if self.filter == "*":
+            return True
+        if self.filter.startswith("-"):
+            return event.type != self.filter[1:]
+        return event.type == self.filter
+
+    @on(Select.Changed, "#event-filter")
+    def _filter(self, event: Select.Changed) -> None:
+        self.filter = str(event.value)
+        self.query_one("#event-log", DataTable).clear()
+        self._append_events(self.events)
+
+    @on(DataTable.RowHighlighted, "#event-log")
+    def _event_detail(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is None or event.row_key.value is None:
+            return
+        seq = int(event.row_key.value)
+        found = next((e for e in self.events if e.seq == seq), None)
+        if found is None:
+            return
+        payload = dict(found.payload)
+        text = Text()
+        text.append(f"{found.type} · seq {found.seq} · {found.ts.isoformat(timespec='seconds')}\n", style="bold")
+        if found.type == "error":
+            text.append(f"{payload.get('category')}: {payload.get('message')}\n", style="bold red")
+            text.append(f"hint: {payload.get('hint')}\n", style="italic")
+            if payload.get("suggested"):
+                text.append(f"suggested for a retry: {payload['suggested']}\n")
+            text.append("\n" + str(payload.get("traceback") or "(no traceback)"), style="dim")
+        else:
+            text.append(json.dumps(payload, indent=2, default=str))
+        self.query_one("#event-detail", Static).update(text)
+
+    def _evaluation(self, detail: JobDetail) -> None:
+        evaluation = detail.evaluation
+        if not evaluation:
+            self.query_one("#evaluation", Static).update(
+                Text("No evaluation yet: it runs after training, on the held-out conversations.", style="dim")
+            )
+            return
+        table = Table(title="Held-out perplexity (lower is better)", title_justify="left")
+        table.add_column("")
+        table.add_column("base", justify="right")
+        table.add_column("adapter", justify="right")
+        table.add_row("overall", _fmt(evaluation.get("base_perplexity")), _fmt(evaluation.get("adapter_perplexity")))
+        for group, values in (evaluation.get("groups") or {}).items():
+            for name, pair in values.items():
+                table.add_row(
+                    f"{group}: {name}", _fmt(pair.get("base_perplexity")), _fmt(pair.get("adapter_perplexity"))
+                )
+        parts: list[Any] = [table]
+        for index, generation in enumerate(evaluation.get("generations") or [], start=1):
+            sample = Table(title=f"Generation {index}", title_justify="left", show_lines=True, expand=True)
+            sample.add_column("prompt / reference", ratio=1)
+            sample.add_column("base", ratio=1)
+            sample.add_column("adapter", ratio=1)
+            sample.add_row(
+                f"{generation.get('prompt')}\n\n— reference: {generation.get('reference')}",
+                generation.get("base") or "(nothing)",
+                generation.get("adapter") or "(nothing)",
+            )
+            parts.append(sample)
+        self.query_one("#evaluation", Static).update(Group(*parts))
+
+    def _details(self, detail: JobDetail) -> None:
+        job = detail.job
+        table = Table(show_header=False, box=None)
+        table.add_column(style="bold")
+        table.add_column()
+        if detail.spec is not None:
+            spec = detail.spec
+            table.add_row("dataset", spec.dataset.dataset_path)
+            table.add_row("sha256", spec.dataset.dataset_sha256 or "—")
+            hp = spec.hyperparameters
+            table.add_row(
+                "LoRA",
+                f"r {hp.lora_r}, alpha {hp.lora_alpha}, dropout {hp.lora_dropout}, {', '.join(hp.target_modules)}",
+            )
+            table.add_row(
+                "training",
+                f"lr {hp.learning_rate:g}, {hp.num_epochs} epochs, "
+                f"batch {hp.batch_size} × {hp.gradient_accumulation_steps}, seq {hp.max_seq_length}",
+            )
+            table.add_row(
+                "weights",
+                f"{'4-bit ' + hp.bnb_4bit_quant_type if hp.load_in_4bit else 'full precision'}, bf16 {hp.bf16}",
+            )
+            table.add_row(
+                "resources",
+                f"{spec.resources.provider}, {spec.resources.gpu_count} × {', '.join(spec.resources.gpu_types[:2])}",
+            )
+        table.add_row("workdir", job.workdir or "—")
+        for attempt in detail.attempts:
+            ended = attempt.ended_at.strftime("%H:%M:%S") if attempt.ended_at else "running"
+            table.add_row(
+                f"attempt {attempt.number}",
+                f"{attempt.started_at:%Y-%m-%d %H:%M:%S} → {ended}, ${attempt.cost_usd:,.2f}, "
+                f"{attempt.outcome or 'running'}",
+            )
+        for artifact in detail.artifacts:
+            table.add_row(f"package {artifact.artifact_type}", f"{artifact.storage_path}\nsha256 {artifact.sha256}")
+        if job.parent_job_id:
+            table.add_row("retry of", short_id(job.parent_job_id))
+        self.query_one("#details", Static).update(table)
+
+    # --- actions --------------------------------------------------------------------------------------
+
+    def action_cancel_job(self) -> None:
+        self.lorapod.cancel_job(self.job_id)
+
+    def action_retry(self) -> None:
+        self.lorapod.retry_job(self.job_id)
+
+    def action_download(self) -> None:
+        self.lorapod.download(self.job_id)
+
+    def action_copy_path(self) -> None:
+        detail = self.detail
+        adapter = next((a for a in detail.artifacts if a.artifact_type == "adapter"), None) if detail else None
+        if adapter is None:
+            self.notify("no adapter package yet", severity="warning")
+            return
+        self.lorapod.copy_storage_path(adapter.storage_path)
+
+    def action_export(self) -> None:
+        if self.detail is not None:
+            self.lorapod.export_metrics([self.detail.job.id])
+
+    def action_compare(self) -> None:
+        marks = self.lorapod.marked
+        marks.add(self.job_id)
+        if len(marks) >= 2:
+            self.lorapod.open_compare(sorted(marks))
+        else:
+            self.notify("marked for compare: mark another job (space in the jobs table, or m in its monitor)")
+
+    def action_tab(self, tab: str) -> None:
+        # Leave the current pane first: focus inside it would pull the tabs back to it.
+        self.set_focus(None)
+        self.query_one(TabbedContent).active = tab
+        if tab == "tab-events":
+            self.query_one("#event-log", DataTable).focus()
+
+    def action_zoom(self) -> None:
+        window = None
+        for chart in self.query(MetricChart):
+            window = chart.cycle_window()
+        self.notify(f"charts: {'all steps' if window is None else f'last {window} steps'}", timeout=2)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.2f}"
