@@ -80,13 +80,16 @@ class Supervisor:
         self.ledger = ledger
         self.settings = settings
         self.owner = _owner()
-        self.providers = providers if providers is not None else default_providers(settings)
+        self.providers = providers if providers is not None else default_providers(settings, ledger)
 
     def provider(self, name: str) -> Provider:
         try:
             return self.providers[name]
         except KeyError:
-            raise SupervisorError(f"no provider {name!r} is configured (have: {', '.join(self.providers)})") from None
+            hint = " — set RUNPOD_API_KEY (or run `runpodctl config`)" if name == ProviderName.RUNPOD else ""
+            raise SupervisorError(
+                f"no provider {name!r} is configured (have: {', '.join(self.providers)}){hint}"
+            ) from None
 
     # --- starting a job -------------------------------------------------------------------------------
 
@@ -98,6 +101,12 @@ class Supervisor:
         if size is None:
             raise SupervisorError(f"cannot tell the size of {spec.base_model!r}: set model_size_b")
         resources = spec.resources
+        provider = self.providers.get(resources.provider.value)
+        if provider is not None:
+            try:
+                provider.refresh_prices()
+            except ProviderError as exc:  # the estimate falls back to the last prices known
+                log.warning("live prices not refreshed: %s", exc)
         return estimate(
             tokens_per_epoch * spec.hyperparameters.num_epochs,
             size,
@@ -183,9 +192,10 @@ class Supervisor:
             rate_usd_per_hour=rate,
             gpu_count=gpus,
         )
-        transition(
-            self.ledger, job.id, JobStatus.PROVISIONING, pod_id=handle.pod_id or str(handle.pid), workdir=handle.workdir
-        )
+        where = {"pod_id": handle.pod_id or str(handle.pid), "workdir": handle.workdir}
+        if handle.extra.get("gpu_type"):
+            where["gpu_type"] = str(handle.extra["gpu_type"])  # the GPU actually rented
+        transition(self.ledger, job.id, JobStatus.PROVISIONING, **where)
         return attempt
 
     def start(self, spec: JobSpec, *, force: bool = False, parent: uuid.UUID | None = None) -> Submission:
@@ -231,6 +241,11 @@ class Supervisor:
         for job_id in job_ids:
             job = get_job(self.ledger, job_id)
             if job.status not in LIVE:
+                continue
+            if job.provider not in self.providers:
+                log.warning(
+                    "job %s runs on %s, which is not configured here; not followed", short_id(job.id), job.provider
+                )
                 continue
             follower = _Follower(self, job, None, 0.0)
             try:
@@ -469,19 +484,26 @@ class _Follower:
             release_lease(self.ledger, self.job.id, self.sup.owner)
 
 
-def default_providers(settings: Settings) -> dict[str, Provider]:
-    """The providers this installation can use: local always; RunPod once it is configured."""
+def default_providers(settings: Settings, ledger: Ledger | None = None) -> dict[str, Provider]:
+    """The providers this installation can use: local always; RunPod once its API key is set (and a ledger
+    keeps the pods' pinned SSH host keys)."""
     paths = settings.paths
     secrets = {
         name: value.get_secret_value()
         for name in ("hf_token", "training_webhook_secret")
         if (value := getattr(settings, name)) is not None
     }
-    return {
+    providers: dict[str, Provider] = {
         "local": LocalProvider(
             paths.jobs_dir, paths.models_dir, rate_usd_per_hour=settings.local_rate_usd_per_hour, secrets=secrets
         )
     }
+    if settings.runpod_api_key is not None and ledger is not None:
+        from remote.runpod import RunPodProvider
+        from store.host_keys import HostKeyStore
+
+        providers["runpod"] = RunPodProvider(settings, HostKeyStore(ledger))
+    return providers
 
 
 __all__ = ["BudgetRefused", "Submission", "Supervisor", "SupervisorError", "Update"]

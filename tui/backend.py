@@ -131,6 +131,12 @@ class Backend:
     def active_job_ids(self) -> list[Any]:
         return [row.id for row in list_jobs(self.ledger, JobQuery(group="active", limit=200)).jobs]
 
+    def followable_job_ids(self) -> list[Any]:
+        """Live jobs with a run to follow, on providers this installation has."""
+        providers = self.supervisor.providers
+        rows = list_jobs(self.ledger, JobQuery(group="active", limit=200)).jobs
+        return [row.id for row in rows if row.provider in providers and row.status not in ("queued", "interrupted")]
+
     # --- actions ---------------------------------------------------------------------------------------
 
     def start(self, spec: JobSpec) -> Submission:

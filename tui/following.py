@@ -33,8 +33,13 @@ class Followers:
         self.app.run_worker(self._start_all, thread=True, group="follow", name="catch-up")
 
     def _start_all(self) -> None:
-        self.backend.catch_up()
-        for job_id in self.backend.active_job_ids():
+        try:
+            self.backend.catch_up()
+            followable = self.backend.followable_job_ids()
+        except Exception as exc:  # the dashboard stays up; the jobs table still shows the ledger
+            self.app.call_from_thread(self.app.notify, str(exc), title="Catching up", severity="warning")
+            return
+        for job_id in followable:
             self.app.call_from_thread(self.follow, str(job_id))
 
     def follow(self, job_id: str) -> None:
@@ -58,4 +63,9 @@ class Followers:
                 self.app.post_message(JobFinished(job_id, job.status, f"job {short_id(job.id)}"))
             last["status"], last["step"] = job.status, job.current_step
 
-        self.backend.follow(uuid.UUID(job_id), on_update, should_stop=lambda: worker.is_cancelled)
+        try:
+            self.backend.follow(uuid.UUID(job_id), on_update, should_stop=lambda: worker.is_cancelled)
+        except Exception as exc:  # a job this installation cannot reach: say so once, keep the dashboard up
+            self.app.call_from_thread(
+                self.app.notify, f"not following job {job_id[:8]}: {exc}", title="Following", severity="warning"
+            )

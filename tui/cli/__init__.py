@@ -28,8 +28,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "estimate": ("tui.cli.costs", "estimate", "Estimate a job's duration and cost range."),
     "costs": ("tui.cli.costs", "costs", "Spending this month, against the budget, and per month."),
     "jobs": ("tui.cli.jobs", "jobs", "List jobs in the ledger."),
+    "pods": ("tui.cli.pods", "pods", "lorapod's RunPod pods; flag and delete those no live job owns."),
     "dataset": ("tui.cli.dataset", "dataset", "Validate, convert, measure and preview training datasets."),
     "spec": ("tui.cli.spec", "spec", "Print a job spec for `python -m engine run`."),
+    "sync": ("tui.cli.sync", "sync", "Sync the ledger with the Supabase project's Postgres (push, then pull)."),
 }
 
 
@@ -71,6 +73,11 @@ def as_failure(exc: BaseException) -> click.ClickException | None:
 
     if isinstance(exc, (EngineError, StoreError)):
         return click.ClickException(str(exc))
+    # A provider's or the supervisor's error exists only once its module is loaded: look there, import nothing.
+    for module, name in (("remote.provider", "ProviderError"), ("remote.supervisor", "SupervisorError")):
+        error_class = getattr(sys.modules.get(module), name, None)
+        if isinstance(error_class, type) and isinstance(exc, error_class):
+            return click.ClickException(str(exc))
     return None
 
 

@@ -65,8 +65,9 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
         Binding("ctrl+b", "back", "Back", id="wizard.back", tooltip="The previous step"),
     ]
 
-    def __init__(self, dataset: Path | None = None) -> None:
+    def __init__(self, dataset: Path | None = None, *, root: Path | None = None) -> None:
         super().__init__()
+        self.root = root or Path.cwd()
         self.step = 0
         self.dataset_path: Path | None = dataset
         self.inspection: DatasetInspection | None = None
@@ -92,7 +93,7 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
                         )
                         yield Button("Check", id="check")
                     with Horizontal(id="dataset-panes"):
-                        yield DatasetTree(Path.cwd(), id="tree")
+                        yield DatasetTree(self.root, id="tree")
                         with VerticalScroll(id="dataset-report-scroll"):
                             yield Static("Choose a file: type its path or pick it in the tree.", id="dataset-report")
                 with VerticalScroll(id="preset"):
