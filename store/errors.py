@@ -8,7 +8,10 @@
     ├── JobNotFound            no job matches an id or id prefix
     │   └── AmbiguousJobId     a prefix matches more than one job
     ├── IllegalTransition      a status change the status machine forbids
-    └── CostError              an estimate that cannot be made (unknown GPU, no model size)
+    ├── CostError              an estimate that cannot be made (unknown GPU, no model size)
+    └── SyncError              a sync with the Supabase database that cannot be done (store.sync)
+        ├── SyncUnavailable    the database cannot be reached: offline, local work goes on
+        └── SyncSchemaMissing  the database lacks lorapod's tables (apply the migration)
 """
 
 from __future__ import annotations
@@ -40,3 +43,15 @@ class IllegalTransition(StoreError):
 
 class CostError(StoreError, ValueError):
     """An estimate that cannot be made (unknown GPU, no model size)."""
+
+
+class SyncError(StoreError):
+    """A sync with the shared Postgres that cannot be done; the message says why (never a credential)."""
+
+
+class SyncUnavailable(SyncError):
+    """The shared Postgres cannot be reached (offline, wrong host): local work goes on, sync catches up later."""
+
+
+class SyncSchemaMissing(SyncError):
+    """The shared Postgres lacks lorapod's tables: store/supabase/migrations has the SQL to apply."""

@@ -12,7 +12,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -57,6 +57,11 @@ class Paths:
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """The local artifact store: packages at ``jobs/<job id>/<file>``."""
+        return self.data_dir / "artifacts"
 
 
 def resolve_paths(environ: dict[str, str] | None = None) -> Paths:
@@ -105,6 +110,15 @@ class Settings(BaseSettings):
     gpu_prices: dict[str, float] = Field(
         default_factory=dict,
         description='Price overrides, USD per GPU-hour: {"<gpu id>" = 2.5} or {"<gpu id>:COMMUNITY" = 1.9}.',
+    )
+    artifact_store: Literal["local", "supabase"] = Field(
+        "local", description="Where jobs keep their packages: local (the data dir's artifacts/) or supabase (Storage)."
+    )
+    supabase_bucket: str = Field(
+        "model-artifacts", min_length=3, description="Supabase Storage bucket of the packages (private)."
+    )
+    supabase_user_id: str | None = Field(
+        None, description="Supabase auth user written as created_by on pushed jobs, so the web app shows them."
     )
 
     runpod_api_key: SecretStr | None = _secret("RUNPOD_API_KEY", "RunPod API key.")
