@@ -8,7 +8,10 @@ anchors (``presets/gpus.toml``); once completed jobs exist, their measured token
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -76,12 +79,57 @@ class Estimate:
 
 
 def gpu_price(gpu: Gpu, cloud_type: str, settings: Settings | None = None) -> tuple[float, str]:
-    """USD per GPU-hour and where the figure comes from (a settings override or the catalogue)."""
+    """USD per GPU-hour and where the figure comes from: a settings override, RunPod's price query (cached),
+    or the catalogue."""
     overrides = settings.gpu_prices if settings is not None else {}
     for key in (f"{gpu.id}:{cloud_type.upper()}", gpu.id):
         if key in overrides:
             return overrides[key], "settings gpu_prices"
+    if settings is not None:
+        live = live_prices(settings.paths.cache_dir)
+        price = live.price(gpu.id, cloud_type) if live is not None else None
+        if live is not None and price is not None:
+            return price, f"RunPod price query ({live.fetched_at:%Y-%m-%d %H:%M} UTC)"
     return gpu.price(cloud_type), f"catalogue ({catalogue().prices_as_of})"
+
+
+PRICE_CACHE = "runpod-gpu-prices.json"
+PRICE_CACHE_HOURS = 24.0
+
+
+@dataclass(frozen=True)
+class LivePrices:
+    """GPU prices from RunPod's price query, USD per GPU-hour by GPU id and cloud."""
+
+    fetched_at: datetime
+    prices: dict[str, dict[str, float]]
+
+    def price(self, gpu_id: str, cloud_type: str) -> float | None:
+        value = self.prices.get(gpu_id, {}).get(cloud_type.lower())
+        return value if value else None  # 0 or missing: not offered in that cloud right now
+
+    def age_hours(self, now: datetime | None = None) -> float:
+        return ((now or datetime.now(UTC)) - self.fetched_at).total_seconds() / 3600
+
+
+def live_prices(cache_dir: Path, *, max_age_hours: float = PRICE_CACHE_HOURS) -> LivePrices | None:
+    """The cached price query when it is fresh enough, else None."""
+    try:
+        data = json.loads((cache_dir / PRICE_CACHE).read_text(encoding="utf-8"))
+        cached = LivePrices(datetime.fromisoformat(data["fetched_at"]), dict(data["prices"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return cached if cached.age_hours() <= max_age_hours else None
+
+
+def write_live_prices(cache_dir: Path, prices: dict[str, dict[str, float]]) -> LivePrices:
+    """Cache a price query's answer: {gpu id: {"secure": usd, "community": usd}}."""
+    cached = LivePrices(datetime.now(UTC), prices)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".{PRICE_CACHE}.tmp"
+    tmp.write_text(json.dumps({"fetched_at": cached.fetched_at.isoformat(), "prices": prices}), encoding="utf-8")
+    tmp.replace(cache_dir / PRICE_CACHE)
+    return cached
 
 
 def find_gpu(gpu_id: str, cat: Catalogue | None = None) -> Gpu:

@@ -121,6 +121,31 @@ class Settings(BaseSettings):
         None, description="Supabase auth user written as created_by on pushed jobs, so the web app shows them."
     )
 
+    runpod_image: str | None = Field(
+        None, description="The pod image built from Dockerfile.gpu (e.g. ghcr.io/you/lorapod-gpu:0.1.0)."
+    )
+    runpod_network_volume_id: str | None = Field(
+        None, description="Network volume for RunPod jobs whose spec names none (checkpoints survive pods)."
+    )
+    runpod_transport: Literal["auto", "ssh", "http"] = Field(
+        "auto", description="How to reach a pod: auto (SSH when it has a public IP), ssh or http; falls back."
+    )
+    runpod_ssh_user: str = Field("root", min_length=1, description="The user lorapod logs in as over SSH.")
+    runpod_pod_linger_s: float = Field(
+        600.0, ge=0, le=86_400, description="Seconds a finished pod waits for a supervisor, then deletes itself."
+    )
+    runpod_start_timeout_s: float = Field(
+        900.0, gt=0, le=7200, description="Seconds a new pod may take to become reachable before it is given up."
+    )
+    runpod_volume_mount_path: str = Field(
+        "/workspace", pattern=r"^/", description="Where the pod's volume is mounted (its workdirs live there)."
+    )
+    runpod_api_url: str = Field("https://rest.runpod.io/v1", description="RunPod's REST API.")
+    runpod_graphql_url: str = Field("https://api.runpod.io/graphql", description="RunPod's GPU price query.")
+    runpod_proxy_url: str = Field(
+        "https://{pod_id}-{port}.proxy.runpod.net", description="Where a pod's HTTP port is reached."
+    )
+
     runpod_api_key: SecretStr | None = _secret("RUNPOD_API_KEY", "RunPod API key.")
     supabase_url: SecretStr | None = _secret("SUPABASE_URL", "Supabase project URL.")
     supabase_service_role_key: SecretStr | None = _secret("SUPABASE_SERVICE_ROLE_KEY", "Supabase service key.")
