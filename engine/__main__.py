@@ -1,4 +1,4 @@
-"""``python -m engine``: run a job, build the demo model, serve the pod API, or benchmark the GPU path."""
+"""``python -m engine``: run a job, build the demo model, serve the pod API, run a pod's job, or benchmark."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--host", default="0.0.0.0")
 
+    commands.add_parser("pod", help="inside a RunPod pod: serve, run the job from $LORAPOD_SPEC, delete the pod")
+
     bench = commands.add_parser("bench", help="QLoRA throughput with Llama-3-70B layer shapes")
     from engine.bench import add_arguments
 
@@ -52,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         from engine.serve import main as serve_main
 
         return serve_main(args.workdir, port=args.port, host=args.host)
+    if args.command == "pod":
+        from engine.pod import main as pod_main
+
+        return pod_main()
     from engine.bench import main as bench_main
 
     return bench_main(args)

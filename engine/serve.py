@@ -51,6 +51,8 @@ DEFAULT_EVENTS_LIMIT = 1000
 MAX_EVENTS_LIMIT = 10_000
 _PACKAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _UNFINISHED_SUFFIXES = (".tmp", ".part", ".partial")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_INPUT_BYTES = 4 * 1024**3  # a dataset: far larger would be a mistake, and the proxy allows 100 s
 
 log = logging.getLogger("engine.serve")
 
@@ -295,7 +297,16 @@ class PodAPI:
             "engine_pid": pid,
             "engine_running": pid is not None,
             "cancel_requested": self.work.cancel_requested(),
+            "engine_exit": self._engine_exit(),
         }
+
+    def _engine_exit(self) -> dict[str, Any] | None:
+        """How the engine ended, as the pod's entrypoint noted it (None while it runs, or outside a pod)."""
+        try:
+            found = json.loads(self.work.engine_exit.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
 
     async def get_events(
         self,
@@ -407,6 +418,31 @@ class PodAPI:
             )
         return {"artifacts": listing}
 
+    async def put_input(self, name: str, request: Request) -> Response:
+        """Store an uploaded input file (the dataset) in inputs/, only whole and with the sha256 announced."""
+        expected = request.headers.get("x-content-sha256", "").strip().lower()
+        if not _PACKAGE_NAME.fullmatch(name) or name.endswith(_UNFINISHED_SUFFIXES):
+            return JSONResponse({"detail": "not a plain file name"}, status_code=400)
+        if not _SHA256.fullmatch(expected):
+            return JSONResponse({"detail": "the X-Content-SHA256 header (64 hex digits) is required"}, 400)
+        folder = self.work.inputs
+        await run_in_threadpool(folder.mkdir, parents=True, exist_ok=True)
+        partial = folder / f".{name}.partial"
+        digest, size = hashlib.sha256(), 0
+        with partial.open("wb") as handle:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_INPUT_BYTES:
+                    partial.unlink(missing_ok=True)
+                    return JSONResponse({"detail": f"larger than {MAX_INPUT_BYTES} bytes"}, status_code=413)
+                digest.update(chunk)
+                await run_in_threadpool(handle.write, chunk)
+        if digest.hexdigest() != expected:
+            partial.unlink(missing_ok=True)
+            return JSONResponse({"detail": "the body's sha256 differs from X-Content-SHA256"}, status_code=422)
+        partial.replace(folder / name)
+        return JSONResponse({"name": name, "size": size, "sha256": expected}, status_code=201)
+
     def artifact(self, name: str) -> Response:
         path = package_path(self.work.packages, name)
         if path is None:
@@ -437,6 +473,7 @@ def create_app(
     app.add_api_route("/cancel", pod.cancel, methods=["POST"])
     app.add_api_route("/artifacts", pod.artifacts, methods=["GET"])
     app.add_api_route("/artifacts/{name}", pod.artifact, methods=["GET"])
+    app.add_api_route("/inputs/{name}", pod.put_input, methods=["PUT"])
     return app
 
 

@@ -12,6 +12,10 @@
     metrics.csv             the metrics history
     packages/<job>-{adapter,full,deploy}.zip   each with a sha256 manifest
     control/cancel          written to ask the engine to stop gracefully
+    control/engine-exit.json   in a pod: how the engine ended (pod id, exit code, last seq)
+    control/pod.pid         in a pod: the process id of ``python -m engine pod``
+    inputs/                 in a pod: the dataset the supervisor uploaded
+    logs/pod.log            in a pod: the entrypoint's own log (sshd, pod API, linger, deletion)
     engine.pid              the engine's process id while it runs
 """
 
@@ -76,6 +80,22 @@ class Workdir:
     @property
     def pid_file(self) -> Path:
         return self.root / "engine.pid"
+
+    @property
+    def engine_exit(self) -> Path:
+        return self.root / "control" / "engine-exit.json"
+
+    @property
+    def pod_pid(self) -> Path:
+        return self.root / "control" / "pod.pid"
+
+    @property
+    def inputs(self) -> Path:
+        return self.root / "inputs"
+
+    @property
+    def pod_log(self) -> Path:
+        return self.logs / "pod.log"
 
     def package(self, job_id: str, kind: str) -> Path:
         if kind not in PACKAGE_KINDS:
