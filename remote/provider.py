@@ -62,7 +62,7 @@ class EventStream(Protocol):
 
 
 class Provider(ABC):
-    """Where jobs run. Implementations: ``remote.local.LocalProvider``, ``remote.runpod`` (RunPod pods)."""
+    """Where jobs run. Implementations: ``remote.local.LocalProvider``, ``remote.runpod.RunPodProvider``."""
 
     name: ClassVar[str]
 
@@ -100,6 +100,9 @@ class Provider(ABC):
 
     def release(self, handle: RunHandle) -> None:  # noqa: B027 — optional hook
         """Free what the run holds once its job has ended (a pod, say); nothing by default."""
+
+    def refresh_prices(self) -> None:  # noqa: B027 — optional hook
+        """Bring the live prices the cost model reads up to date, where the provider has any."""
 
 
 def copy_verified(source: Path, dest_dir: Path, sha256: str | None) -> Path:

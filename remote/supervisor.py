@@ -448,6 +448,7 @@ class _Follower:
 
     def _finalize(self, attempt: JobAttempt, status: str) -> None:
         attempt_store.accrue(self.ledger, attempt.id or 0, outcome=str(status))
+        self.current = self.sup.handle(self.job.id)  # the attempt as ended: finalized once, released once
         self._month_alerts()
         handle = RunHandle.model_validate(attempt.handle)
         self.sup.provider(handle.provider).release(handle)

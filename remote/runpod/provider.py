@@ -1,0 +1,458 @@
+"""The RunPod provider: one pod per job attempt, reached over SSH or the pod API, deleted when the job ends.
+
+launch: delete the job's earlier pods → create one, walking the GPU priority list → wait until its job process
+answers → upload the dataset → hand back a RunHandle (pod id, endpoints, the per-attempt pod API token).
+The pod runs the job alone from then on and deletes itself after a linger; ``release`` copies the packages
+and the log here and deletes it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.config import JobSpec
+from engine.pod import pod_workdir
+from remote.provider import EventStream, Provider, ProviderError, RunHandle, RunState, copy_verified
+from remote.runpod.client import NoInstances, RestClient
+from remote.runpod.errors import (
+    HostKeyChanged,
+    NoCapacity,
+    PodJobFailed,
+    PodStartFailed,
+    RunPodError,
+    TransportError,
+)
+from remote.runpod.http import CHUNK_BYTES, HttpTransport
+from remote.runpod.pods import POD_API_PORT, PodInfo, create_request, pod_name
+from remote.runpod.prices import refresh_prices
+from remote.runpod.ssh import HostKeyPins, SshTransport, ensure_key_pair
+from remote.runpod.transport import FailoverFeed, Link, PodEndpoint, PodTransport
+from store.artifacts import store_environment
+from store.costs import find_gpu, gpu_price
+from store.errors import StoreError
+from store.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Settings passed to the pod as environment variables (secrets: never logged, never in the spec).
+POD_SECRETS = {"hf_token": "HF_TOKEN", "training_webhook_secret": "TRAINING_WEBHOOK_SECRET"}
+REST_EVERY_S = 10.0  # pod records are read at most this often per pod (RunPod allows ~100 calls a minute)
+EXIT_EVERY_S = 2.0
+START_POLL_S = 3.0
+WATCHDOG_MARGIN_S = 1800.0
+
+
+@dataclass
+class _Cached:
+    at: float
+    value: Any
+
+
+class RunPodStream:
+    """A job's events from its pod, over the preferred transport or the other; registered while open."""
+
+    def __init__(self, feed: FailoverFeed, on_close: Callable[[], None]) -> None:
+        self.feed = feed
+        self._on_close = on_close
+
+    @property
+    def after_seq(self) -> int:
+        return self.feed.after_seq
+
+    def poll(self, timeout: float) -> list[dict[str, Any]]:
+        return self.feed.poll(timeout)
+
+    def close(self) -> None:
+        self.feed.close()
+        self._on_close()
+
+
+class RunPodProvider(Provider):
+    """Jobs on RunPod GPU pods (see docs/runpod.md)."""
+
+    name = "runpod"
+
+    def __init__(
+        self,
+        settings: Settings,
+        pins: HostKeyPins,
+        *,
+        rest: RestClient | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        http_chunk_bytes: int = CHUNK_BYTES,
+    ) -> None:
+        key = settings.runpod_api_key.get_secret_value() if settings.runpod_api_key else ""
+        self.settings = settings
+        self.rest = rest or RestClient(settings.runpod_api_url, key)
+        self.pins = pins
+        self.sleep = sleep
+        self.http_chunk_bytes = http_chunk_bytes
+        paths = settings.paths
+        self.key_dir = paths.data_dir / "ssh"
+        self.mirror_dir = paths.jobs_dir
+        self._links: dict[str, Link] = {}
+        self._pods: dict[str, _Cached] = {}
+        self._exits: dict[str, _Cached] = {}
+        self._streams: dict[str, RunPodStream] = {}
+
+    def __repr__(self) -> str:
+        return f"RunPodProvider({self.settings.runpod_api_url!r})"
+
+    # --- launching --------------------------------------------------------------------------------------
+
+    def launch(self, job_id: uuid.UUID, spec: JobSpec, *, resume: bool = False) -> RunHandle:
+        settings = self.settings
+        if not settings.runpod_image:
+            raise ProviderError(
+                "no pod image: build Dockerfile.gpu, push it, and `lorapod config set runpod_image IMAGE` "
+                "(docs/runpod.md)"
+            )
+        for old in self.job_pods(job_id):  # a resume must never run two engines on one workdir
+            log.info("deleting pod %s of an earlier attempt", old.id)
+            self.rest.delete_pod(old.id)
+        workdir = str(pod_workdir(settings.runpod_volume_mount_path, str(job_id)))
+        dataset = Path(spec.dataset.dataset_path)
+        upload = dataset.is_file()
+        pod_spec = spec
+        if upload:
+            moved = spec.dataset.model_copy(update={"dataset_path": f"{workdir}/inputs/{dataset.name}"})
+            pod_spec = spec.model_copy(update={"dataset": moved})
+        token = secrets.token_urlsafe(32)
+        _, public_key = ensure_key_pair(self.key_dir)
+        env = self._pod_env(job_id, pod_spec, token, public_key, resume, dataset.name if upload else None)
+        pod, gpu = self._create(job_id, spec, env)
+        try:
+            pod, link = self._wait_until_ready(pod, workdir, token)
+            if upload:
+                sha256 = spec.dataset.dataset_sha256 or ""
+                link.call(lambda t: t.upload_input(dataset, dataset.name, sha256))
+        except BaseException:
+            self.rest.delete_pod(pod.id)
+            raise
+        self._links[pod.id] = link
+        extra = {
+            "pod_token": token,
+            "public_ip": pod.public_ip,
+            "ssh_port": pod.ssh_port,
+            "proxy_url": self._proxy_url(pod.id),
+            "gpu_type": pod.gpu or gpu,
+            "cost_per_hr": pod.cost_per_hr,
+            "network_volume_id": pod.network_volume_id or self._volume(spec),
+            "transports": link.names,
+        }
+        return RunHandle(provider=self.name, job_id=str(job_id), workdir=workdir, pod_id=pod.id, extra=extra)
+
+    def _volume(self, spec: JobSpec) -> str | None:
+        return spec.resources.network_volume_id or self.settings.runpod_network_volume_id
+
+    def _pod_env(
+        self, job_id: uuid.UUID, spec: JobSpec, token: str, public_key: str, resume: bool, dataset: str | None
+    ) -> dict[str, str]:
+        settings = self.settings
+        hours = spec.resources.max_hours or settings.max_duration_hours
+        env = {
+            "LORAPOD_JOB_ID": str(job_id),
+            "LORAPOD_SPEC": spec.model_dump_json(),
+            "LORAPOD_POD_TOKEN": token,
+            "LORAPOD_PUBLIC_KEY": public_key,
+            "LORAPOD_WORKSPACE": settings.runpod_volume_mount_path,
+            "LORAPOD_LINGER_S": f"{settings.runpod_pod_linger_s:g}",
+            "LORAPOD_MAX_SECONDS": f"{hours * 3600 + 2 * settings.runpod_pod_linger_s + WATCHDOG_MARGIN_S:.0f}",
+            "LORAPOD_RUNPOD_API_URL": settings.runpod_api_url,
+            "LORAPOD_RATE_USD_PER_HOUR": f"{self._estimated_rate(spec):.4f}",
+        }
+        if dataset:
+            env["LORAPOD_AWAIT_INPUT"] = dataset
+        if resume:
+            env["LORAPOD_RESUME"] = "1"
+        for field, variable in POD_SECRETS.items():
+            value = getattr(settings, field, None)
+            if value is not None:
+                env[variable] = value.get_secret_value()
+        if settings.artifact_store == "supabase":  # a "local" store would be the pod's own disk: nothing is sent
+            try:
+                env.update(store_environment(settings))
+            except StoreError as exc:
+                raise ProviderError(f"the artifact store is not configured: {exc}") from None
+        return env
+
+    def _create(self, job_id: uuid.UUID, spec: JobSpec, env: dict[str, str]) -> tuple[PodInfo, str]:
+        """A pod on the first GPU type of the priority list that has a machine free."""
+        resources = spec.resources
+        tried: list[str] = []
+        for gpu in resources.gpu_types:
+            tried.append(gpu)
+            body = create_request(
+                job_id=job_id, spec=spec, gpu_type=gpu, image=self.settings.runpod_image or "", env=env,
+                network_volume_id=self._volume(spec), volume_mount_path=self.settings.runpod_volume_mount_path,
+            )  # fmt: skip
+            try:
+                created = self._create_one(body)
+            except NoInstances as exc:
+                log.info("no capacity for %s: %s", gpu, exc)
+                continue
+            pod = PodInfo.parse(created)
+            log.info("pod %s created on %s at $%s/h", pod.id, gpu, pod.cost_per_hr)
+            return pod, gpu
+        raise NoCapacity(tried, resources.cloud_type.value, resources.gpu_count)
+
+    def _create_one(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.rest.create_pod(body)
+        except NoInstances:
+            raise
+        except RunPodError as exc:
+            if not body.get("interruptible"):
+                raise
+            # Interruptible pods are asked for only when the spec says so, and RunPod is withdrawing them.
+            log.warning("no interruptible pod (%s): asking for an on-demand one", exc)
+            return self.rest.create_pod({**body, "interruptible": False})
+
+    def _wait_until_ready(self, pod: PodInfo, workdir: str, token: str) -> tuple[PodInfo, Link]:
+        """Wait until the pod's job process answers over a transport; PodStartFailed (pod deleted) otherwise."""
+        deadline = time.monotonic() + self.settings.runpod_start_timeout_s
+        forgotten: set[tuple[str, int]] = set()
+        link: Link | None = None
+        problem = "it did not become reachable"
+        while True:
+            found = self.rest.get_pod(pod.id)
+            if found is None:
+                raise PodStartFailed(f"pod {pod.id} disappeared while it was starting")
+            pod = PodInfo.parse(found)
+            if pod.desired_status in ("EXITED", "TERMINATED"):
+                problem = f"it stopped while starting ({pod.desired_status})"
+                break
+            if pod.running:
+                if pod.public_ip and pod.ssh_port and (pod.public_ip, pod.ssh_port) not in forgotten:
+                    # A new pod owns this address now: its host key is pinned on first use.
+                    self.pins.forget(pod.public_ip, pod.ssh_port)
+                    forgotten.add((pod.public_ip, pod.ssh_port))
+                link = self._new_link(pod, workdir, token)
+                try:
+                    link.call(lambda t: t.check())
+                    return pod, link
+                except PodJobFailed as exc:
+                    problem = str(exc)
+                    break
+                except TransportError as exc:
+                    problem = f"it did not become reachable ({exc})"
+            if time.monotonic() >= deadline:
+                problem += f" within {self.settings.runpod_start_timeout_s:.0f} s"
+                break
+            self.sleep(START_POLL_S)
+        logs = self._start_logs(link)
+        self.rest.delete_pod(pod.id)
+        raise PodStartFailed(f"pod {pod.id} did not start: {problem}; it has been deleted.{logs}")
+
+    def _start_logs(self, link: Link | None) -> str:
+        if link is None:
+            return " No logs could be read (the RunPod console keeps the container's log)."
+        try:
+            text = link.call(lambda t: t.tail_pod_log())
+        except TransportError:
+            return " No logs could be read (the RunPod console keeps the container's log)."
+        lines = text.strip().splitlines()[-20:]
+        return "\nIts last log lines:\n" + "\n".join(lines) if lines else " Its log is empty."
+
+    # --- reaching a pod ---------------------------------------------------------------------------------
+
+    def _proxy_url(self, pod_id: str) -> str:
+        return self.settings.runpod_proxy_url.format(pod_id=pod_id, port=POD_API_PORT)
+
+    def _new_link(self, pod: PodInfo, workdir: str, token: str) -> Link:
+        endpoint = PodEndpoint(
+            pod_id=pod.id, workdir=workdir, token=token, proxy_url=self._proxy_url(pod.id),
+            ssh_host=pod.public_ip, ssh_port=pod.ssh_port,
+        )  # fmt: skip
+        key, _ = ensure_key_pair(self.key_dir)
+        ssh: PodTransport = SshTransport(endpoint, self.settings.runpod_ssh_user, key, self.pins)
+        http: PodTransport = HttpTransport(endpoint, chunk_bytes=self.http_chunk_bytes)
+        preference = self.settings.runpod_transport
+        if preference == "http" or (preference == "auto" and not ssh.available):
+            return Link([http, ssh])
+        return Link([ssh, http])
+
+    def _link(self, handle: RunHandle) -> Link:
+        pod_id = self._pod_id(handle)
+        link = self._links.get(pod_id)
+        if link is None:
+            extra = handle.extra
+            pod = PodInfo(
+                id=pod_id, name="", desired_status="RUNNING", cost_per_hr=None, public_ip=extra.get("public_ip"),
+                ssh_port=extra.get("ssh_port"), gpu=None, gpu_count=0, last_started_at=None, network_volume_id=None,
+            )  # fmt: skip
+            link = self._links[pod_id] = self._new_link(pod, handle.workdir, str(extra.get("pod_token", "")))
+        return link
+
+    @staticmethod
+    def _pod_id(handle: RunHandle) -> str:
+        if not handle.pod_id:
+            raise ProviderError(f"job {handle.job_id} has no pod")
+        return handle.pod_id
+
+    def _pod(self, pod_id: str) -> PodInfo | None:
+        cached = self._pods.get(pod_id)
+        if cached is None or time.monotonic() - cached.at >= REST_EVERY_S:
+            found = self.rest.get_pod(pod_id)
+            cached = self._pods[pod_id] = _Cached(time.monotonic(), PodInfo.parse(found) if found else None)
+        return cached.value
+
+    def _exit_marker(self, handle: RunHandle) -> dict[str, Any] | None:
+        pod_id = self._pod_id(handle)
+        cached = self._exits.get(pod_id)
+        if cached is None or (cached.value is None and time.monotonic() - cached.at >= EXIT_EVERY_S):
+            try:
+                marker = self._link(handle).call(lambda t: t.engine_exit())
+            except HostKeyChanged:
+                raise
+            except TransportError:  # unreachable for now: REST says whether the pod is gone
+                marker = None
+            cached = self._exits[pod_id] = _Cached(time.monotonic(), marker)
+        return cached.value
+
+    # --- the Provider interface -------------------------------------------------------------------------
+
+    def state(self, handle: RunHandle) -> RunState:
+        pod = self._pod(self._pod_id(handle))
+        if pod is None or pod.desired_status in ("EXITED", "TERMINATED"):
+            return RunState.LOST  # deleted, stopped or preempted: whatever ran in it is gone
+        if not pod.running:
+            return RunState.STARTING
+        marker = self._exit_marker(handle)
+        if marker is None or marker.get("pod_id") not in (handle.pod_id, None):
+            return RunState.RUNNING
+        stream = self._streams.get(self._pod_id(handle))
+        if stream is not None and stream.after_seq < int(marker.get("last_seq") or 0):
+            return RunState.RUNNING  # ended, but its last events are still on their way
+        return RunState.EXITED
+
+    def events(self, handle: RunHandle, after_seq: int) -> EventStream:
+        pod_id = self._pod_id(handle)
+        stream = RunPodStream(self._link(handle).events(after_seq), lambda: self._unregister(pod_id))
+        self._streams[pod_id] = stream
+        return stream
+
+    def _unregister(self, pod_id: str) -> None:
+        self._streams.pop(pod_id, None)
+
+    def _mirror(self, handle: RunHandle) -> Path:
+        return self.mirror_dir / handle.job_id
+
+    def logs(self, handle: RunHandle, offset: int = 0) -> tuple[str, int]:
+        copy = self._mirror(handle) / "logs" / "engine.log"
+        if copy.is_file():
+            with copy.open("rb") as log_file:
+                log_file.seek(offset)
+                data = log_file.read(1 << 20)
+            return data.decode("utf-8", errors="replace"), offset + len(data)
+        try:
+            return self._link(handle).call(lambda t: t.read_log(offset))
+        except HostKeyChanged:
+            raise
+        except TransportError:
+            return "", offset
+
+    def cancel(self, handle: RunHandle, reason: str) -> None:
+        try:
+            self._link(handle).call(lambda t: t.cancel(reason))
+        except TransportError as exc:
+            raise ProviderError(
+                f"cannot reach pod {handle.pod_id} to ask its engine to stop ({exc}); the pod still runs — "
+                "try again, or delete it with `lorapod pods --terminate POD`"
+            ) from None
+
+    def terminate(self, handle: RunHandle) -> None:
+        self.rest.delete_pod(self._pod_id(handle))
+        self._forget(handle)
+
+    def fetch_artifact(self, handle: RunHandle, name: str, dest: Path, *, sha256: str | None = None) -> Path:
+        copy = self._mirror(handle) / "packages" / name
+        if copy.is_file():
+            return copy_verified(copy, dest, sha256)
+        try:
+            return self._link(handle).call(lambda t: t.download_artifact(name, dest, sha256))
+        except TransportError as exc:
+            raise ProviderError(f"{name}: the pod cannot be reached and no copy is here ({exc})") from None
+
+    def rate_usd_per_hour(self, handle: RunHandle | None, spec: JobSpec) -> float:
+        billed = handle.extra.get("cost_per_hr") if handle is not None else None
+        return float(billed) if billed else self._estimated_rate(spec)
+
+    def _estimated_rate(self, spec: JobSpec) -> float:
+        resources = spec.resources
+        try:
+            price, _ = gpu_price(find_gpu(resources.gpu_types[0]), resources.cloud_type.value, self.settings)
+        except Exception:  # an unknown GPU: the pod's own rate replaces this once it runs
+            return 0.0
+        return price * resources.gpu_count
+
+    def release(self, handle: RunHandle) -> None:
+        """Copy the packages and the engine log here, then delete the pod (the pod would after its linger)."""
+        if not handle.pod_id:
+            return
+        try:
+            self._keep_results(handle)
+        except (ProviderError, OSError) as exc:
+            log.warning("pod %s: results not copied (%s)", handle.pod_id, exc)
+        finally:
+            self.rest.delete_pod(handle.pod_id)
+            self._forget(handle)
+
+    def _keep_results(self, handle: RunHandle) -> None:
+        mirror = self._mirror(handle)
+        link = self._link(handle)
+        for artifact in link.call(lambda t: t.list_artifacts()):
+            name, digest = str(artifact["name"]), artifact.get("sha256")
+            if not (mirror / "packages" / name).is_file():
+                link.call(_download(name, mirror / "packages", digest))
+        chunks: list[str] = []
+        offset = 0
+        while True:
+            text, offset = link.call(_read_log(offset))
+            if not text:
+                break
+            chunks.append(text)
+        (mirror / "logs").mkdir(parents=True, exist_ok=True)
+        (mirror / "logs" / "engine.log").write_text("".join(chunks), encoding="utf-8")
+
+    def _forget(self, handle: RunHandle) -> None:
+        pod_id = handle.pod_id or ""
+        link = self._links.pop(pod_id, None)
+        if link is not None:
+            link.close()
+        self._pods.pop(pod_id, None)
+        self._exits.pop(pod_id, None)
+
+    # --- beyond the interface ---------------------------------------------------------------------------
+
+    def list_pods(self) -> list[PodInfo]:
+        """Every pod whose name marks it as lorapod's."""
+        return [pod for pod in (PodInfo.parse(p) for p in self.rest.list_pods()) if pod.job_id is not None]
+
+    def job_pods(self, job_id: uuid.UUID) -> list[PodInfo]:
+        return [PodInfo.parse(p) for p in self.rest.list_pods(name=pod_name(job_id))]
+
+    def delete_pod(self, pod_id: str) -> bool:
+        return self.rest.delete_pod(pod_id)
+
+    def refresh_prices(self) -> None:
+        from presets.gpus import catalogue
+
+        ids = [gpu.id for gpu in catalogue().gpu]
+        key = self.settings.runpod_api_key.get_secret_value() if self.settings.runpod_api_key else ""
+        refresh_prices(self.settings.paths.cache_dir, self.settings.runpod_graphql_url, key, ids)
+
+
+def _download(name: str, dest: Path, sha256: str | None) -> Callable[[PodTransport], Path]:
+    return lambda transport: transport.download_artifact(name, dest, sha256)
+
+
+def _read_log(offset: int) -> Callable[[PodTransport], tuple[str, int]]:
+    return lambda transport: transport.read_log(offset)
