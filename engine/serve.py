@@ -1,4 +1,4 @@
-"""The pod API: one HTTP port reporting a job's status, events, logs and artifacts, and cancelling it.
+"""The pod API: one HTTP port for a job's status, events, logs and artifacts, its dataset upload, and cancel.
 
 ``python -m engine serve`` runs it beside the engine, behind RunPod's HTTPS proxy, whose 100-second request
 limit bounds every wait here. Every route but ``/health`` needs ``Authorization: Bearer <token>``, the
