@@ -279,3 +279,34 @@ def test_events_survive_reconnects_and_a_switch_of_transport_without_loss_or_dup
     feed.close()
     assert received == list(range(1, 201))
     assert feed.switches >= 1 and feed.transport == "http"
+
+
+def test_the_provider_reads_a_pods_state_from_runpod_and_waits_out_an_outage() -> None:
+    from remote.provider import RunHandle, RunState
+    from remote.runpod import RunPodProvider
+    from store.host_keys import Pin
+
+    class NoPins:
+        def get(self, host: str, port: int) -> Pin | None:
+            return None
+
+        def pin(self, pin: Pin) -> Pin:
+            return pin
+
+        def forget(self, host: str, port: int) -> bool:
+            return False
+
+    answers: dict[str, httpx.Response] = {}
+    rest = client(lambda request: answers[request.url.path.rsplit("/", 1)[-1]])
+    provider = RunPodProvider(Settings(runpod_api_key=KEY), NoPins(), rest=rest)
+    assert KEY not in repr(provider)
+
+    def state(pod_id: str) -> RunState:
+        return provider.state(RunHandle(provider="runpod", job_id="j", workdir="/w", pod_id=pod_id))
+
+    answers["down"] = httpx.Response(503, json={"error": "upstream unavailable", "status": 503})
+    answers["gone"] = httpx.Response(404, json={"error": "pod not found", "status": 404})
+    answers["stopped"] = httpx.Response(200, json={**POD, "id": "stopped", "desiredStatus": "EXITED"})
+    assert state("down") is RunState.RUNNING  # not known to be gone: keep following
+    assert state("gone") is RunState.LOST
+    assert state("stopped") is RunState.LOST

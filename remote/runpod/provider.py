@@ -22,6 +22,7 @@ from engine.pod import pod_workdir
 from remote.provider import EventStream, Provider, ProviderError, RunHandle, RunState, copy_verified
 from remote.runpod.client import NoInstances, RestClient
 from remote.runpod.errors import (
+    BadApiKey,
     HostKeyChanged,
     NoCapacity,
     PodJobFailed,
@@ -320,7 +321,13 @@ class RunPodProvider(Provider):
     # --- the Provider interface -------------------------------------------------------------------------
 
     def state(self, handle: RunHandle) -> RunState:
-        pod = self._pod(self._pod_id(handle))
+        try:
+            pod = self._pod(self._pod_id(handle))
+        except BadApiKey:
+            raise
+        except RunPodError as exc:  # RunPod's API is down or busy for now: the pod is not known to be gone
+            log.warning("pod %s: state unknown (%s)", handle.pod_id, exc)
+            return RunState.RUNNING
         if pod is None or pod.desired_status in ("EXITED", "TERMINATED"):
             return RunState.LOST  # deleted, stopped or preempted: whatever ran in it is gone
         if not pod.running:
