@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.artifacts import is_store_uri
 from engine.config import DEMO_MODEL, JobSpec, diff
 from engine.config import Provider as ProviderName
 from engine.dataset import validate_file
@@ -26,6 +27,7 @@ from remote.local import LocalProvider
 from remote.provider import ArtifactError, EventStream, Provider, ProviderError, RunHandle, RunState
 from store import attempts as attempt_store
 from store.alerts import raise_alert
+from store.artifacts import store_environment
 from store.budget import Decision, crossed_limit, crossed_thresholds, may_start, month_spend
 from store.costs import Estimate, calibration, estimate
 from store.db import Ledger
@@ -299,11 +301,12 @@ class Supervisor:
         new = validate_spec(apply_overrides(data, overrides))
         return new, diff(old, new)
 
-    def retry(self, job_id: uuid.UUID, *, suggested: bool, force: bool = False) -> Submission:
-        if get_job(self.ledger, job_id).status not in TERMINAL:
+    def retry(self, job_id: uuid.UUID | str, *, suggested: bool, force: bool = False) -> Submission:
+        job = get_job(self.ledger, job_id)
+        if job.status not in TERMINAL:
             raise SupervisorError("only a finished job can be retried (cancel it first)")
-        spec, _ = self.retry_spec(job_id, suggested=suggested)
-        return self.start(spec, force=force, parent=job_id)
+        spec, _ = self.retry_spec(job.id, suggested=suggested)
+        return self.start(spec, force=force, parent=job.id)
 
     def download(self, job_id: uuid.UUID, kind: str, dest: Path) -> Path:
         """Copy a job's package into ``dest``, checking the sha256 the ledger recorded and the zip's manifest."""
@@ -315,13 +318,19 @@ class Supervisor:
         if not artifacts:
             raise SupervisorError(f"job {short_id(job.id)} has no {kind} package (status: {job.status})")
         artifact = artifacts[-1]
-        current = self.handle(job.id)
-        if current is None:
-            raise SupervisorError(f"job {short_id(job.id)} never ran")
-        _, handle = current
-        target = self.provider(job.provider).fetch_artifact(
-            handle, Path(artifact.storage_path).name, dest, sha256=artifact.sha256
-        )
+        if is_store_uri(artifact.storage_path):  # uploaded: from the artifact store, wherever the job ran
+            from store.artifacts import artifact_store
+
+            store = artifact_store(self.settings, artifact.storage_path)
+            target = store.download(artifact.storage_path, dest, sha256=artifact.sha256)
+        else:
+            current = self.handle(job.id)
+            if current is None:
+                raise SupervisorError(f"job {short_id(job.id)} never ran")
+            _, handle = current
+            target = self.provider(job.provider).fetch_artifact(
+                handle, Path(artifact.storage_path).name, dest, sha256=artifact.sha256
+            )
         problems = verify_package(target)
         if problems:
             raise ArtifactError(f"{target.name} does not verify: {'; '.join(problems[:3])}")
@@ -496,7 +505,11 @@ def default_providers(settings: Settings, ledger: Ledger | None = None) -> dict[
     }
     providers: dict[str, Provider] = {
         "local": LocalProvider(
-            paths.jobs_dir, paths.models_dir, rate_usd_per_hour=settings.local_rate_usd_per_hour, secrets=secrets
+            paths.jobs_dir,
+            paths.models_dir,
+            rate_usd_per_hour=settings.local_rate_usd_per_hour,
+            secrets=secrets,
+            artifact_env=lambda: store_environment(settings),
         )
     }
     if settings.runpod_api_key is not None and ledger is not None:

@@ -170,6 +170,7 @@ class JobRow:
     completed_at: datetime | None
     estimated_cost_usd: float | None
     actual_cost_usd: float
+    gpu_hours: float
     error_category: str | None
     parent_job_id: uuid.UUID | None
 

@@ -35,6 +35,12 @@ def lorapod_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (the dashboard's Pilot tests) run on asyncio, as Textual does."""
+    return "asyncio"
+
+
+@pytest.fixture
 def ledger(lorapod_home: Path) -> Iterator[Ledger]:
     led = Ledger(lorapod_home / "ledger.sqlite")
     yield led

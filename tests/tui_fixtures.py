@@ -13,10 +13,10 @@ from store.files import register_file
 from store.ingest import ingest
 from store.jobs import create_job
 from store.models import JobAttempt, TrainingFile, TrainingJob
-from tests.conftest import ROOT
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-SAMPLE = ROOT / "samples" / "brightrun-sample.json"
+# Shown on screens (snapshots), so a fixed path rather than this checkout's.
+DATASET = "/data/brightrun-v4-18-conversations.json"
 
 
 def job_uuid(n: int) -> uuid.UUID:
@@ -63,20 +63,26 @@ def populate(ledger: Ledger) -> dict[str, uuid.UUID]:
             {"code": "escaped_newlines", "count": 29, "message": "literal backslash-n in 29 texts"},
         ]},
     )  # fmt: skip
+    with ledger.write() as session:
+        row = session.get(TrainingFile, tf.id)
+        assert row is not None
+        row.created_at = row.updated_at = NOW - timedelta(days=2)
+        session.add(row)
     balanced = presets.get("balanced")
     runpod = ["provider=runpod"]
+    aggressive = presets.get("aggressive")
     plans = [
-        (1, "18-conversation proof", balanced.to_spec(str(SAMPLE), runpod), "completed", 96, 96, 14.83),
-        (2, "aggressive, 24 conversations", presets.get("aggressive").to_spec(str(SAMPLE), runpod), "training", 45, 120, 3.21),
-        (3, "big batch", balanced.to_spec(str(SAMPLE), [*runpod, "batch_size=8"]), "failed", 3, 96, 1.02),
-        (4, "wrong data", balanced.to_spec(str(SAMPLE), runpod), "cancelled", 10, 96, 0.44),
-        (5, "demo", presets.get("smoke").to_spec(str(SAMPLE)), "completed", 28, 28, 0.0),
-        (6, "lost pod", balanced.to_spec(str(SAMPLE), runpod), "interrupted", 40, 96, 2.05),
+        (1, "18-conversation proof", balanced.to_spec(DATASET, runpod), "completed", 96, 96, 14.83),
+        (2, "aggressive, 24 conversations", aggressive.to_spec(DATASET, runpod), "training", 45, 120, 3.21),
+        (3, "big batch", balanced.to_spec(DATASET, [*runpod, "batch_size=8"]), "failed", 3, 96, 1.02),
+        (4, "wrong data", balanced.to_spec(DATASET, runpod), "cancelled", 10, 96, 0.44),
+        (5, "demo", presets.get("smoke").to_spec(DATASET), "completed", 28, 28, 0.0),
+        (6, "lost pod", balanced.to_spec(DATASET, runpod), "interrupted", 40, 96, 2.05),
     ]  # fmt: skip
     ids = {}
-    for n, name, spec, status, steps, total, cost in plans:
+    for n, name, preset_spec, status, steps, total, cost in plans:
         job_id = job_uuid(n)
-        spec = spec.model_copy(update={"job_id": str(job_id)})
+        spec = preset_spec.model_copy(update={"job_id": str(job_id)})
         job = create_job(ledger, spec, name=name, training_file_id=tf.id, estimated_cost_usd=cost * 1.3 or None)
         started = NOW - timedelta(hours=7 - n)
         with ledger.write() as session:
@@ -93,8 +99,10 @@ def populate(ledger: Ledger) -> dict[str, uuid.UUID]:
         )  # fmt: skip
         items += _stages("model_loading", "training")
         items += _training(steps, total, gpu=spec.resources.provider.value == "runpod")
-        items += [{"type": "checkpoint", "step": s, "epoch": 3 * s / total, "path": f"/w/checkpoint-{s}", "reason": "steps"}
-                  for s in range(20, steps + 1, 20)]  # fmt: skip
+        items += [
+            {"type": "checkpoint", "step": s, "epoch": 3 * s / total, "path": f"/w/checkpoint-{s}", "reason": "steps"}
+            for s in range(20, steps + 1, 20)
+        ]
         if status == "completed":
             items += _stages("evaluating")
             items.append(
@@ -106,12 +114,16 @@ def populate(ledger: Ledger) -> dict[str, uuid.UUID]:
                                   "adapter": "First, what you're feeling is the most common reaction I see."}]}
             )  # fmt: skip
             items += _stages("packaging")
-            items += [{"type": "artifact", "kind": kind, "path": f"/data/jobs/{job_id}/packages/{job_id}-{kind}.zip",
-                       "size_bytes": 335_544_320, "sha256": f"{n}{kind}".ljust(64, "0")} for kind in ("adapter", "full", "deploy")]  # fmt: skip
+            items += [
+                {"type": "artifact", "kind": kind, "path": f"/data/jobs/{job_id}/packages/{job_id}-{kind}.zip",
+                 "size_bytes": 335_544_320, "sha256": f"{n}{kind}".ljust(64, "0")}
+                for kind in ("adapter", "full", "deploy")
+            ]  # fmt: skip
             items += _stages("uploading", "completed")
         elif status == "failed":
             items.append(
-                {"type": "error", "category": "out_of_memory", "message": "CUDA out of memory. Tried to allocate 8.00 GiB",
+                {"type": "error", "category": "out_of_memory",
+                 "message": "CUDA out of memory. Tried to allocate 8.00 GiB",
                  "hint": "halve batch_size to 4 and double gradient_accumulation_steps to 8 (same effective batch)",
                  "traceback": "Traceback (most recent call last):\n  ...\ntorch.OutOfMemoryError: CUDA out of memory.",
                  "suggested": {"batch_size": 4, "gradient_accumulation_steps": 8}}
@@ -153,15 +165,17 @@ def populate(ledger: Ledger) -> dict[str, uuid.UUID]:
 
 def many_jobs(ledger: Ledger, count: int) -> None:
     """``count`` finished jobs, quickly (one transaction), for paging and speed checks."""
-    spec = presets.get("balanced").to_spec(str(SAMPLE))
+    spec = presets.get("balanced").to_spec(DATASET)
     with ledger.write() as session:
         for i in range(count):
             job_id = uuid.UUID(int=10_000_000 + i)
             session.add(
                 TrainingJob(
                     id=job_id, name=f"job {i:05d}", status=("completed", "failed", "cancelled")[i % 3],
-                    base_model=spec.base_model, preset="balanced", hyperparameters=spec.hyperparameters.model_dump(mode="json"),
-                    resources=spec.resources.model_dump(mode="json"), spec={"dataset": spec.dataset.model_dump(mode="json")},
+                    base_model=spec.base_model, preset="balanced",
+                    hyperparameters=spec.hyperparameters.model_dump(mode="json"),
+                    resources=spec.resources.model_dump(mode="json"),
+                    spec={"dataset": spec.dataset.model_dump(mode="json")},
                     provider="runpod", current_step=96, total_steps=96, actual_cost_usd=round(i % 50 * 0.37, 2),
                     created_at=NOW - timedelta(minutes=i), started_at=NOW - timedelta(minutes=i),
                     completed_at=NOW - timedelta(minutes=i) + timedelta(minutes=40),
@@ -173,4 +187,3 @@ def training_file(ledger: Ledger) -> TrainingFile:
     from store.files import list_files
 
     return list_files(ledger)[0]
-

@@ -282,11 +282,39 @@ def _flat(spec: Any) -> dict[str, Any]:
 @click.option(
     "--package", "kind", type=click.Choice(["adapter", "full", "deploy"]), default="adapter", show_default=True
 )
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder.")
-def download(job_id: str, kind: str, output: Path) -> None:
-    """Copy a job's package into a folder, verifying its sha256 and its manifest."""
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Folder to copy it into.")
+@click.option("--url", "share", is_flag=True, help="Print a signed URL that fetches the package, instead.")
+@click.option(
+    "--expires", type=click.IntRange(60, 7 * 24 * 3600), default=3600, show_default=True, help="Seconds --url lasts."
+)
+@click.option("--path", "path_only", is_flag=True, help="Print where the package is stored (to copy), instead.")
+def download(job_id: str, kind: str, output: Path | None, share: bool, expires: int, path_only: bool) -> None:
+    """Copy a job's package into a folder, verifying its sha256 and its manifest (or share it: --url, --path)."""
+    if share and path_only:
+        raise click.UsageError("--url and --path are alternatives: give one")
+    if not (share or path_only) and output is None:
+        raise click.UsageError("give -o FOLDER to copy the package into (or --url / --path)")
     context = open_context()
     job = _refreshed(context, job_id)
+    if share or path_only:
+        from engine.artifacts import is_store_uri, storage_path
+        from store.artifacts import artifact_store
+
+        artifacts = list_artifacts(context.ledger, job.id, kind)
+        if not artifacts:
+            raise click.ClickException(f"job {short_id(job.id)} has no {kind} package (status: {job.status})")
+        uri = artifacts[-1].storage_path
+        if path_only:
+            click.echo(storage_path(uri))
+        elif not is_store_uri(uri):
+            raise click.ClickException(
+                f"the {kind} package of job {short_id(job.id)} is not in an artifact store (it stayed in {uri}); "
+                "set artifact_store to supabase for jobs whose packages you want to share"
+            )
+        else:
+            click.echo(artifact_store(context.settings, uri).signed_url(uri, expires))
+        sys.exit(0)
+    assert output is not None
     target = context.supervisor().download(job.id, kind, output)
     click.echo(
         f"{target} ({target.stat().st_size / 1e6:.1f} MB): sha256 verified against the ledger, manifest verified"

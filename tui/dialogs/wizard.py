@@ -223,12 +223,6 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
             verdict.append("✔ trainable", style="bold green")
         else:
             verdict.append("✖ cannot be trained — fix these errors first", style="bold red")
-        estimated = " (estimated from characters)" if report.get("tokens_estimated") else ""
-        verdict.append(
-            f"\n{report.get('format')} · {report.get('conversations')} conversations · {report.get('pairs')} pairs, "
-            f"{report.get('trainable_pairs')} with a target · {report.get('examples')} examples · "
-            f"{report.get('tokens') or 0:,} tokens{estimated}"
-        )
         parts.append(verdict)
         parts.append(Text(inspection.report_text))
         if inspection.stats:
@@ -237,7 +231,8 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
             table.add_column(style="bold")
             table.add_column()
             for key in ("train_examples", "eval_examples", "train_tokens", "packed_sequences", "steps_per_epoch"):
-                table.add_row(key.replace("_", " "), str(stats.get(key)))
+                value = stats.get(key)
+                table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
             parts.append(table)
         if inspection.preview is not None:
             parts.append(

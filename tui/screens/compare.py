@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
@@ -55,9 +56,11 @@ class CompareScreen(Screen[None]):
     @work(thread=True, exclusive=True)
     def load(self) -> None:
         details = self.lorapod.backend.compare(self.job_ids)
-        self.app.call_from_thread(self._show, details)
+        self.app.call_from_thread(self._show, details, self.lorapod.backend.clock())
 
-    def _show(self, details: list[JobDetail]) -> None:
+    def _show(self, details: list[JobDetail], now: datetime) -> None:
+        if not self.is_mounted:  # a late answer for a screen already closed
+            return
         series: dict[str, Any] = {}
         for detail in details:
             name = short_id(detail.job.id)
@@ -86,7 +89,7 @@ class CompareScreen(Screen[None]):
         row("best eval loss", [_fmt(min(losses(d, "eval_loss"), default=None)) for d in details])
         row("base perplexity", [_fmt(d.evaluation.get("base_perplexity")) for d in details])
         row("adapter perplexity", [_fmt(d.evaluation.get("adapter_perplexity")) for d in details])
-        row("duration", [duration(d.job.started_at, d.job.completed_at) for d in details])
+        row("duration", [duration(d.job.started_at, d.job.completed_at or now) for d in details])
         row("cost", [f"${d.job.actual_cost_usd:,.2f}" for d in details])
 
         specs = [d.spec for d in details if d.spec is not None]

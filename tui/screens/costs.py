@@ -76,6 +76,8 @@ class CostsScreen(Screen[None]):
         self.app.call_from_thread(self._show, month, history, jobs)
 
     def _show(self, month: MonthSpend, history: list[dict[str, Any]], jobs: JobPage) -> None:
+        if not self.is_mounted:  # a late answer for a screen already closed
+            return
         budget = self.lorapod.backend.settings.monthly_budget_usd
         share = month.spent / budget if budget else 0.0
         style = "bold red" if share >= 0.95 else "bold yellow" if share >= 0.8 else "bold"
@@ -94,7 +96,7 @@ class CostsScreen(Screen[None]):
         plt.clear_figure()
         months = list(reversed(history))
         if months:
-            plt.bar([m["month"] for m in months], [m["spent"] for m in months])
+            plt.bar([m["month"] for m in months], [m["spent"] for m in months], width=0.4)
             plt.title("Spent per month ($)")
         else:
             plt.title("Spent per month: no jobs yet")
@@ -109,7 +111,7 @@ class CostsScreen(Screen[None]):
                 label(row.status),
                 f"${row.actual_cost_usd:,.2f}",
                 estimate,
-                "—",
+                f"{row.gpu_hours:,.2f}" if row.gpu_hours else "—",
                 key=str(row.id),
             )
 

@@ -50,6 +50,8 @@ class DatasetsScreen(Screen[None]):
         self.app.call_from_thread(self._show, files)
 
     def _show(self, files: list[TrainingFile]) -> None:
+        if not self.is_mounted:  # a late answer for a screen already closed
+            return
         table = self.query_one(DataTable)
         table.clear()
         self.files = {str(f.id): f for f in files}

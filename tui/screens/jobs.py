@@ -89,6 +89,8 @@ class JobsScreen(Screen[None]):
         self.app.call_from_thread(self._show, page, summary, backend.clock())
 
     def _show(self, page: JobPage, summary: Summary, now: datetime) -> None:
+        if not self.is_mounted:  # a late answer for a screen already closed
+            return
         self._reload_pending = False
         self.total = page.total
         self.query_one(JobTable).show(page.jobs, now)

@@ -178,6 +178,8 @@ class MonitorScreen(Screen[None]):
         self.app.call_from_thread(self._apply, detail, self.lorapod.backend.clock())
 
     def _apply(self, detail: JobDetail, now: Any) -> None:
+        if not self.is_mounted:  # a late answer for a screen already closed
+            return
         self.detail = detail
         job = detail.job
         if detail.events:

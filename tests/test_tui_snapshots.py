@@ -1,0 +1,127 @@
+"""Snapshots of every screen at 120×40 and 80×24, with fixed data (update: pytest --snapshot-update)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store.db import Ledger
+from store.settings import load_settings
+from tests.tui_fixtures import NOW, populate
+from tui.app import LorapodApp
+from tui.backend import Backend
+
+SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
+
+
+@pytest.fixture
+def app(lorapod_home: Path) -> LorapodApp:
+    settings = load_settings()
+    populate(Ledger(settings.paths.ledger))
+    return LorapodApp(Backend(settings, clock=lambda: NOW), follow=False)
+
+
+async def _settle(pilot: Any) -> None:
+    await pilot.pause(0.3)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.2)
+    _steady_cursors(pilot)
+
+
+def _steady_cursors(pilot: Any) -> None:
+    """A blinking cursor would make the picture depend on the moment it is taken."""
+    from textual.widgets import Input
+
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False
+
+
+def _open(job: str, *keys: str) -> Any:
+    async def run(pilot: Any) -> None:
+        await _settle(pilot)
+        pilot.app.open_job(job)
+        await _settle(pilot)
+        for key in keys:
+            await pilot.press(key)
+            await _settle(pilot)
+
+    return run
+
+
+def _keys(*keys: str) -> Any:
+    async def run(pilot: Any) -> None:
+        await _settle(pilot)
+        for key in keys:
+            await pilot.press(key)
+            await _settle(pilot)
+
+    return run
+
+
+def _call(method: str, *args: Any) -> Any:
+    async def run(pilot: Any) -> None:
+        await _settle(pilot)
+        getattr(pilot.app, method)(*args)
+        await _settle(pilot)
+
+    return run
+
+
+def _wizard(*keys: str) -> Any:
+    """The wizard on the sample. Its directory tree keeps a loader worker alive, so this waits on what the
+    screen shows rather than on every worker."""
+
+    async def run(pilot: Any) -> None:
+        from tui.dialogs.wizard import NewJobWizard
+
+        await _settle(pilot)
+        wizard = NewJobWizard(Path("samples/brightrun-sample.json"), root=Path("samples"))
+        pilot.app.push_screen(wizard)
+        await _until(pilot, lambda: wizard.inspection is not None)
+        for key in keys:
+            await pilot.press(key)
+            await pilot.pause(0.3)
+        if keys and len(keys) == 3:
+            await _until(pilot, lambda: wizard.query_one("#review-text").content != "")
+        _steady_cursors(pilot)
+        await pilot.pause(0.3)
+
+    return run
+
+
+async def _until(pilot: Any, condition: Any, timeout: float = 60) -> None:
+    for _ in range(int(timeout / 0.1)):
+        if condition():
+            return
+        await pilot.pause(0.1)
+    raise TimeoutError("the screen never got there")
+
+
+SCREENS = {
+    "jobs": _keys(),
+    "jobs-marked": _keys("space", "down", "space"),
+    "monitor-charts": _open("00000002"),
+    "monitor-events": _open("00000003", "2"),
+    "monitor-evaluation": _open("00000001", "3"),
+    "monitor-details": _open("00000001", "4"),
+    "compare": _call("open_compare", ["00000001-0000-4000-8000-000000000001", "00000002-0000-4000-8000-000000000002"]),
+    "costs": _keys("dollar_sign"),
+    "datasets": _keys("t"),
+    "help": _keys("question_mark"),
+    "wizard-dataset": _wizard(),
+    "wizard-preset": _wizard("ctrl+n"),
+    "wizard-resources": _wizard("ctrl+n", "ctrl+n"),
+    "wizard-review": _wizard("ctrl+n", "ctrl+n", "ctrl+n"),
+    "cancel-confirm": _call("cancel_job", "00000002"),
+    "retry": _call("retry_job", "00000003"),
+    "download": _call("download", "00000001"),
+    "filters": _keys("f"),
+}
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("screen", list(SCREENS))
+def test_screen(snap_compare: Any, app: LorapodApp, screen: str, size: tuple[int, int]) -> None:
+    assert snap_compare(app, terminal_size=size, run_before=SCREENS[screen])
