@@ -14,12 +14,16 @@ Exceptions::
     ├── NonFiniteLoss               the training loss became NaN or infinite (engine.failures)
     ├── JobCancelled                a requested stop, raised between stages (engine.failures)
     ├── PackageError                a package that cannot be built or no longer verifies (engine.packaging)
+    ├── ArtifactStoreError          an artifact store that cannot be reached or refuses (engine.artifacts)
+    │   ├── ChecksumMismatch        a stored file whose sha256 is not the one recorded
+    │   └── TusError                a resumable upload refused, or failing again and again (engine.tus)
     └── BenchmarkFailed             a benchmark run whose loss or weights show it did not train (engine.bench)
 
 Modules: ``config`` (the JobSpec), ``chat`` (the Llama 3 format), ``dataset`` (validation and conversion),
 ``events`` and ``workdir`` (the record a job leaves), ``runner`` (``python -m engine run``) and the stages it
 calls — ``prepare``, ``model``, ``training``, ``evaluation``, ``packaging`` — plus ``serve`` (the pod API),
-``webhooks``, ``demo`` (the offline demo model) and ``bench`` (the GPU benchmark).
+``webhooks``, ``artifacts`` (where packages are stored: a folder or Supabase Storage, with ``tus`` and
+``supabase_storage``), ``demo`` (the offline demo model) and ``bench`` (the GPU benchmark).
 """
 
 

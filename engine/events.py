@@ -141,11 +141,14 @@ class EvalEvent(_Event):
 
 
 class ArtifactEvent(_Event):
+    """A package built (``path`` in the workdir), or stored (``uri`` in the artifact store, path kept)."""
+
     type: Literal["artifact"] = "artifact"
     kind: Literal["adapter", "full", "deploy", "checkpoint"]
     path: str
     size_bytes: int
     sha256: str
+    uri: str | None = None
 
 
 class HeartbeatEvent(_Event):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine import EngineError
+from engine.artifacts import ArtifactStoreError
 from engine.config import JobSpec
 
 
@@ -106,6 +107,13 @@ def _classify_one(exc: BaseException, spec: JobSpec | None) -> Failure | None:  
     if isinstance(exc, SpecMismatch):
         return Failure(
             "spec_mismatch", text, "start the job in a new workdir, or run it with its original spec", exit_code=2
+        )
+    if isinstance(exc, ArtifactStoreError):
+        return Failure(
+            "upload",
+            text,
+            "the packages are safe in the workdir (`lorapod download JOB` copies them out); check the artifact "
+            "store settings (artifact_store, SUPABASE_URL, the service-role key, the bucket)",
         )
     if _is_oom(exc):
         hint, suggested = _oom_suggestion(spec) if spec else ("use smaller batches or shorter sequences", {})

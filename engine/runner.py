@@ -1,8 +1,9 @@
 """``python -m engine run``: one job, start to finish, every stage announced as an event.
 
-prepare → load → train → evaluate → package → upload, then completed; or failed (classified, with a hint)
-or cancelled (after a checkpoint). The workdir is the job's whole record: restarting the engine on it
-resumes from the newest checkpoint of the same spec, and refuses a different one.
+prepare → load → train → evaluate → package → upload (to the artifact store the environment names, if
+any), then completed; or failed (classified, with a hint) or cancelled (after a checkpoint). The workdir is
+the job's whole record: restarting the engine on it resumes from the newest checkpoint of the same spec, and
+refuses a different one.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ from engine.workdir import Workdir
 log = logging.getLogger("engine")
 HEARTBEAT_SECONDS = float(os.environ.get("LORAPOD_HEARTBEAT_S", "30"))
 # Environment variables the engine reads; their values never reach a log, an event or a package.
-SECRET_ENV = ("HF_TOKEN", "TRAINING_WEBHOOK_SECRET", "LORAPOD_POD_TOKEN", "RUNPOD_API_KEY")
+SECRET_ENV = (
+    "HF_TOKEN", "TRAINING_WEBHOOK_SECRET", "LORAPOD_POD_TOKEN", "RUNPOD_API_KEY", "SUPABASE_URL",
+    "SUPABASE_SERVICE_ROLE_KEY",
+)  # fmt: skip
 
 
 def load_spec(spec_path: Path | None) -> JobSpec:
@@ -263,12 +267,33 @@ class Job:
         self.enter(Stage.PACKAGING)
         from engine.packaging import build_packages
 
-        for package in build_packages(spec, workdir, evaluation, prepared.system_prompt):
+        packages = build_packages(spec, workdir, evaluation, prepared.system_prompt)
+        for package in packages:
             path, size, digest = str(package.path), package.size_bytes, package.sha256
             self.emit(ArtifactEvent(kind=package.kind, path=path, size_bytes=size, sha256=digest))
 
         self.enter(Stage.UPLOADING)
-        self.info("no artifact store configured: the packages stay in the workdir")
+        self.upload(packages)
+
+    def upload(self, packages: list[Any]) -> None:
+        """Copy the packages to the artifact store the environment names; each lands as an artifact event
+        with its URI. A resumed job uploads again: what is already there, unchanged, is not sent twice."""
+        from engine.artifacts import storage_path, store_from_env
+
+        store = store_from_env(state_dir=self.workdir.root / "uploads")
+        if store is None:
+            self.info("no artifact store configured: the packages stay in the workdir")
+            return
+        for package in packages:
+            self.check_cancel()
+            stored = store.upload(package.path, self.spec.job_id or "", sha256=package.sha256)
+            self.emit(
+                ArtifactEvent(
+                    kind=package.kind, path=str(package.path), size_bytes=stored.size_bytes, sha256=stored.sha256,
+                    uri=stored.uri,
+                )
+            )  # fmt: skip
+            self.info(f"{package.kind} package stored: {storage_path(stored.uri)}")
 
     def _evaluate(self, model: Any, tokenizer: Any, prepared: Any, use_cpu: bool) -> dict[str, Any]:
         from engine.evaluation import evaluate

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from engine.config import JobSpec
 from engine.events import read_events
 from engine.workdir import Workdir
 from remote.provider import EventStream, Provider, ProviderError, RunHandle, RunState, copy_verified
+from store.errors import StoreError
 
 # Variables the engine needs from the caller's environment; secrets among them never reach a log.
 _PASSED_SECRETS = {"hf_token": "HF_TOKEN", "training_webhook_secret": "TRAINING_WEBHOOK_SECRET"}
@@ -94,12 +96,15 @@ class LocalProvider(Provider):
         rate_usd_per_hour: float = 0.0,
         secrets: dict[str, str] | None = None,
         python: str | None = None,
+        artifact_env: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.jobs_dir = jobs_dir
         self.models_dir = models_dir
         self.rate = rate_usd_per_hour
         self.secrets = secrets or {}
         self.python = python or sys.executable
+        # Where the engine uploads its packages (store.artifacts.store_environment), read at each launch.
+        self.artifact_env = artifact_env
 
     def workdir(self, job_id: uuid.UUID) -> Workdir:
         return Workdir(self.jobs_dir / str(job_id))
@@ -124,6 +129,11 @@ class LocalProvider(Provider):
         ]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "LORAPOD_RATE_USD_PER_HOUR": str(self.rate)}
         env.update({_PASSED_SECRETS[k]: v for k, v in self.secrets.items() if k in _PASSED_SECRETS and v})
+        if self.artifact_env is not None:
+            try:
+                env.update(self.artifact_env())
+            except StoreError as exc:
+                raise ProviderError(f"the artifact store is not configured: {exc}") from None
         with (workdir.logs / "process.log").open("ab") as output:
             process = subprocess.Popen(
                 command,

@@ -1,14 +1,29 @@
-"""Model artifacts in the ledger: what each job produced, where it is, its size and checksum."""
+"""Model artifacts in the ledger — what each job produced, where it is, its size and checksum — and the
+artifact store that keeps them (``engine.artifacts``), as the settings configure it."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import col, select
 
+from engine.artifacts import (
+    BUCKET_ENV,
+    DIR_ENV,
+    KEY_ENV,
+    STORE_ENV,
+    URL_ENV,
+    ArtifactStore,
+    LocalStore,
+    supabase_store,
+)
 from store.db import Ledger
-from store.models import ModelArtifact
+from store.errors import SettingsError
+from store.models import ModelArtifact, TrainingJob, utcnow
+
+if TYPE_CHECKING:
+    from store.settings import Settings
 
 ARTIFACT_TYPES = ("adapter", "full", "deploy", "checkpoint")
 
@@ -41,6 +56,10 @@ def record_artifact(
         row.lora_config = lora_config or {}
         row.validation_loss, row.perplexity = validation_loss, perplexity
         session.add(row)
+        job = session.get(TrainingJob, job_id)
+        if job is not None:  # the job changed with its artifacts (sync sends them with it)
+            job.updated_at = utcnow()
+            session.add(job)
     return row
 
 
@@ -50,3 +69,30 @@ def list_artifacts(ledger: Ledger, job_id: uuid.UUID, artifact_type: str | None 
         statement = statement.where(col(ModelArtifact.artifact_type) == artifact_type)
     with ledger.read() as session:
         return list(session.exec(statement.order_by(col(ModelArtifact.created_at))).all())
+
+
+def _supabase_credentials(settings: Settings) -> tuple[str, str]:
+    if settings.supabase_url is None or settings.supabase_service_role_key is None:
+        raise SettingsError(
+            "artifact_store is supabase: set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY (environment or config.toml)"
+        )
+    return settings.supabase_url.get_secret_value(), settings.supabase_service_role_key.get_secret_value()
+
+
+def store_environment(settings: Settings) -> dict[str, str]:
+    """The environment that tells an engine which artifact store to upload to (credentials included: hand
+    it to the engine's process only, never to a log)."""
+    if settings.artifact_store == "local":
+        return {STORE_ENV: "local", DIR_ENV: str(settings.paths.artifacts_dir)}
+    url, key = _supabase_credentials(settings)
+    return {STORE_ENV: "supabase", URL_ENV: url, KEY_ENV: key, BUCKET_ENV: settings.supabase_bucket}
+
+
+def artifact_store(settings: Settings, uri: str | None = None) -> ArtifactStore:
+    """The store holding ``uri`` (a file:// or supabase:// URI), or the configured one."""
+    scheme = (uri or "").split("://", 1)[0] if uri and "://" in uri else None
+    if scheme == LocalStore.scheme or (scheme is None and settings.artifact_store == "local"):
+        return LocalStore(settings.paths.artifacts_dir)
+    url, key = _supabase_credentials(settings)
+    bucket = uri.split("://", 1)[1].split("/", 1)[0] if uri and scheme == "supabase" else settings.supabase_bucket
+    return supabase_store(url, key, bucket=bucket, state_dir=settings.paths.cache_dir / "uploads")

@@ -142,14 +142,18 @@ def _on_artifact(session: Session, job: TrainingJob, record: EventRecord, result
 
 
 def _record_artifact(session: Session, job: TrainingJob, payload: Mapping[str, Any]) -> None:
+    # A package is recorded where it was built (``path``), then where the artifact store keeps it (``uri``):
+    # the same row moves to the URI, and the event keeps the workdir path.
     kind, path = str(payload.get("kind")), str(payload.get("path"))
+    stored = str(payload.get("uri") or path)
     artifact = session.exec(
         select(ModelArtifact).where(
             col(ModelArtifact.job_id) == job.id,
             col(ModelArtifact.artifact_type) == kind,
-            col(ModelArtifact.storage_path) == path,
+            col(ModelArtifact.storage_path).in_([path, stored]),
         )
-    ).first() or ModelArtifact(job_id=job.id, artifact_type=kind, storage_path=path)
+    ).first() or ModelArtifact(job_id=job.id, artifact_type=kind, storage_path=stored)
+    artifact.storage_path = stored
     artifact.size_bytes = int(payload.get("size_bytes") or 0)
     artifact.sha256 = payload.get("sha256")
     artifact.base_model = job.base_model
@@ -165,7 +169,7 @@ def _record_artifact(session: Session, job: TrainingJob, payload: Mapping[str, A
         artifact.perplexity = latest_eval.payload.get("adapter_perplexity")
     session.add(artifact)
     if kind == "adapter":
-        job.lora_artifact_path = path
+        job.lora_artifact_path = stored
 
 
 _HANDLERS = {

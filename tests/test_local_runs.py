@@ -120,8 +120,12 @@ def test_a_local_job_runs_to_completion_with_ledger_packages_and_downloads(home:
     csv_rows = lorapod("export", job).stdout.strip().splitlines()
     assert csv_rows[0].startswith("step,epoch,loss") and len(csv_rows) == len(metric_steps) + 1
 
+    # The packages were stored in the local artifact store, and downloads come from there.
+    stored = sorted(p.name for p in (home / "artifacts" / "jobs").glob(f"{job}*/*.zip"))
+    assert len(stored) == 3 and all(a["path"].startswith("file://") for a in details["artifacts"])
+
     # A package altered after the fact is refused.
-    (package,) = (home / "jobs").glob(f"{job}*/packages/*-adapter.zip")
+    (package,) = (home / "artifacts" / "jobs").glob(f"{job}*/*-adapter.zip")
     package.write_bytes(package.read_bytes() + b"tampered")
     refused = lorapod("download", job, "--package", "adapter", "-o", str(tmp_path / "dl2"))
     assert refused.returncode == 1 and "checksum mismatch" in refused.stderr
