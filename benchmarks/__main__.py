@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import cli, dataset, ledger, local_run
+from benchmarks import cli, dataset, ledger, local_run, supabase
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -19,7 +19,13 @@ def machine() -> str:
 
 
 def main() -> None:
-    suites = {"cli": cli.run, "ledger": ledger.run, "dataset": dataset.run, "local_run": local_run.run}
+    suites = {
+        "cli": cli.run,
+        "ledger": ledger.run,
+        "dataset": dataset.run,
+        "local_run": local_run.run,
+        "supabase": supabase.run,
+    }
     wanted = sys.argv[1:] or list(suites)
     results = []
     for name in wanted:
