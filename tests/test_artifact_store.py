@@ -347,3 +347,34 @@ def test_an_upload_that_fails_is_an_upload_failure_and_the_packages_stay(
     assert failure.category == "upload" and "safe in the workdir" in failure.hint
     assert package.is_file()
     assert "a-key-that" not in failure.message
+
+
+def test_download_url_and_path_of_a_package_in_supabase_storage(
+    storage: StorageStandIn, tmp_path: Path, ledger: Ledger
+) -> None:
+    spec = presets.get("smoke").to_spec("d.json")
+    row = create_job(ledger, spec)
+    transition(ledger, row.id, JobStatus.PROVISIONING)
+    package = _package(tmp_path / "pkg", f"lorapod-{row.id.hex[:8]}-adapter.zip")
+    stored = _store(storage, tmp_path).upload(package, str(row.id))
+    event = {"type": "artifact", "kind": "adapter", "path": str(package), "size_bytes": stored.size_bytes}
+    ingest(ledger, row.id, [{"seq": 1, **event, "sha256": stored.sha256, "uri": stored.uri}])
+    env = {"SUPABASE_URL": storage.url, "SUPABASE_SERVICE_ROLE_KEY": storage.key}
+    job = row.id.hex[:8]
+
+    copied = run_cli("download", job, "-o", str(tmp_path / "dl"), env=env)
+    assert copied.exit_code == 0, copied.output
+    assert (tmp_path / "dl" / package.name).read_bytes() == package.read_bytes()
+    url = run_cli("download", job, "--url", "--expires", "600", env=env)
+    assert url.exit_code == 0 and httpx.get(url.stdout.strip()).content == package.read_bytes()
+    path = run_cli("download", job, "--path", env=env)
+    assert path.stdout.strip() == f"{BUCKET}/jobs/{row.id}/{package.name}"
+    for result in (copied, url, path):
+        assert storage.key not in result.output
+
+    storage.tamper(BUCKET, f"jobs/{row.id}/{package.name}")
+    refused = run_cli("download", job, "-o", str(tmp_path / "dl2"), env=env)
+    assert refused.exit_code == 1 and "checksum mismatch" in refused.output
+    assert not list((tmp_path / "dl2").glob("*"))
+    unset = run_cli("download", job, "--url")
+    assert unset.exit_code == 1 and "SUPABASE_URL" in unset.output
