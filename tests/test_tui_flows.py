@@ -146,7 +146,9 @@ async def test_retry_a_failed_job_with_its_suggested_values(backend: Backend) ->
         await wait_until(pilot, lambda: dialog.query_one("#diff").row_count >= 2, 10)  # type: ignore[attr-defined]
         dialog.query_one("#start").press()  # type: ignore[attr-defined]
         await wait_until(
-            pilot, lambda: isinstance(app.screen, MonitorScreen) and app.screen.job_id != str(failed.id), 30,
+            pilot,
+            lambda: isinstance(app.screen, MonitorScreen) and app.screen.job_id != str(failed.id),
+            30,
             lambda: [n.message for n in app._notifications],
         )
         new_id = app.screen.job_id  # type: ignore[attr-defined]
