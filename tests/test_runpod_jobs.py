@@ -342,3 +342,13 @@ def test_events_fall_back_to_http_when_ssh_goes_and_a_changed_host_key_is_refuse
     provider.terminate(handle)
     time.sleep(0.3)
     assert pod.id in cluster.standin.deleted
+
+
+def test_a_wrong_api_key_is_refused_with_a_message_that_does_not_show_it(cluster: Cluster, tmp_path: Path) -> None:
+    wrong = "rpa_WRONG_1234567890abcdef"
+    env = cluster.env(tmp_path / "home", RUNPOD_API_KEY=wrong)
+    result = lorapod("run", *SMOKE, env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "refused the API key" in result.stderr and "RUNPOD_API_KEY" in result.stderr
+    assert wrong not in result.stdout + result.stderr
+    assert only_job(env)["error_category"] == "launch"
