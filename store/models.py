@@ -85,7 +85,7 @@ class TrainingJob(SQLModel, table=True):
     __tablename__ = "training_jobs"
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    name: str | None = None
+    name: str | None = Field(default=None, index=True)
     training_file_id: uuid.UUID | None = Field(default=None, foreign_key="training_files.id", index=True)
     status: str = Field("queued", index=True)
     stage: str | None = None
@@ -97,11 +97,11 @@ class TrainingJob(SQLModel, table=True):
     current_step: int = 0
     total_steps: int | None = None
     current_epoch: float = 0.0
-    started_at: datetime | None = _time()
+    started_at: datetime | None = _time(index=True)
     completed_at: datetime | None = _time()
     estimated_completion_at: datetime | None = _time()
     estimated_cost_usd: float | None = None
-    actual_cost_usd: float = 0.0
+    actual_cost_usd: float = Field(default=0.0, index=True)
     gpu_hours: float = 0.0
     lora_artifact_path: str | None = None
     error_message: str | None = None
