@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Input, Select, TabbedContent
 
 from store.db import Ledger
 from store.settings import load_settings
-from tests.tui_fixtures import NOW, many_jobs, populate
+from tests.tui_fixtures import NOW, many_jobs, populate, workers_done
 from tui.app import LorapodApp
 from tui.backend import Backend
 from tui.screens.compare import CompareScreen
@@ -47,7 +47,7 @@ def text_of(widget: Any) -> str:
 
 async def settle(pilot: Any, seconds: float = 0.3) -> None:
     await pilot.pause(seconds)
-    await pilot.app.workers.wait_for_complete()
+    await workers_done(pilot.app)
     await pilot.pause(0.05)
 
 

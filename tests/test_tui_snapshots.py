@@ -9,7 +9,7 @@ import pytest
 
 from store.db import Ledger
 from store.settings import load_settings
-from tests.tui_fixtures import NOW, populate
+from tests.tui_fixtures import NOW, populate, workers_done
 from tui.app import LorapodApp
 from tui.backend import Backend
 
@@ -25,7 +25,7 @@ def app(lorapod_home: Path) -> LorapodApp:
 
 async def _settle(pilot: Any) -> None:
     await pilot.pause(0.3)
-    await pilot.app.workers.wait_for_complete()
+    await workers_done(pilot.app)
     await pilot.pause(0.2)
     _steady_cursors(pilot)
 

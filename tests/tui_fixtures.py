@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,16 @@ from store.models import JobAttempt, TrainingFile, TrainingJob
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 # Shown on screens (snapshots), so a fixed path rather than this checkout's.
 DATASET = "/data/brightrun-v4-18-conversations.json"
+
+
+async def workers_done(app: Any) -> None:
+    """Wait until no worker runs; one replaced by a newer one in its exclusive group counts as done."""
+    from textual.worker import WorkerCancelled
+
+    while running := [worker for worker in app.workers if not worker.is_finished]:
+        for worker in running:
+            with contextlib.suppress(WorkerCancelled):
+                await worker.wait()
 
 
 def job_uuid(n: int) -> uuid.UUID:
