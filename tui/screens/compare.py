@@ -18,7 +18,7 @@ from store.jobs import short_id
 from tui.backend import Backend, JobDetail
 from tui.cli.common import duration
 from tui.status import label
-from tui.widgets.charts import MetricChart
+from tui.widgets.charts import MetricChart, measured
 
 if TYPE_CHECKING:
     from tui.app import LorapodApp
@@ -65,10 +65,10 @@ class CompareScreen(Screen[None]):
         for detail in details:
             name = short_id(detail.job.id)
             steps = [float(m.step) for m in detail.metrics]
-            series[f"{name} loss"] = (steps, [m.loss if m.loss is not None else float("nan") for m in detail.metrics])
-            evals = [(float(m.step), m.eval_loss) for m in detail.metrics if m.eval_loss is not None]
-            if evals:
-                series[f"{name} eval"] = ([s for s, _ in evals], [v for _, v in evals])
+            series[f"{name} loss"] = measured(steps, [m.loss for m in detail.metrics])
+            evals = measured(steps, [m.eval_loss for m in detail.metrics])
+            if evals[0]:
+                series[f"{name} eval"] = evals
         self.query_one(MetricChart).set_series(series)
 
         summary = Table(title="Jobs", title_justify="left")

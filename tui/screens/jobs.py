@@ -76,28 +76,39 @@ class JobsScreen(Screen[None]):
         table = self.query_one(JobTable)
         table.selected = self.lorapod.marked
         table.focus()
-        self.reload()
-        self.set_interval(5.0, self.reload)
+        self.refresh_all()
+        self.set_interval(5.0, self.refresh_all)
 
     # --- loading --------------------------------------------------------------------------------------
 
+    def refresh_all(self) -> None:
+        """The page and the summary bar (on a timer, and when a followed job moves)."""
+        self.reload()
+        self.reload_summary()
+
     @work(thread=True, exclusive=True, group="jobs-load")
     def reload(self) -> None:
+        """The current page only: what sorting, filtering, searching and paging change."""
         backend = self.lorapod.backend
         page = backend.jobs(self.query_state)
-        summary = backend.summary()
-        self.app.call_from_thread(self._show, page, summary, backend.clock())
+        self.app.call_from_thread(self._show, page, backend.clock())
 
-    def _show(self, page: JobPage, summary: Summary, now: datetime) -> None:
+    @work(thread=True, exclusive=True, group="jobs-summary")
+    def reload_summary(self) -> None:
+        summary = self.lorapod.backend.summary()
+        self.app.call_from_thread(self._show_summary, summary)
+
+    def _show(self, page: JobPage, now: datetime) -> None:
         if not self.is_mounted:  # a late answer for a screen already closed
             return
         self._reload_pending = False
         self.total = page.total
         self.query_one(JobTable).show(page.jobs, now)
-        self._show_summary(summary)
         self._show_query()
 
     def _show_summary(self, summary: Summary) -> None:
+        if not self.is_mounted:
+            return
         month = summary.month
         share = month.spent / summary.budget if summary.budget else 0.0
         text = Text()
@@ -141,7 +152,7 @@ class JobsScreen(Screen[None]):
     def on_job_changed(self, message: JobChanged) -> None:
         if not self._reload_pending:
             self._reload_pending = True
-            self.set_timer(0.3, self.reload)
+            self.set_timer(0.3, self.refresh_all)
 
     # --- filters --------------------------------------------------------------------------------------
 

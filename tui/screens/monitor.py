@@ -27,7 +27,7 @@ from tui.backend import JobDetail
 from tui.cli.common import duration, job_title, seconds_text
 from tui.messages import JobChanged
 from tui.status import look
-from tui.widgets.charts import MetricChart
+from tui.widgets.charts import MetricChart, Series, measured
 from tui.widgets.stepper import StageStepper
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ class MonitorScreen(Screen[None]):
         self.app.call_from_thread(self._apply, detail, self.lorapod.backend.clock())
 
     def _apply(self, detail: JobDetail, now: Any) -> None:
-        if not self.is_mounted:  # a late answer for a screen already closed
+        if not self.is_mounted or not self.query("#job-title"):  # a late answer, or a screen not built yet
             return
         self.detail = detail
         job = detail.job
@@ -250,21 +250,20 @@ class MonitorScreen(Screen[None]):
     def _plot(self) -> None:
         steps = [float(m.step) for m in self.metrics]
 
-        def series(name: str) -> list[float]:
-            return [getattr(m, name) if getattr(m, name) is not None else float("nan") for m in self.metrics]
+        def series(name: str) -> Series:
+            return measured(steps, [getattr(m, name) for m in self.metrics])
 
-        self.query_one("#chart-loss", MetricChart).set_series(
-            {"loss": (steps, series("loss")), "eval": (steps, series("eval_loss"))}
-        )
-        self.query_one("#chart-lr", MetricChart).set_series({"lr": (steps, series("learning_rate"))})
-        self.query_one("#chart-grad", MetricChart).set_series({"grad norm": (steps, series("grad_norm"))})
+        losses = {"loss": series("loss"), "eval": series("eval_loss")}
+        self.query_one("#chart-loss", MetricChart).set_series(losses)
+        self.query_one("#chart-lr", MetricChart).set_series({"lr": series("learning_rate")})
+        self.query_one("#chart-grad", MetricChart).set_series({"grad norm": series("grad_norm")})
         gpu = series("gpu_memory_gb")
-        has_gpu = any(m.gpu_memory_gb is not None for m in self.metrics)
+        has_gpu = bool(gpu[0])
         gpu_chart = self.query_one("#chart-gpu", MetricChart)
         gpu_chart.display = has_gpu
         self.query_one("#chart-grad", MetricChart).styles.column_span = 1 if has_gpu else 2
         if has_gpu:
-            gpu_chart.set_series({"peak GB": (steps, gpu)})
+            gpu_chart.set_series({"peak GB": gpu})
 
     def _append_events(self, events: list[JobEvent]) -> None:
         table = self.query_one("#event-log", DataTable)

@@ -18,23 +18,33 @@ WINDOWS: tuple[int | None, ...] = (None, 1000, 200, 50)
 
 
 def envelope(xs: Sequence[float], ys: Sequence[float], buckets: int) -> tuple[list[float], list[float]]:
-    """At most ``2 × buckets`` points keeping each bucket's lowest and highest value, in x order."""
-    points = [(x, y) for x, y in zip(xs, ys, strict=False) if y is not None and math.isfinite(y)]
-    if len(points) <= 2 * buckets or buckets <= 0:
-        return [p[0] for p in points], [p[1] for p in points]
+    """At most ``2 × buckets`` points keeping each bucket's lowest and highest value, in x order.
+
+    ``ys`` must be finite (series carry only the steps where a value was measured); the scan runs in C
+    (``min``, ``max`` and ``index`` over slices), so 100,000 points take a few milliseconds.
+    """
+    count = len(ys)
+    if count <= 2 * buckets or buckets <= 0:
+        return list(xs), list(ys)
     out_x: list[float] = []
     out_y: list[float] = []
-    size = len(points) / buckets
+    size = count / buckets
     for b in range(buckets):
-        chunk = points[int(b * size) : int((b + 1) * size)]
-        if not chunk:
+        start, end = int(b * size), int((b + 1) * size)
+        if start >= end:
             continue
-        low = min(chunk, key=lambda p: p[1])
-        high = max(chunk, key=lambda p: p[1])
-        for x, y in sorted({low, high}):
-            out_x.append(x)
-            out_y.append(y)
+        chunk = ys[start:end]
+        low, high = min(chunk), max(chunk)
+        for index in sorted({start + chunk.index(low), start + chunk.index(high)}):
+            out_x.append(xs[index])
+            out_y.append(ys[index])
     return out_x, out_y
+
+
+def measured(steps: Sequence[float], values: Sequence[float | None]) -> Series:
+    """The steps where a value was measured (finite), and those values."""
+    pairs = [(s, v) for s, v in zip(steps, values, strict=True) if v is not None and math.isfinite(v)]
+    return [s for s, _ in pairs], [v for _, v in pairs]
 
 
 class MetricChart(PlotextPlot):

@@ -86,17 +86,18 @@ class JobTable(DataTable[str | Text]):
         self.rows_by_id = {str(row.id): row for row in rows}
         w = self.widths
         for row in rows:
+            # Text cells, not strings: DataTable would parse every string as markup.
             self.add_row(
                 self._job_cell(row),
-                shorten(row.name or "—", w["Name"]),
-                shorten(row.training_file_name or "—", w["Training file"]),
-                shorten(row.base_model.rsplit("/", 1)[-1], w["Model"]),
+                Text(shorten(row.name or "—", w["Name"])),
+                Text(shorten(row.training_file_name or "—", w["Training file"])),
+                Text(shorten(row.base_model.rsplit("/", 1)[-1], w["Model"])),
                 status_cell(row.status),
-                row.stage if row.stage and row.stage != row.status else "—",
-                progress_cell(row),
-                duration(row.started_at, row.completed_at or now),
-                f"${row.actual_cost_usd:,.2f}",
-                row.started_at.strftime("%m-%d %H:%M") if row.started_at else "—",
+                Text(row.stage if row.stage and row.stage != row.status else "—"),
+                Text(progress_cell(row)),
+                Text(duration(row.started_at, row.completed_at or now)),
+                Text(f"${row.actual_cost_usd:,.2f}"),
+                Text(row.started_at.strftime("%m-%d %H:%M") if row.started_at else "—"),
                 key=str(row.id),
             )
         if keep in self.rows_by_id:
