@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import cli, dataset, ledger, local_run, supabase
+from benchmarks import cli, dataset, ledger, local_run, supabase, tui
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -25,6 +25,7 @@ def main() -> None:
         "dataset": dataset.run,
         "local_run": local_run.run,
         "supabase": supabase.run,
+        "tui": tui.run,
     }
     wanted = sys.argv[1:] or list(suites)
     results = []

@@ -1,0 +1,235 @@
+"""Dashboard benchmarks: first paint, the jobs screen at 10,000 jobs, a 100,000-point chart redraw, and
+the latency from a metric written by the engine to the monitor showing it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def first_paint() -> dict[str, Any]:
+    """Launch the real `lorapod` in tmux and time until the jobs table is on the screen."""
+    if shutil.which("tmux") is None:
+        return {"name": "first paint", "value": None, "unit": "s", "target": "", "conditions": "tmux not installed"}
+    times = []
+    with tempfile.TemporaryDirectory() as home:
+        from store.db import Ledger
+        from tests.tui_fixtures import populate
+
+        populate(Ledger(Path(home) / "ledger.sqlite"))
+        for _ in range(3):
+            session = f"bench-{uuid.uuid4().hex[:6]}"
+            command = f"cd {ROOT} && LORAPOD_HOME={home} {sys.executable} -c 'from tui.cli import main; main()'"
+            start = time.perf_counter()
+            subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command], check=True)
+            while (
+                "sorted by"
+                not in subprocess.run(
+                    ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True, check=False
+                ).stdout
+            ):
+                time.sleep(0.02)
+            times.append(time.perf_counter() - start)
+            subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    return {
+        "name": "first paint",
+        "value": round(statistics.median(times), 2),
+        "unit": "s (median of 3)",
+        "target": "",
+        "conditions": "`lorapod` started in tmux 120×40 until the jobs table shows (6 jobs); Python start and "
+        "imports included",
+    }
+
+
+async def _jobs_screen(home: Path) -> list[dict[str, Any]]:
+    from textual.worker import WorkerCancelled
+
+    from store.db import Ledger
+    from store.settings import load_settings
+    from tests.tui_fixtures import NOW, many_jobs
+    from tui.app import LorapodApp
+    from tui.backend import Backend
+    from tui.screens.jobs import JobsScreen
+    from tui.widgets.job_table import JobTable
+
+    os.environ["LORAPOD_HOME"] = str(home)
+    settings = load_settings()
+    many_jobs(Ledger(settings.paths.ledger), 10_000)
+    app = LorapodApp(Backend(settings, clock=lambda: NOW), follow=False)
+    results: dict[str, list[float]] = {"load": [], "scroll": [], "filter": [], "sort": []}
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.5)
+        await app.workers.wait_for_complete()
+        screen = app.screen
+        assert isinstance(screen, JobsScreen)
+        table = screen.query_one(JobTable)
+
+        async def settled() -> None:
+            while True:
+                try:
+                    await app.workers.wait_for_complete()
+                    return
+                except WorkerCancelled:  # an exclusive reload replaced an older one: wait for the newest
+                    continue
+
+        async def timed(kind: str, action: Any) -> None:
+            start = time.perf_counter()
+            await action()
+            await settled()
+            await pilot.pause(0)
+            results[kind].append(time.perf_counter() - start)
+
+        for _ in range(5):
+            await timed("load", lambda: _set(screen, offset=0))
+        for _ in range(20):
+            await timed("scroll", lambda: pilot.press("down"))
+        for text in ("job 1", "job 12", "job 123", "job 1234"):
+            await timed("filter", lambda text=text: _set(screen, search=text))
+        for key in ("cost", "name", "progress", "started_at"):
+            await timed("sort", lambda key=key: _set(screen, sort=key, search=None))
+        assert table.row_count == 100
+    del os.environ["LORAPOD_HOME"]
+    conditions = "10,000 jobs in the ledger, 100 rows a page, headless 120×40, worker and redraw included"
+    return [
+        {
+            "name": f"jobs screen, 10k jobs: {kind}",
+            "value": _ms(statistics.median(times)),
+            "unit": f"ms (median of {len(times)})",
+            "target": "< 100",
+            "conditions": conditions + (f"; max {_ms(max(times))} ms"),
+        }
+        for kind, times in results.items()
+    ]
+
+
+async def _set(screen: Any, **changes: Any) -> None:
+    screen.set_query(**changes)
+
+
+def jobs_screen() -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as home:
+        return asyncio.run(_jobs_screen(Path(home)))
+
+
+async def _chart(width: int, height: int) -> list[float]:
+    import math
+
+    from textual.app import App, ComposeResult
+
+    from tui.widgets.charts import MetricChart
+
+    class ChartApp(App[None]):
+        CSS = f"MetricChart {{ width: {width}; height: {height}; }}"
+
+        def compose(self) -> ComposeResult:
+            yield MetricChart("Loss", id="chart")
+
+    xs = [float(i) for i in range(100_000)]
+    loss = [2.0 * math.exp(-i / 30_000) + 0.1 * math.sin(i / 50) for i in range(100_000)]
+    eval_steps = xs[::500]
+    evals = [loss[int(x)] * 1.05 for x in eval_steps]
+    app = ChartApp()
+    times = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        chart = app.query_one(MetricChart)
+        await pilot.pause(0.2)
+        for _ in range(7):
+            start = time.perf_counter()
+            chart.set_series({"loss": (xs, loss), "eval": (eval_steps, evals)})
+            chart.render()
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def chart() -> list[dict[str, Any]]:
+    conditions = (
+        "loss (100,000 steps) and eval (200 points) series, reduced to a min-max envelope of the plot's width, "
+        "plotext build (braille) and conversion to Textual text"
+    )
+    results = []
+    for label, (width, height) in {"monitor chart 58×16": (58, 16), "full screen 120×38": (120, 38)}.items():
+        times = asyncio.run(_chart(width, height))
+        results.append(
+            {
+                "name": f"chart redraw, 100,000 points, {label}",
+                "value": _ms(statistics.median(times)),
+                "unit": "ms (median of 7)",
+                "target": "< 50",
+                "conditions": conditions,
+            }
+        )
+    return results
+
+
+async def _latency(home: Path) -> dict[str, Any]:
+    import presets
+    from store.settings import load_settings
+    from tui.app import LorapodApp
+    from tui.backend import Backend
+    from tui.screens.monitor import MonitorScreen
+
+    os.environ["LORAPOD_HOME"] = str(home)
+    settings = load_settings()
+    backend = Backend(settings)
+    seen: dict[int, float] = {}
+    original = MonitorScreen._apply
+
+    def recording(self: MonitorScreen, detail: Any, now: Any) -> None:
+        for metric in detail.metrics:
+            seen.setdefault(metric.step, time.time())
+        original(self, detail, now)
+
+    MonitorScreen._apply = recording  # type: ignore[method-assign]
+    spec = presets.get("smoke").to_spec(str(ROOT / "samples" / "brightrun-sample.json"), ["num_epochs=12"])
+    app = LorapodApp(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.5)
+        submission = backend.start(spec)
+        job_id = str(submission.job.id)
+        app.followers.follow(job_id)
+        app.open_job(job_id)
+        while backend.job(job_id).status not in ("completed", "failed", "cancelled"):
+            await pilot.pause(0.25)
+        await pilot.pause(1.0)
+    MonitorScreen._apply = original  # type: ignore[method-assign]
+    from store.events import list_events
+
+    written = {
+        e.payload["step"]: e.ts.timestamp()
+        for e in list_events(backend.ledger, submission.job.id, types=["metrics"])
+        if e.payload.get("loss") is not None
+    }
+    latencies = sorted(seen[step] - ts for step, ts in written.items() if step in seen)
+    del os.environ["LORAPOD_HOME"]
+    return {
+        "name": "metric written → on screen",
+        "value": _ms(statistics.median(latencies)),
+        "unit": "ms (median)",
+        "target": "< 1000",
+        "conditions": f"{len(latencies)} training steps of a live smoke job followed by the open dashboard; "
+        f"p95 {_ms(latencies[int(len(latencies) * 0.95) - 1])} ms, max {_ms(latencies[-1])} ms",
+    }
+
+
+def latency() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as home:
+        return asyncio.run(_latency(Path(home)))
+
+
+def run() -> list[dict[str, Any]]:
+    return [first_paint(), *jobs_screen(), *chart(), latency()]
