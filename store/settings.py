@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     supabase_bucket: str = Field(
         "model-artifacts", min_length=3, description="Supabase Storage bucket of the packages (private)."
     )
+    sync_interval_s: float = Field(
+        60.0, ge=0, description="How often the open dashboard syncs with SUPABASE_DB_URL, in seconds; 0: never."
+    )
     supabase_user_id: str | None = Field(
         None, description="Supabase auth user written as created_by on pushed jobs, so the web app shows them."
     )

@@ -549,3 +549,73 @@ def test_sync_command_reports_what_it_did(db: str, ledger: Ledger) -> None:
     assert text.exit_code == 0 and "pulled" in text.output
     sql = run_cli("sync", "--print-sql", "migration")
     assert sql.exit_code == 0 and sql.stdout == migration_sql()
+
+
+# --- the dashboard syncs in the background -------------------------------------------------------------
+
+
+async def _until(pilot: Any, check: Any, what: str, seconds: float = 30.0) -> None:
+    for _ in range(int(seconds / 0.1)):
+        if check():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"the dashboard never showed {what}")
+
+
+def _dashboard() -> Any:
+    from store.settings import load_settings
+    from tui.app import LorapodApp
+    from tui.backend import Backend
+
+    return LorapodApp(Backend(load_settings()))
+
+
+def _summary(app: Any) -> str:
+    from textual.widgets import Static
+
+    return str(app.screen.query_one("#summary", Static).content)
+
+
+def _table_names(app: Any) -> set[str | None]:
+    from tui.widgets.job_table import JobTable
+
+    table = app.screen.query_one(JobTable)
+    return {row.name for row in table.rows_by_id.values()}
+
+
+@pytest.mark.anyio
+async def test_the_open_dashboard_pushes_its_jobs_and_shows_jobs_others_pushed(
+    db: str, ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUPABASE_DB_URL", db)
+    mine = _job(ledger, "mine")
+    other = Ledger(tmp_path / "colleague.sqlite")
+    _job(other, "theirs")
+    sync(other, db)
+
+    app = _dashboard()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _until(pilot, lambda: "theirs" in _table_names(app), "the colleague's job")
+        await _until(pilot, lambda: "synced just now" in _summary(app), "that it synced")
+        assert {"mine", "theirs"} <= _table_names(app)
+    other.close()
+    assert (str(mine),) in _snapshot_remote(db)["training_jobs"]
+
+
+@pytest.mark.anyio
+async def test_the_dashboard_offline_says_so_once_and_keeps_working(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://postgres:hunter2-secret@127.0.0.1:9/postgres")
+    monkeypatch.setenv("LORAPOD_SYNC_INTERVAL_S", "0.5")
+    _job(ledger, "local work")
+
+    app = _dashboard()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _until(pilot, lambda: "sync offline" in _summary(app), "the sync going offline")
+        await pilot.pause(1.5)  # a few more failed attempts
+        assert "local work" in _table_names(app)
+        warnings = [n for n in app._notifications if n.title == "Sync"]
+        assert len(warnings) == 1
+        assert "cannot reach the Supabase database" in warnings[0].message
+        assert "hunter2-secret" not in warnings[0].message + _summary(app)

@@ -20,7 +20,7 @@ from store.status import TERMINAL
 from tui.backend import Backend
 from tui.commands import LorapodCommands
 from tui.following import Followers
-from tui.messages import JobChanged, JobFinished
+from tui.messages import JobChanged, JobFinished, LedgerSynced
 
 
 class LorapodApp(App[None]):
@@ -51,6 +51,10 @@ class LorapodApp(App[None]):
         if self.follow_jobs:
             self.followers.start_all()
             self.set_interval(2.0, self.check_alerts)
+            interval = self.backend.settings.sync_interval_s
+            if self.backend.sync_state is not None and interval > 0:
+                self.sync_ledger()
+                self.set_interval(interval, self.sync_ledger)
 
     # --- messages from followers ---------------------------------------------------------------------
 
@@ -76,6 +80,24 @@ class LorapodApp(App[None]):
                 severity=severity,
                 timeout=12,
             )
+
+    @work(thread=True, group="sync", exclusive=True)
+    def sync_ledger(self) -> None:
+        """Push and pull with Supabase in the background; offline, say so once and keep trying."""
+        state = self.backend.sync_state
+        if state is None:
+            return
+        was_offline = state.problem is not None
+        state = self.backend.sync()
+        if state.problem is not None and not was_offline:
+            self.call_from_thread(self.notify, state.problem, title="Sync", severity="warning", timeout=12)
+        elif state.problem is None and was_offline:
+            self.call_from_thread(self.notify, "the ledger is in sync with Supabase again", title="Sync", timeout=6)
+        self.call_from_thread(self._synced, state.received if state.problem is None else 0)
+
+    def _synced(self, received: int) -> None:
+        if self.screen is not None:
+            self.screen.post_message(LedgerSynced(received))
 
     # --- navigation ------------------------------------------------------------------------------------
 

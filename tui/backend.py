@@ -41,6 +41,17 @@ class Summary:
     budget: float
     alerts: list[Alert]
     month_alerts: list[str]
+    sync: SyncState | None = None  # None: no SUPABASE_DB_URL, nothing to show
+
+
+@dataclass
+class SyncState:
+    """How the dashboard's background sync with Supabase's Postgres stands."""
+
+    last_synced: datetime | None = None
+    sent: int = 0
+    received: int = 0
+    problem: str | None = None  # the last attempt's failure, cleared by the next success
 
 
 @dataclass
@@ -74,6 +85,7 @@ class Backend:
         self.clock = clock
         self._supervisor: Supervisor | None = None
         self._lock = threading.Lock()
+        self.sync_state = SyncState() if self.settings.supabase_db_url is not None else None
 
     @property
     def supervisor(self) -> Supervisor:
@@ -100,7 +112,32 @@ class Backend:
             budget=self.settings.monthly_budget_usd,
             alerts=list_alerts(self.ledger),
             month_alerts=month_alerts(self.settings, month),
+            sync=self.sync_state,
         )
+
+    # --- sync with Supabase -----------------------------------------------------------------------------
+
+    def sync(self) -> SyncState:
+        """Push then pull once; a failure is kept in the state (local work goes on), never raised."""
+        from store.errors import SyncError
+        from store.sync import sync
+
+        state = self.sync_state
+        url = self.settings.supabase_db_url
+        if state is None or url is None:
+            raise RuntimeError("sync needs SUPABASE_DB_URL")  # callers check sync_state first
+        try:
+            report = sync(self.ledger, url.get_secret_value(), owner=self.settings.supabase_user_id)
+        except SyncError as exc:
+            state.problem = str(exc)
+        else:
+            state.last_synced, state.sent, state.received, state.problem = (
+                self.clock(),
+                report.sent,
+                report.received,
+                None,
+            )
+        return state
 
     def models_and_files(self) -> tuple[list[str], list[TrainingFile]]:
         """Filter choices: base models seen in the ledger, and registered training files."""

@@ -38,3 +38,13 @@ class JobStarted(Message):
     def __init__(self, job_id: str) -> None:
         super().__init__()
         self.job_id = job_id
+
+
+class LedgerSynced(Message):
+    """A background sync with Supabase finished (or failed): the summary bar, and rows it brought, change."""
+
+    bubble = False
+
+    def __init__(self, received: int) -> None:
+        super().__init__()
+        self.received = received

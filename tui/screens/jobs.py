@@ -16,12 +16,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Select, Static
 
 from store.jobs import SORT_KEYS, JobPage, JobQuery
-from tui.messages import JobChanged
+from tui.messages import JobChanged, LedgerSynced
 from tui.widgets.job_table import COLUMNS, JobTable
 
 if TYPE_CHECKING:
     from tui.app import LorapodApp
-    from tui.backend import Summary
+    from tui.backend import Summary, SyncState
 
 PAGE = 100
 GROUPS = [
@@ -122,6 +122,9 @@ class JobsScreen(Screen[None]):
         if alerts:
             text.append("  ·  ")
             text.append(f"⚠ {alerts} alert{'s' * (alerts != 1)}", style="bold yellow")
+        if summary.sync is not None:
+            text.append("  ·  ")
+            text.append_text(_sync_text(summary.sync, self.lorapod.backend.clock()))
         self.query_one("#summary", Static).update(text)
 
     def _show_query(self) -> None:
@@ -148,6 +151,12 @@ class JobsScreen(Screen[None]):
     def set_query(self, **changes: Any) -> None:
         self.query_state = replace(self.query_state, **changes)
         self.reload()
+
+    def on_ledger_synced(self, message: LedgerSynced) -> None:
+        if message.received:
+            self.refresh_all()
+        else:
+            self.reload_summary()
 
     def on_job_changed(self, message: JobChanged) -> None:
         if not self._reload_pending:
@@ -246,3 +255,12 @@ class JobsScreen(Screen[None]):
         job_id = self._current()
         if job_id:
             self.lorapod.retry_job(job_id)
+
+
+def _sync_text(state: SyncState, now: datetime) -> Text:
+    if state.problem is not None:
+        return Text("⇅ sync offline, retrying", style="bold yellow")
+    if state.last_synced is None:
+        return Text("⇅ syncing…", style="dim")
+    minutes = int((now - state.last_synced).total_seconds() // 60)
+    return Text(f"⇅ synced {'just now' if minutes < 1 else f'{minutes} min ago'}", style="dim")
