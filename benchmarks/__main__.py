@@ -1,4 +1,9 @@
-"""Run every benchmark, print a table, and write the figures to benchmarks/results/latest.json."""
+"""Run the benchmarks, print each figure with its conditions, and record them.
+
+``python -m benchmarks [SUITE…]`` (``make bench`` runs them all). Each suite's figures go to
+``benchmarks/results/<suite>.json``; the table between the markers in BENCHMARKS.md is then rebuilt from
+every suite's latest results, so running one suite refreshes its rows and keeps the others'.
+"""
 
 from __future__ import annotations
 
@@ -6,43 +11,94 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from benchmarks import cli, dataset, ledger, local_run, supabase, tui
+from benchmarks import cli, dataset, ledger, local_run, runpod, supabase, tui
 
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
+REPORT = ROOT / "BENCHMARKS.md"
+BEGIN, END = "<!-- make bench: begin -->", "<!-- make bench: end -->"
+SUITES: dict[str, Callable[[], list[dict[str, Any]]]] = {
+    "cli": cli.run,
+    "ledger": ledger.run,
+    "dataset": dataset.run,
+    "local_run": local_run.run,
+    "runpod": runpod.run,
+    "supabase": supabase.run,
+    "tui": tui.run,
+}
 
 
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
 
 
-def main() -> None:
-    suites = {
-        "cli": cli.run,
-        "ledger": ledger.run,
-        "dataset": dataset.run,
-        "local_run": local_run.run,
-        "supabase": supabase.run,
-        "tui": tui.run,
-    }
-    wanted = sys.argv[1:] or list(suites)
-    results = []
-    for name in wanted:
+def main(argv: list[str]) -> int:
+    unknown = [name for name in argv if name not in SUITES]
+    if unknown:
+        print(f"unknown suite {', '.join(unknown)}; choose from {', '.join(SUITES)}", file=sys.stderr)
+        return 2
+    RESULTS.mkdir(exist_ok=True)
+    for name in argv or list(SUITES):
         print(f"running {name}…", file=sys.stderr, flush=True)
-        results.extend(suites[name]())
-    width = max(len(r["name"]) for r in results)
+        record = {"suite": name, "when": _now(), "machine": machine(), "results": SUITES[name]()}
+        (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+        print_results(record["results"])
+    REPORT.write_text(with_table(REPORT.read_text(), table(load_results())))
+    print(f"\n{machine()}; figures in {RESULTS}/, table in {REPORT.name}", file=sys.stderr)
+    return 0
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def print_results(results: list[dict[str, Any]]) -> None:
+    width = max((len(r["name"]) for r in results), default=10)
     print(f"\n{'benchmark':<{width}}  {'value':>10}  unit / target")
     for r in results:
         target = f"  (target {r['target']})" if r.get("target") else ""
         print(f"{r['name']:<{width}}  {r['value']:>10}  {r['unit']}{target}")
         print(f"{'':<{width}}  {'':>10}  {r['conditions']}")
-    RESULTS.mkdir(exist_ok=True)
-    record = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "results": results}
-    (RESULTS / "latest.json").write_text(json.dumps(record, indent=2))
-    print(f"\n{machine()}; written to {RESULTS / 'latest.json'}")
+
+
+def load_results() -> list[dict[str, Any]]:
+    """Every suite's latest record, in the suites' order."""
+    records = []
+    for name in SUITES:
+        path = RESULTS / f"{name}.json"
+        if path.exists():
+            records.append(json.loads(path.read_text()))
+    return records
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    lines = ["| suite | figure | value | target | conditions | measured |", "|---|---|---|---|---|---|"]
+    for record in records:
+        when = f"{record['when'][:16].replace('T', ' ')} UTC, {record['machine']}"
+        for r in record["results"]:
+            cells = [record["suite"], r["name"], f"{r['value']} {r['unit']}", r.get("target") or "—", r["conditions"]]
+            lines.append("| " + " | ".join(_cell(c) for c in [*cells, when]) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def with_table(report: str, rows: str) -> str:
+    """BENCHMARKS.md with the generated table between its markers (added at the end the first time)."""
+    block = f"{BEGIN}\n{rows}\n{END}"
+    if BEGIN in report and END in report:
+        head, _, rest = report.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        return head + block + tail
+    return report.rstrip("\n") + "\n\n## Latest `make bench`\n\n" + block + "\n"
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))
