@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote, unquote, urlsplit
 
 from engine import EngineError
+from engine.checksums import sha256_file
 
 if TYPE_CHECKING:
     from engine.supabase_storage import SupabaseStore
@@ -72,14 +73,6 @@ def object_key(job_id: str, name: str) -> str:
     except ValueError:
         raise ArtifactStoreError(f"not a job id: {job_id!r}") from None
     return f"jobs/{job}/{name}"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def content_type(path: Path) -> str:
@@ -158,7 +151,7 @@ class LocalStore(ArtifactStore):
         sidecar = target.with_name(target.name + ".sha256")
         if target.is_file() and sidecar.is_file():  # already there, unchanged: a resumed job uploads again
             recorded = sidecar.read_text(encoding="utf-8").split()[0]
-            if recorded == (sha256 or sha256_of(source)) and target.stat().st_size == source.stat().st_size:
+            if recorded == (sha256 or sha256_file(source)) and target.stat().st_size == source.stat().st_size:
                 return StoredArtifact(target.as_uri(), target.stat().st_size, recorded)
         digest, size = _copy_hashed(source, target)
         try:

@@ -23,6 +23,7 @@ from string import Template
 from typing import Any
 
 from engine import EngineError
+from engine.checksums import sha256_file
 from engine.config import JobSpec
 from engine.events import read_events
 from engine.workdir import Workdir
@@ -34,7 +35,6 @@ METRIC_COLUMNS = (
     "step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_second", "gpu_memory_gb",
     "elapsed", "ts",
 )  # fmt: skip
-_CHUNK = 1 << 20
 
 
 class PackageError(EngineError):
@@ -47,14 +47,6 @@ class Package:
     path: Path
     size_bytes: int
     sha256: str
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_metrics_csv(workdir: Workdir) -> Path:

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from engine.checksums import sha256_file
 from engine.events import TERMINAL_STAGES, EventWriter, LogEvent, read_events
 from engine.workdir import Workdir
 
@@ -182,14 +183,6 @@ class EventLog:
         return await run_in_threadpool(self.read_after, after, limit)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class Checksums:
     """sha256 of package files, computed once per (name, size, mtime) on a daemon thread of its own."""
 
@@ -208,7 +201,7 @@ class Checksums:
 
         def work() -> None:
             try:
-                future.set_result(_sha256(path))
+                future.set_result(sha256_file(path))
             except OSError as exc:
                 future.set_exception(exc)
 

@@ -30,9 +30,9 @@ from engine.artifacts import (
     check_sha256,
     content_type,
     object_key,
-    sha256_of,
     supabase_uri,
 )
+from engine.checksums import sha256_file
 from engine.tus import CHUNK_SIZE, TusClient
 
 SMALL_LIMIT = 6 * 1024 * 1024
@@ -111,7 +111,7 @@ class SupabaseStore(ArtifactStore):
 
     def upload(self, source: Path, job_id: str, *, sha256: str | None = None) -> StoredArtifact:
         key = object_key(job_id, source.name)
-        digest = sha256_of(source)
+        digest = sha256_file(source)
         check_sha256(source.name, digest, sha256)
         size = source.stat().st_size
         kind = content_type(source)

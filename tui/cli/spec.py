@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import click
 
+from engine.checksums import sha256_file
 from tui.cli.output import emit_json
 from tui.cli.presets import SET_HELP, resolve_preset
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @click.command()
@@ -42,7 +34,7 @@ def spec(
     """Print the JobSpec JSON of a preset applied to a dataset, with overrides."""
     from store.settings import load_settings
 
-    extra = [f"dataset_sha256={file_sha256(dataset)}"]
+    extra = [f"dataset_sha256={sha256_file(dataset)}"]
     if base_model:
         extra.append(f"base_model={base_model}")
     preset = resolve_preset(preset_name or load_settings().default_preset, (*overrides, *extra))
