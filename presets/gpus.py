@@ -32,6 +32,7 @@ class Throughput(_Frozen):
     reference_model_b: float = Field(gt=0)
     tokens_per_second_low: float = Field(gt=0)
     tokens_per_second_high: float = Field(gt=0)
+    source: str = Field(description="Where the two figures come from (shown with every estimate resting on them)")
     multi_gpu_efficiency: float = Field(gt=0, le=1)
 
 

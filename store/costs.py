@@ -2,14 +2,21 @@
 
 Throughput is expressed in "reference tokens/s" — tokens per second of one reference GPU (H100 SXM) on
 the reference model size (70B) — and scaled to a job by the GPU's dense bf16 TFLOP/s, the model size
-(training FLOPs ≈ 6·N·tokens, so tokens/s ∝ 1/N) and the GPU count. The defaults come from public
-anchors (``presets/gpus.toml``); once completed jobs exist, their measured tokens/s replace them.
+(training FLOPs ≈ 6·N·tokens, so tokens/s ∝ 1/N) and the GPU count.
+
+What an estimate rests on, first found wins (``Estimate.throughput_basis`` says which):
+
+1. completed jobs' measured tokens/s (``calibration(ledger)``): the real workload, end to end;
+2. a bench measurement (``lorapod costs calibrate``, ``store.throughput``): the job's GPU's own, else the
+   reference GPU's, else the newest, scaled to the job's GPU and model size;
+3. the public anchors in ``presets/gpus.toml``, named in the estimate; nothing of lorapod's measured them.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,10 +31,14 @@ from store.errors import CostError
 from store.models import TrainingJob, TrainingMetric
 from store.settings import Settings
 from store.status import JobStatus
+from store.throughput import BenchMeasurement, load_measurements
 
 # A calibrated range is the measured spread widened by this much either side (more with one sample).
 CALIBRATION_MARGIN = 0.10
 SINGLE_SAMPLE_MARGIN = 0.15
+# A bench report times the training step alone, on full packed sequences; a job adds evaluation passes,
+# checkpoints, logging and data collation around it. Its range runs from 20% below the measurement up to it.
+BENCH_JOB_SHARE = (0.8, 1.0)
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,9 @@ class Estimate:
     throughput_source: str
     training_hours: tuple[float, float]
     overhead_hours: tuple[float, float]
+    # What the throughput rests on: {"kind": "jobs" | "bench" | "public anchors", "label", "reference_tokens_per_
+    # second", and the measurement or the anchors}. ``throughput_source`` is its label.
+    throughput_basis: dict[str, Any] = field(default_factory=dict)
 
     @property
     def hours(self) -> tuple[float, float]:
@@ -163,9 +177,13 @@ def estimate(
     cloud_type: str = "SECURE",
     settings: Settings | None = None,
     calibration: Calibration | None = None,
+    measurements: Sequence[BenchMeasurement] | None = None,
     weights_cached: bool = False,
 ) -> Estimate:
-    """Duration and cost range of training ``tokens`` (all epochs) of a ``model_b``-billion model."""
+    """Duration and cost range of training ``tokens`` (all epochs) of a ``model_b``-billion model.
+
+    ``measurements`` are bench measurements (``store.throughput``); unset, those recorded in the installation
+    when ``settings`` are given, else none."""
     if tokens < 0:
         raise CostError("tokens must not be negative")
     if model_b <= 0:
@@ -173,11 +191,10 @@ def estimate(
     cat = catalogue()
     gpu = find_gpu(gpu_id, cat)
     price, price_source = gpu_price(gpu, cloud_type, settings)
-    if calibration is not None:
-        ref_low, ref_high, source = calibration.low, calibration.high, calibration.label
-    else:
-        ref_low, ref_high = cat.throughput.tokens_per_second_low, cat.throughput.tokens_per_second_high
-        source = "public anchors (presets/gpus.toml)"
+    if measurements is None:
+        measurements = load_measurements(settings.paths.data_dir) if settings is not None else []
+    basis = throughput_basis(gpu, model_b, calibration=calibration, measurements=measurements)
+    ref_low, ref_high = basis["reference_tokens_per_second"]
     scale = _pod_scale(gpu, model_b, gpu_count, cat)
     tps = (ref_low * scale, ref_high * scale)
     # The slow end of throughput gives the long end of the duration.
@@ -198,10 +215,64 @@ def estimate(
         price_per_gpu_hour=price,
         price_source=price_source,
         tokens_per_second=tps,
-        throughput_source=source,
+        throughput_source=basis["label"],
         training_hours=training,
         overhead_hours=overhead,
+        throughput_basis=basis,
     )
+
+
+def throughput_basis(
+    gpu: Gpu, model_b: float, *, calibration: Calibration | None, measurements: Sequence[BenchMeasurement]
+) -> dict[str, Any]:
+    """What an estimate for ``gpu`` rests on, with its range in reference tokens/s (see the module docstring)."""
+    cat = catalogue()
+    if calibration is not None:
+        return {
+            "kind": "jobs",
+            "label": calibration.label,
+            "reference_tokens_per_second": (calibration.low, calibration.high),
+            "jobs": calibration.jobs,
+        }
+    chosen = choose_measurement(measurements, gpu)
+    if chosen is not None:
+        measured_on = find_gpu(chosen.gpu_id, cat)
+        reference = chosen.tokens_per_second / _pod_scale(measured_on, chosen.model_b, 1, cat)
+        scaled = []
+        if measured_on.id != gpu.id:
+            scaled.append(f"to {gpu.label} by bf16 TFLOP/s ({gpu.bf16_tflops:g} vs {measured_on.bf16_tflops:g})")
+        if abs(model_b / chosen.model_b - 1) > 0.02:
+            scaled.append(f"to {model_b:g}B by model size")
+        label = f"measured: {chosen.label}" + (f"; scaled {' and '.join(scaled)}" if scaled else "")
+        low, high = BENCH_JOB_SHARE
+        return {
+            "kind": "bench",
+            "label": label,
+            "reference_tokens_per_second": (reference * low, reference * high),
+            "measurement": chosen.as_dict(),
+        }
+    t = cat.throughput
+    return {
+        "kind": "public anchors",
+        "label": (
+            f"public anchors, not measured by lorapod: {t.tokens_per_second_low:,.0f}–{t.tokens_per_second_high:,.0f} "
+            f"tokens/s for {t.reference_model_b:g}B QLoRA on one {cat.reference.label} ({t.source}; "
+            "presets/gpus.toml)"
+        ),
+        "reference_tokens_per_second": (t.tokens_per_second_low, t.tokens_per_second_high),
+        "anchors": t.model_dump(),
+    }
+
+
+def choose_measurement(measurements: Sequence[BenchMeasurement], gpu: Gpu) -> BenchMeasurement | None:
+    """The job's GPU's own measurement, else the reference GPU's, else the newest (of GPUs still catalogued)."""
+    cat = catalogue()
+    usable = [m for m in measurements if cat.find(m.gpu_id) is not None]
+    for wanted in (gpu.id, cat.reference.id):
+        own = [m for m in usable if m.gpu_id == wanted]
+        if own:
+            return max(own, key=lambda m: m.recorded_at)
+    return max(usable, key=lambda m: m.recorded_at, default=None)
 
 
 def _size_factor(model_b: float, cat: Catalogue) -> float:
@@ -239,3 +310,18 @@ def calibration(ledger: Ledger, *, limit: int = 20) -> Calibration | None:
         return None
     margin = CALIBRATION_MARGIN if len(samples) > 1 else SINGLE_SAMPLE_MARGIN
     return Calibration(low=min(samples) * (1 - margin), high=max(samples) * (1 + margin), jobs=len(samples))
+
+
+def throughput_summary(ledger: Ledger, settings: Settings) -> dict[str, Any]:
+    """Everything estimates may rest on, in the order they are tried, and what an H100 70B estimate uses now."""
+    cat = catalogue()
+    jobs = calibration(ledger)
+    measurements = load_measurements(settings.paths.data_dir)
+    reference = (cat.reference, cat.throughput.reference_model_b)
+    return {
+        "order": ["completed jobs", "bench measurements (lorapod costs calibrate)", "public anchors"],
+        "jobs": None if jobs is None else asdict(jobs) | {"label": jobs.label},
+        "bench": [m.as_dict() for m in measurements],
+        "public_anchors": throughput_basis(*reference, calibration=None, measurements=[])["label"],
+        "in_use": throughput_basis(*reference, calibration=jobs, measurements=measurements),
+    }

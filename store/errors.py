@@ -9,6 +9,7 @@
     │   └── AmbiguousJobId     a prefix matches more than one job
     ├── IllegalTransition      a status change the status machine forbids
     ├── CostError              an estimate that cannot be made (unknown GPU, no model size)
+    │   └── CalibrationError   a bench report that cannot calibrate the cost model (store.throughput)
     └── SyncError              a sync with the Supabase database that cannot be done (store.sync)
         ├── SyncUnavailable    the database cannot be reached: offline, local work goes on
         └── SyncSchemaMissing  the database lacks lorapod's tables (apply the migration)
@@ -43,6 +44,10 @@ class IllegalTransition(StoreError):
 
 class CostError(StoreError, ValueError):
     """An estimate that cannot be made (unknown GPU, no model size)."""
+
+
+class CalibrationError(CostError):
+    """A bench report that cannot calibrate the cost model (not a report, a CPU or toy run, another GPU)."""
 
 
 class SyncError(StoreError):

@@ -1,4 +1,5 @@
-"""``lorapod estimate`` and ``lorapod costs``: what a job would cost, and what the month has spent."""
+"""``lorapod estimate`` and ``lorapod costs``: what a job would cost, what the month has spent, and what
+estimates rest on."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from store.budget import may_start, month_alerts, month_spend, monthly_totals
-from store.costs import calibration
+from store.costs import calibration, throughput_summary
 from store.costs import estimate as estimate_cost
 from store.db import Ledger
 from store.settings import load_settings
+from store.throughput import figure
+from tui.cli.calibrate import calibrate
 from tui.cli.output import emit_json, hours, money, print_table, warn
 from tui.cli.presets import SET_HELP, resolve_preset
 
@@ -118,7 +121,7 @@ def estimate(
         f"{money(result.price_per_gpu_hour)}/GPU-h, {result.price_source})"
     )
     tps_low, tps_high = result.tokens_per_second
-    click.echo(f"throughput {tps_low:,.0f}–{tps_high:,.0f} tokens/s ({result.throughput_source})")
+    click.echo(f"throughput {figure(tps_low)}–{figure(tps_high)} tokens/s, resting on {result.throughput_source}")
     click.echo(
         f"training {hours(result.training_hours[0])}–{hours(result.training_hours[1])}, "
         f"overheads {hours(result.overhead_hours[0])}–{hours(result.overhead_hours[1])}"
@@ -152,17 +155,25 @@ def _dataset_tokens(path: Path, tokenizer: Path | None, spec: JobSpec, as_json: 
     }
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--months", type=click.IntRange(1, 120), default=12, help="Months of history to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def costs(months: int, as_json: bool) -> None:
-    """This month's spending against the budget, active cost, average per job, and totals per month."""
+@click.pass_context
+def costs(ctx: click.Context, months: int, as_json: bool) -> None:
+    """This month's spending against the budget, active cost, average per job, totals per month, and what
+    estimates rest on.
+
+    `lorapod costs calibrate REPORT` records a GPU's throughput measured by `python -m engine bench --json`.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     settings = load_settings()
     ledger = Ledger(settings.paths.ledger)
     month = month_spend(ledger)
     history = monthly_totals(ledger, months)
     alerts = month_alerts(settings, month)
     remaining = settings.monthly_budget_usd - month.spent
+    bases = throughput_summary(ledger, settings)
     if as_json:
         emit_json(
             {
@@ -172,6 +183,7 @@ def costs(months: int, as_json: bool) -> None:
                 "alert_thresholds": settings.alert_thresholds,
                 "alerts": alerts,
                 "months": history,
+                "estimates_rest_on": bases,
             }
         )
         return
@@ -192,3 +204,22 @@ def costs(months: int, as_json: bool) -> None:
         print_table(
             ["month", "spent", "jobs"], [(h["month"], money(h["spent"]), h["jobs"]) for h in history], title="Per month"
         )
+    print_bases(bases)
+
+
+costs.add_command(calibrate)
+
+
+def print_bases(bases: dict[str, Any]) -> None:
+    """What estimates rest on, in the order tried, the one in use marked (lines, not a table: never cut short)."""
+    jobs, bench = bases["jobs"], bases["bench"]
+    measured = "; ".join(f"{m['gpu_id']}: {m['label']}" for m in bench)
+    rows = [
+        ("jobs", f"completed jobs: {jobs['label'] if jobs else 'none yet'}"),
+        ("bench", f"bench measurements: {measured or 'none (`lorapod costs calibrate REPORT` records one)'}"),
+        ("public anchors", bases["public_anchors"]),
+    ]
+    click.echo("\nEstimates rest on (first found wins):")
+    for number, (kind, text) in enumerate(rows, 1):
+        mark = "→ in use" if kind == bases["in_use"]["kind"] else "        "
+        click.echo(f"{mark} {number}. {text}")
