@@ -87,6 +87,12 @@ class BenchMeasurement:
             "checkpointing" if c.get("activation_checkpointing") else "no checkpointing",
             str(c.get("optimizer")),
         ]
+        if c.get("attention"):
+            words.append(f"{c['attention']} attention")
+        # Speed options of newer reports, named only when on.
+        words += [
+            name for key, name in (("liger_kernel", "Liger kernels"), ("torch_compile", "torch.compile")) if c.get(key)
+        ]
         if c.get("toy"):
             words.insert(0, "TOY shapes")
         torch_version = (c.get("versions") or {}).get("torch")

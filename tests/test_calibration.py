@@ -223,5 +223,8 @@ def test_measurement_keeps_the_conditions_it_was_made_under() -> None:
     measurement, warnings = measurement_from_report(report)
     assert warnings == [] and not measurement.forced
     assert measurement.conditions["attention"] == "sdpa" and measurement.measured_at_from == "file date"
+    assert "sdpa attention" in measurement.label and "Liger" not in measurement.label
+    fused, _ = measurement_from_report(gpu_report(liger_kernel=True, torch_compile=True))
+    assert "Liger kernels, torch.compile" in fused.label
     plain, warnings = measurement_from_report(gpu_report(load_in_4bit=False))
     assert "without 4-bit" in warnings[0] and "bf16 weights" in plain.label
