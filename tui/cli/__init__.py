@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "config": ("tui.cli.config", "config", "Show or change settings (secrets are never printed)."),
     "presets": ("tui.cli.presets", "presets", "List, show and compare job presets."),
     "estimate": ("tui.cli.costs", "estimate", "Estimate a job's duration and cost range."),
-    "costs": ("tui.cli.costs", "costs", "Spending this month, against the budget, and per month."),
+    "costs": ("tui.cli.costs", "costs", "Spending against the budget; what estimates rest on; calibrate them."),
     "jobs": ("tui.cli.jobs", "jobs", "List jobs in the ledger."),
     "pods": ("tui.cli.pods", "pods", "lorapod's RunPod pods; flag and delete those no live job owns."),
     "dataset": ("tui.cli.dataset", "dataset", "Validate, convert, measure and preview training datasets."),
