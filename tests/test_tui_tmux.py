@@ -27,15 +27,16 @@ def _screen(session: str) -> str:
     return _tmux("capture-pane", "-p", "-t", session)
 
 
-def _wait_for(session: str, text: str, timeout: float = 30) -> str:
+def _wait_for(session: str, *texts: str, timeout: float = 30) -> str:
+    """The screen once every text is on it at the same time (a capture can catch a repaint half-way)."""
     deadline = time.monotonic() + timeout
     screen = ""
     while time.monotonic() < deadline:
         screen = _screen(session)
-        if text in screen:
+        if all(text in screen for text in texts):
             return screen
         time.sleep(0.25)
-    raise AssertionError(f"{text!r} never appeared; the screen was:\n{screen}")
+    raise AssertionError(f"{texts!r} never appeared together; the screen was:\n{screen}")
 
 
 @pytest.fixture
@@ -49,12 +50,14 @@ def tmux() -> str:
 
 def test_lorapod_opens_the_dashboard_in_a_real_terminal(tmux: str, lorapod_home: Path) -> None:
     populate(Ledger(lorapod_home / "ledger.sqlite"))
-    command = f"cd {ROOT} && LORAPOD_HOME={lorapod_home} {sys.executable} -c 'from tui.cli import main; main()'"
+    # COLUMNS and LINES (set by test tooling) would override the terminal's real size: the user's shell has none.
+    command = (
+        f"cd {ROOT} && unset COLUMNS LINES && LORAPOD_HOME={lorapod_home} {sys.executable} "
+        "-c 'from tui.cli import main; main()'"
+    )
     _tmux("new-session", "-d", "-s", tmux, "-x", "120", "-y", "40", command)
     try:
-        screen = _wait_for(tmux, "sorted by Created")
-        assert "lorapod" in screen and "18-conver" in screen and "interrupted" in screen
-        assert "2 active" in screen and "$21.55 of $400.00" in screen
+        _wait_for(tmux, "lorapod", "sorted by Created", "18-conver", "interrupted", "2 active", "$21.55 of $400.00")
         _tmux("send-keys", "-t", tmux, "?")
         assert "Job monitor" in _wait_for(tmux, "Job monitor")
         _tmux("send-keys", "-t", tmux, "Escape")
