@@ -104,6 +104,23 @@ async def test_paging_keeps_ten_thousand_jobs_fast(lorapod_home: Path) -> None:
         assert names(table)[0] == "job 00100"
 
 
+async def test_overlapping_monitor_refreshes_show_each_event_once(backend: Backend) -> None:
+    app = app_for(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.open_job("00000002")
+        await settle(pilot, 0.6)
+        screen = app.screen
+        assert isinstance(screen, MonitorScreen)
+        shown = screen.query_one("#event-log", DataTable).row_count
+        # A second refresh that queried before the first one was applied brings the same events again.
+        again = backend.detail(screen.job_id, after_seq=0)
+        screen._apply(again, backend.clock())
+        await pilot.pause(0.05)
+        assert screen.query_one("#event-log", DataTable).row_count == shown
+        assert len(screen.events) == len({event.seq for event in screen.events})
+
+
 async def test_monitor_shows_progress_charts_events_and_error_details(backend: Backend) -> None:
     app = app_for(backend)
     async with app.run_test(size=SIZE) as pilot:

@@ -182,11 +182,13 @@ class MonitorScreen(Screen[None]):
             return
         self.detail = detail
         job = detail.job
-        if detail.events:
-            self.last_seq = detail.events[-1].seq
-            self.events.extend(detail.events)
-            self.stages_seen.update(str(e.payload.get("stage")) for e in detail.events if e.type == "stage")
-            self._append_events(detail.events)
+        # Two refreshes can overlap (a worker already past its query is not cancelled): keep only what is new.
+        fresh = [event for event in detail.events if event.seq > self.last_seq]
+        if fresh:
+            self.last_seq = fresh[-1].seq
+            self.events.extend(fresh)
+            self.stages_seen.update(str(e.payload.get("stage")) for e in fresh if e.type == "stage")
+            self._append_events(fresh)
         if detail.metrics:
             known = {m.step: i for i, m in enumerate(self.metrics)}
             for metric in detail.metrics:
@@ -196,8 +198,6 @@ class MonitorScreen(Screen[None]):
                     self.metrics.append(metric)
             self.last_step = max(m.step for m in self.metrics)
             self._plot()
-        elif self.metrics and job.current_step > (self.last_step or 0):
-            pass
         self.query_one("#job-title", Static).update(Text(job_title(job), style="bold"))
         self.query_one(StageStepper).show(job.status, job.stage, self.stages_seen)
         self._progress(detail, now)
