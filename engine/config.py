@@ -80,7 +80,9 @@ class Hyperparameters(_Section):
     )
     learning_rate: float = Field(2e-4, gt=0.0, le=0.1, description="Peak learning rate.")
     num_epochs: int = Field(3, ge=1, le=100, description="Passes over the training split.")
-    batch_size: int = Field(4, ge=1, le=1024, description="Sequences per device per micro-step.")
+    batch_size: int = Field(
+        4, ge=1, le=1024, description="Sequences per micro-step; packed, each up to max_seq_length tokens."
+    )
     gradient_accumulation_steps: int = Field(4, ge=1, le=1024, description="Micro-steps per optimizer step.")
     warmup_ratio: float = Field(0.03, ge=0.0, le=0.5, description="Share of steps spent warming up.")
     lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
@@ -88,9 +90,9 @@ class Hyperparameters(_Section):
     )
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(0.3, gt=0.0, le=100.0, description="Gradient clipping norm.")
-    optimizer: Literal["auto", "adamw_torch", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_8bit"] = Field(
-        "auto", description="auto: paged 8-bit AdamW on CUDA with 4-bit weights, else torch AdamW."
-    )
+    optimizer: Literal[
+        "auto", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_8bit"
+    ] = Field("auto", description="auto: paged 8-bit AdamW on CUDA with 4-bit weights, else torch AdamW.")
     bf16: bool = Field(True, description="bf16 compute (the 4-bit compute dtype too).")
     load_in_4bit: bool = Field(True, description="QLoRA: 4-bit base weights. Off: plain LoRA.")
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
@@ -100,6 +102,20 @@ class Hyperparameters(_Section):
     max_seq_length: int = Field(4096, ge=64, le=131072, description="Tokens per packed sequence.")
     packing: bool = Field(True, description="Pack examples into full sequences, each kept isolated.")
     activation_checkpointing: bool = Field(True, description="Recompute activations to save memory.")
+    # Speed settings: how fast the same training runs, each measured on and off (BENCHMARKS.md). A machine that
+    # cannot honour one refuses the job before loading anything (engine.speed), rather than train slower unasked.
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto",
+        description="Attention kernel. auto: sdpa (PyTorch's fused attention); flash_attention_2 needs CUDA, bf16 "
+        "and the flash-attn package.",
+    )
+    liger_kernel: bool = Field(
+        False, description="Liger's Triton kernels for RMSNorm, RoPE and SwiGLU (CUDA, liger-kernel installed)."
+    )
+    upcast_non_lora: bool = Field(
+        True, description="4-bit: keep embedding, norms and lm_head in fp32 (peft's QLoRA recipe); off: bf16."
+    )
+    torch_compile: bool = Field(False, description="Compile the model with torch.compile before training.")
     save_steps: int = Field(100, ge=1, le=1_000_000, description="Checkpoint every N optimizer steps...")
     save_every_minutes: float = Field(10.0, gt=0.0, le=1440.0, description="...and every M minutes.")
     save_total_limit: int = Field(3, ge=1, le=1000, description="Checkpoints kept on disk.")
@@ -109,6 +125,15 @@ class Hyperparameters(_Section):
     eval_generations: int = Field(4, ge=0, le=64, description="Base-vs-adapter generations after training.")
     max_new_tokens: int = Field(256, ge=1, le=8192, description="Generation length bound in evaluation.")
     seed: int = Field(42, ge=0, description="Training seed.")
+
+    @model_validator(mode="after")
+    def _check_attention(self) -> Hyperparameters:
+        if self.attn_implementation == "flash_attention_2" and not self.bf16:
+            raise ValueError(
+                "attn_implementation: flash_attention_2 runs in bf16 or fp16 only; set bf16=true, or "
+                "attn_implementation=auto"
+            )
+        return self
 
 
 class Resources(_Section):

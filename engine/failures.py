@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import EngineError
+from engine import EngineError, SpecError
 from engine.artifacts import ArtifactStoreError
 from engine.config import JobSpec
 
@@ -89,7 +89,7 @@ def classify(exc: BaseException, spec: JobSpec | None) -> Failure:
     for item in chain:
         failure = _classify_one(item, spec)
         if failure is not None:
-            failure.traceback = trace
+            failure.traceback = None if failure.category == "spec" else trace  # the message says it all
             return failure
     return Failure(
         "internal",
@@ -104,6 +104,8 @@ def _classify_one(exc: BaseException, spec: JobSpec | None) -> Failure | None:  
     name = type(exc).__name__
     text = str(exc)
     lowered = text.lower()
+    if isinstance(exc, SpecError):
+        return Failure("spec", text, "change the setting the message names, then start the job again", exit_code=2)
     if isinstance(exc, SpecMismatch):
         return Failure(
             "spec_mismatch", text, "start the job in a new workdir, or run it with its original spec", exit_code=2

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import DEMO_MODEL, JobSpec
+from engine.speed import attention
 
 if TYPE_CHECKING:
     import torch
@@ -68,7 +69,12 @@ def load_model(spec: JobSpec, model_path: str, token: str | None) -> PeftModel:
 
     hp = spec.hyperparameters
     dtype = compute_dtype(spec)
-    kwargs: dict[str, Any] = {"dtype": dtype, "token": token, "device_map": {"": device()}}
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "token": token,
+        "device_map": {"": device()},
+        "attn_implementation": attention(hp),
+    }
     if hp.load_in_4bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -79,8 +85,11 @@ def load_model(spec: JobSpec, model_path: str, token: str | None) -> PeftModel:
         )
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     model.config.use_cache = False  # packed sequences stay isolated only without the KV cache
-    if hp.load_in_4bit:
+    if hp.load_in_4bit and hp.upcast_non_lora:
+        # peft's QLoRA recipe: every non-quantized weight (embedding, norms, lm_head) in fp32 for stability.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.activation_checkpointing)
+    elif hp.load_in_4bit and hp.activation_checkpointing:
+        model.enable_input_require_grads()  # what the recipe does besides the upcast (get_peft_model freezes)
     lora = LoraConfig(
         r=hp.lora_r,
         lora_alpha=hp.lora_alpha,
@@ -93,11 +102,12 @@ def load_model(spec: JobSpec, model_path: str, token: str | None) -> PeftModel:
     peft_model = get_peft_model(model, lora)
     trainable, total = peft_model.get_nb_trainable_parameters()
     log.info(
-        "loaded %s on %s (%s, %s): %s trainable of %s parameters",
+        "loaded %s on %s (%s, %s, attention %s): %s trainable of %s parameters",
         model_path,
         device(),
         "4-bit " + hp.bnb_4bit_quant_type if hp.load_in_4bit else "no quantization",
         str(dtype).removeprefix("torch."),
+        model.config._attn_implementation,
         f"{trainable:,}",
         f"{total:,}",
     )

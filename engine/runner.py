@@ -230,6 +230,12 @@ class Job:
         spec, workdir = self.spec, self.workdir
         token = os.environ.get("HF_TOKEN") or None
         self.enter(Stage.PREPROCESSING)
+        from engine.model import device
+        from engine.speed import check_machine, describe
+
+        cuda = device() == "cuda"
+        check_machine(spec.hyperparameters, cuda=cuda)  # before anything slow: a refused setting fails at once
+        self.info(describe(spec.hyperparameters, cuda=cuda))
         model_path = resolve_base_model(spec.base_model, self.models_dir)
         tokenizer = load_tokenizer(model_path, token)
         from engine.prepare import prepare
@@ -241,10 +247,10 @@ class Job:
         warn_if_few_steps(spec, prepared.stats["steps_per_epoch"], self.emit)
 
         self.enter(Stage.MODEL_LOADING, spec.base_model)
-        from engine.model import device, load_model
+        from engine.model import load_model
 
         model = load_model(spec, model_path, token)
-        use_cpu = device() == "cpu"
+        use_cpu = not cuda
 
         self.enter(Stage.TRAINING)
         self.progress = Progress()

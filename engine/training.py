@@ -22,6 +22,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from engine.config import JobSpec
 from engine.events import CheckpointEvent, MetricsEvent, StatusEvent, WarningEvent
 from engine.failures import NonFiniteLoss
+from engine.speed import optimizer
 from engine.workdir import Workdir
 
 if TYPE_CHECKING:
@@ -35,13 +36,11 @@ Emit = Callable[[Any], Any]
 
 
 def sft_config(spec: JobSpec, workdir: Workdir, *, has_eval: bool, use_cpu: bool) -> Any:
-    """TRL's SFTConfig for a spec: assistant-only loss (labels come pre-masked), packing, checkpoints."""
+    """TRL's SFTConfig for a spec: assistant-only loss (labels come pre-masked), packing, checkpoints, and the
+    speed settings (engine.speed): packed rows of max_seq_length tokens, batch_size of them per micro-step."""
     from trl import SFTConfig
 
     hp = spec.hyperparameters
-    optimizer = hp.optimizer
-    if optimizer == "auto":
-        optimizer = "paged_adamw_8bit" if hp.load_in_4bit and not use_cpu else "adamw_torch"
     return SFTConfig(
         output_dir=str(workdir.checkpoints),
         seed=hp.seed,
@@ -55,13 +54,16 @@ def sft_config(spec: JobSpec, workdir: Workdir, *, has_eval: bool, use_cpu: bool
         warmup_steps=hp.warmup_ratio,  # a float below 1 is a share of the steps
         weight_decay=hp.weight_decay,
         max_grad_norm=hp.max_grad_norm,
-        optim=optimizer,
+        optim=optimizer(hp, cuda=not use_cpu),
         bf16=hp.bf16,
         use_cpu=use_cpu,
         max_length=hp.max_seq_length,
         packing=hp.packing,
         activation_checkpointing=hp.activation_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if hp.activation_checkpointing else None,
+        # TRL computes the loss in chunks without the full logits whatever this says; Liger adds its layer kernels.
+        use_liger_kernel=hp.liger_kernel,
+        torch_compile=hp.torch_compile,
         logging_strategy="steps",
         logging_steps=hp.log_every_steps,
         logging_first_step=True,
