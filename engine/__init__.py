@@ -23,7 +23,8 @@ Modules: ``config`` (the JobSpec), ``chat`` (the Llama 3 format), ``dataset`` (v
 ``events`` and ``workdir`` (the record a job leaves), ``runner`` (``python -m engine run``) and the stages it
 calls — ``prepare``, ``model``, ``training``, ``evaluation``, ``packaging`` — plus ``serve`` (the pod API),
 ``webhooks``, ``artifacts`` (where packages are stored: a folder or Supabase Storage, with ``tus`` and
-``supabase_storage``), ``demo`` (the offline demo model) and ``bench`` (the GPU benchmark).
+``supabase_storage``), ``speed`` (the training-speed settings), ``demo`` (the offline demo model) and ``bench``
+(the GPU benchmark, its model in ``bench_model``).
 """
 
 

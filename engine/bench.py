@@ -6,7 +6,10 @@ is made on the meta device, then the embedding, norm and lm_head on the target d
 time, each quantized to NF4 (double quantization, bf16 compute) as soon as it exists: at most one layer's bf16
 weights are ever on the device. Training follows the engine's QLoRA path: peft's prepare_model_for_kbit_training
 (fp32 embedding, norms and lm_head; ``--no-upcast`` keeps them bf16), LoRA r16/α32 on all seven projections,
-activation checkpointing, bf16 autocast, paged 8-bit AdamW on CUDA (torch AdamW otherwise), packed sequences.
+activation checkpointing, bf16 autocast, paged 8-bit AdamW on CUDA (torch AdamW otherwise), packed sequences,
+sdpa attention and TRL's chunked loss head (no full logits). Each speed setting of the job spec has a flag here
+(``--attn``, ``--liger``, ``--compile``, ``--no-upcast``, ``--optimizer``, ``--loss``; ``--batch`` × ``--seq-len``
+tokens per step), so each can be timed on and off; the model itself is built in ``engine.bench_model``.
 
 Formulas (``FORMULAS``, printed with the figures): N counts the base model's parameters (layers, embedding,
 final norm, untied lm_head; Llama 3 70B: 70,553,706,496). FLOPs per token are ``6·N`` (the convention of
@@ -26,7 +29,6 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from typing import Any
@@ -55,6 +57,16 @@ FORMULAS = {
     "paged optimizer states (CUDA managed memory, about 2 bytes per LoRA parameter) are outside it",
 }
 GIB = 1024**3
+# The job spec's words for a speed setting, and this command's flag for it (in refusals).
+FLAGS = {
+    "set attn_implementation=auto (sdpa)": "use --attn sdpa",
+    "set liger_kernel=false": "leave out --liger",
+    "set torch_compile=false": "leave out --compile",
+    "attn_implementation:": "--attn:",
+    "liger_kernel:": "--liger:",
+    "torch_compile:": "--compile:",
+}
+OPTIMIZERS = ["auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"]
 
 
 class BenchmarkFailed(EngineError):
@@ -141,6 +153,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--no-4bit", dest="load_in_4bit", action="store_false", help="plain bf16 LoRA, no quantization")
     add("--no-activation-checkpointing", dest="checkpointing", action="store_false", help="keep activations")
     add("--no-upcast", dest="upcast", action="store_false", help="4-bit: keep embedding, norms, lm_head in bf16")
+    add(
+        "--attn", choices=["sdpa", "eager", "flash_attention_2"], default="sdpa", help="attention kernel (default sdpa)"
+    )
+    add("--liger", action="store_true", help="Liger's RMSNorm, RoPE and SwiGLU kernels (CUDA, liger-kernel)")
+    add("--compile", action="store_true", help="torch.compile the model (the first warm-up steps compile it)")
+    add("--optimizer", choices=OPTIMIZERS, default="auto", help="auto: paged 8-bit AdamW on CUDA with 4-bit weights")
+    add("--loss", choices=["chunked", "full"], default="chunked", help="chunked: TRL's loss head; full: all logits")
     add("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when visible, else CPU")
     add("--peak-tflops", type=float, help="dense bf16 peak for MFU (default: from the GPU's name)")
     add("--toy", action="store_true", help="tiny shapes: the whole path, 4-bit included, in seconds on a CPU")
@@ -169,7 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build, train and time the model; the report as a JSON-compatible dict."""
     import torch
 
-    from engine.config import Hyperparameters
+    from engine.bench_model import add_lora, apply_speed_settings, build
 
     shape = TOY if args.toy else LLAMA3_70B
     seq_len = args.seq_len or (256 if args.toy else 4096)
@@ -182,12 +201,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise BenchmarkFailed("--device cuda: no CUDA device is visible")
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
-    hp = Hyperparameters()
+    hp = speed_settings(args, cuda=cuda)
     torch.manual_seed(0)
     try:
-        model, fixed_bytes = _build(shape, args, device)
-        model = _add_lora(model, hp, quantized=args.load_in_4bit)
-        measured, optimizer, lora_parameters = _train(model, args, hp, shape, device, seq_len, doc_len, fixed_bytes)
+        model, fixed_bytes = build(shape, args, device)
+        model = add_lora(model, hp, quantized=args.load_in_4bit)
+        forward = apply_speed_settings(model, args)
+        measured, optimizer, lora_parameters = _train(
+            model, forward, args, hp, shape, device, seq_len, doc_len, fixed_bytes
+        )
     except torch.OutOfMemoryError as exc:
         raise BenchmarkFailed(f"out of device memory: fewer --layers or a shorter --seq-len may fit ({exc})") from None
     conditions = _conditions(args, shape, device, seq_len, doc_len, optimizer, hp)
@@ -225,24 +247,49 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def speed_settings(args: argparse.Namespace, *, cuda: bool) -> Any:
+    """The flags as the job spec's hyperparameters; BenchmarkFailed where this machine cannot run one."""
+    from engine import SpecError
+    from engine.config import Hyperparameters
+    from engine.speed import check_machine
+
+    hp = Hyperparameters(
+        attn_implementation=args.attn, liger_kernel=args.liger, torch_compile=args.compile, optimizer=args.optimizer,
+        upcast_non_lora=args.upcast, load_in_4bit=args.load_in_4bit, activation_checkpointing=args.checkpointing,
+    )  # fmt: skip
+    try:
+        check_machine(hp, cuda=cuda)
+    except SpecError as exc:
+        text = str(exc)
+        for setting, flag in FLAGS.items():
+            text = text.replace(setting, flag)
+        raise BenchmarkFailed(text) from None
+    return hp
+
+
 def _train(
-    model: Any, args: argparse.Namespace, hp: Any, shape: Shape, device: Any, seq_len: int, doc_len: int, fixed: int
+    model: Any,
+    forward: Any,
+    args: argparse.Namespace,
+    hp: Any,
+    shape: Shape,
+    device: Any,
+    seq_len: int,
+    doc_len: int,
+    fixed: int,
 ) -> tuple[dict[str, Any], str, int]:
     """Warm-up steps (the first also measures memory per layer), the timed steps, then the part outside the layers.
 
     Returns the measured figures, the optimizer's name and the number of LoRA parameters."""
     import torch
 
+    from engine.bench_model import loss_of, make_optimizer
+    from engine.speed import optimizer as optimizer_choice
+
     trainable = [p for p in model.parameters() if p.requires_grad]
     cuda = device.type == "cuda"
-    optimizer: Any
-    settings = {"lr": hp.learning_rate, "weight_decay": hp.weight_decay}
-    if cuda and args.load_in_4bit:  # the engine's "auto" choice
-        import bitsandbytes as bnb
-
-        optimizer, optimizer_name = bnb.optim.PagedAdamW8bit(trainable, **settings), "paged_adamw_8bit"
-    else:
-        optimizer, optimizer_name = torch.optim.AdamW(trainable, **settings), "adamw_torch"
+    optimizer_name = optimizer_choice(hp, cuda=cuda)
+    optimizer = make_optimizer(optimizer_name, trainable, {"lr": hp.learning_rate, "weight_decay": hp.weight_decay})
     ids = torch.randint(0, shape.vocab, (args.batch, seq_len), device=device)
     positions = torch.arange(seq_len, device=device)
     if doc_len:  # position ids restart at each document: transformers then keeps each document to itself
@@ -251,7 +298,7 @@ def _train(
 
     def step() -> Any:
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = model(input_ids=ids, position_ids=positions, labels=ids).loss
+            loss = loss_of(forward, ids, positions, chunked=args.loss == "chunked")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, hp.max_grad_norm)
         optimizer.step()
@@ -290,7 +337,7 @@ def _train(
         raise BenchmarkFailed(f"{unchanged} of {len(trainable)} LoRA weight tensors did not change in training")
     measured = {
         "seconds_per_step": seconds / args.steps,
-        "fixed_part_seconds_per_token": _time_fixed_part(model, ids, positions, device),
+        "fixed_part_seconds_per_token": _time_fixed_part(model, ids, positions, device, chunked=args.loss == "chunked"),
         "loss_first": float(values[0]),
         "loss_last": float(values[-1]),
         "peak_memory_bytes": peak,
@@ -300,113 +347,12 @@ def _train(
     return measured, optimizer_name, sum(p.numel() for p in trainable)
 
 
-def _build(shape: Shape, args: argparse.Namespace, device: Any) -> tuple[Any, int]:
-    """The K-layer model on ``device``, and the allocator bytes of all but its decoder layers (0 off CUDA)."""
-    import torch
-    from peft import prepare_model_for_kbit_training
-    from torch import nn
-    from transformers import LlamaConfig, LlamaForCausalLM
-    from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
-
-    settings: dict[str, Any] = {
-        "vocab_size": shape.vocab,
-        "hidden_size": shape.hidden,
-        "intermediate_size": shape.intermediate,
-        "num_hidden_layers": args.layers,
-        "num_attention_heads": shape.heads,
-        "num_key_value_heads": shape.kv_heads,
-        "rms_norm_eps": shape.rms_norm_eps,
-        "rope_parameters": {"rope_type": "default", "rope_theta": shape.rope_theta},
-        "max_position_embeddings": 8192,
-        "tie_word_embeddings": shape.tied_embeddings,
-        "use_cache": False,  # packed sequences stay isolated only without the KV cache
-        "attn_implementation": "sdpa",
-    }
-    config = LlamaConfig(**settings)
-    with torch.device("meta"):
-        model: Any = LlamaForCausalLM(config)
-    if device.type == "cuda":  # cuBLAS workspaces (one per thread: backward too) stay: keep them out of per-layer
-        square = torch.ones(64, 64, device=device, dtype=torch.bfloat16, requires_grad=True)
-        nn.functional.linear(square @ square, square, square[0]).sum().backward()
-    baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-    with torch.device(device), _default_dtype(torch.bfloat16):
-        model.model.embed_tokens = nn.Embedding(shape.vocab, shape.hidden)
-        model.model.norm = LlamaRMSNorm(shape.hidden, eps=shape.rms_norm_eps)
-        model.model.rotary_emb = LlamaRotaryEmbedding(config)
-        model.lm_head = nn.Linear(shape.hidden, shape.vocab, bias=False)
-        for index in range(args.layers):
-            layer = LlamaDecoderLayer(config, index)
-            if args.load_in_4bit:
-                _quantize_linears(layer, device)
-            model.model.layers[index] = layer
-    on_meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    built = sum(p.numel() * (2 if getattr(p, "bnb_quantized", False) else 1) for p in model.parameters())
-    if on_meta or built != model_parameters(shape, args.layers):
-        raise BenchmarkFailed(f"model build: {built:,} parameters, left on the meta device: {on_meta[:3]}")
-    if args.load_in_4bit:
-        model.is_loaded_in_4bit = True  # as transformers' bitsandbytes loader marks it; peft reads it
-        if args.upcast:  # the engine's QLoRA path (engine.model.load_model) does this
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    if args.checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
-    outside = [model.model.embed_tokens, model.model.norm, model.model.rotary_emb, model.lm_head]
-    fixed = sum(t.numel() * t.element_size() for m in outside for t in [*m.parameters(), *m.buffers()])
-    return model, baseline + fixed if device.type == "cuda" else 0
-
-
-def _quantize_linears(layer: Any, device: Any) -> None:
-    """Swap each bf16 Linear of a layer for an NF4 (double-quantized, bf16 compute) bitsandbytes Linear4bit."""
-    import bitsandbytes as bnb
-    import torch
-    from torch import nn
-
-    for name, linear in list(layer.named_modules()):
-        if isinstance(linear, nn.Linear):
-            quantized = bnb.nn.Linear4bit(
-                linear.in_features,
-                linear.out_features,
-                bias=False,
-                compute_dtype=torch.bfloat16,
-                compress_statistics=True,
-                quant_type="nf4",
-                device="meta",
-            )
-            weight: Any = bnb.nn.Params4bit(
-                linear.weight.data, requires_grad=False, compress_statistics=True, quant_type="nf4", module=quantized
-            )
-            quantized.weight = weight.to(device)  # bitsandbytes quantizes on this move
-            parent, _, attr = name.rpartition(".")
-            setattr(layer.get_submodule(parent), attr, quantized)
-
-
-def _add_lora(model: Any, hp: Any, *, quantized: bool) -> Any:
-    """LoRA on every projection, set up as TRL's SFTTrainer does it for the engine."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    lora = LoraConfig(
-        r=hp.lora_r,
-        lora_alpha=hp.lora_alpha,
-        lora_dropout=hp.lora_dropout,
-        target_modules=list(hp.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    peft_model = get_peft_model(model, lora)
-    if model.is_activation_checkpointing:
-        peft_model.enable_input_require_grads()
-    if quantized:  # QLoRA's adapters train in bf16 (TRL casts them for quantized models)
-        for param in peft_model.parameters():
-            if param.requires_grad:
-                param.data = param.data.to(torch.bfloat16)
-    return peft_model
-
-
-def _time_fixed_part(model: Any, ids: Any, positions: Any, device: Any, reps: int = 3) -> float:
+def _time_fixed_part(model: Any, ids: Any, positions: Any, device: Any, *, chunked: bool, reps: int = 3) -> float:
     """Seconds per token of everything outside the decoder layers, forward and backward, on the same batch."""
     import torch
     from transformers.masking_utils import create_causal_mask
+
+    from engine.bench_model import head_loss
 
     base = model.get_base_model()
     embed = base.model.embed_tokens
@@ -420,8 +366,7 @@ def _time_fixed_part(model: Any, ids: Any, positions: Any, device: Any, reps: in
                 position_ids=positions,
             )  # fmt: skip
             base.model.rotary_emb(embeds, position_ids=positions)
-            logits = base.lm_head(base.model.norm(hidden))
-            loss = base.loss_function(logits=logits, labels=ids, vocab_size=base.config.vocab_size)
+            loss = head_loss(base, hidden, ids, chunked=chunked)
         loss.backward()
         hidden.grad = None
 
@@ -465,25 +410,16 @@ def _conditions(
         "learning_rate": hp.learning_rate,
         "warmup_steps": args.warmup,
         "steps": args.steps,
-        "attention": "sdpa",
+        "attention": args.attn,
+        "liger_kernel": args.liger,
+        "torch_compile": args.compile,
+        "loss": "TRL chunked log-probabilities" if args.loss == "chunked" else "full logits, cross-entropy",
         "toy": args.toy,
         "shape": asdict(shape),
-        "versions": {package: version(package) for package in ("torch", "transformers", "peft", "bitsandbytes")},
+        "versions": {p: version(p) for p in ("torch", "transformers", "peft", "trl", "bitsandbytes")},
         "peak_tflops": peak,
         "peak_tflops_source": "--peak-tflops" if args.peak_tflops is not None else "table" if peak else None,
     }
-
-
-@contextlib.contextmanager
-def _default_dtype(dtype: Any) -> Iterator[None]:
-    import torch
-
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def _synchronize(device: Any) -> None:
@@ -508,7 +444,10 @@ def format_report(report: dict[str, Any]) -> str:
         f"  device      {c['device_name']} [{c['device']}], peak {peak}",
         f"  model       {c['layers']} of {c['target_layers']} decoder layers: hidden {s['hidden']}, MLP "
         f"{s['intermediate']}, {s['heads']} heads / {s['kv_heads']} KV, vocab {s['vocab']}, random weights",
-        f"  weights     {weights}; attention {c['attention']}",
+        f"  weights     {weights}; attention {c['attention']}; loss: {c['loss']}"
+        + "".join(
+            f"; {name}" for name, on in (("Liger kernels", c["liger_kernel"]), ("compiled", c["torch_compile"])) if on
+        ),
         f"  training    LoRA r{lora['r']} α{lora['alpha']} dropout {lora['dropout']} on {len(lora['targets'])} "
         f"projections; checkpointing {'on' if c['activation_checkpointing'] else 'off'}; {c['optimizer']}",
         f"  data        batch {c['batch']} × {c['seq_len']} tokens, packed documents of {c['doc_len']}; "

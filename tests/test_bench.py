@@ -26,10 +26,11 @@ from engine.bench import (
 )
 from tests.conftest import ROOT
 
+PLAIN_SPEED = ["--attn", "eager", "--loss", "full", "--optimizer", "adamw_torch_fused"]
 TOY_RUN = ["--toy", "--device", "cpu", "--steps", "2", "--json"]
 RUNS = {
     "4bit": TOY_RUN,
-    "plain": [*TOY_RUN, "--no-4bit", "--no-activation-checkpointing", "--peak-tflops", "100"],
+    "plain": [*TOY_RUN, "--no-4bit", "--no-activation-checkpointing", "--peak-tflops", "100", *PLAIN_SPEED],
 }
 
 
@@ -78,8 +79,8 @@ def test_toy_run_reports_throughput_extrapolation_and_conditions(reports: dict[s
     assert conditions["dtype"] == "bfloat16"
     assert (conditions["layers"], conditions["seq_len"], conditions["batch"], conditions["steps"]) == (4, 256, 1, 2)
     assert conditions["toy"] is True
-    assert set(conditions["versions"]) == {"torch", "transformers", "peft", "bitsandbytes"}
-    assert conditions["optimizer"] == "adamw_torch"  # the paged 8-bit one needs CUDA
+    assert set(conditions["versions"]) == {"torch", "transformers", "peft", "trl", "bitsandbytes"}
+    assert (conditions["liger_kernel"], conditions["torch_compile"]) == (False, False)
     assert set(report["formulas"]) >= {"flops_per_token_6n", "flops_per_token_4n_2n", "seconds_per_token_80"}
 
 
@@ -90,6 +91,8 @@ def test_4bit_run_quantizes_and_has_no_mfu_without_a_peak(reports: dict[str, Any
     assert conditions["load_in_4bit"] is True
     assert conditions["quantization"] == "nf4, double quantization, bf16 compute"
     assert conditions["fp32_embedding_norms_head"] is True  # as the engine's QLoRA path does
+    assert conditions["optimizer"] == "adamw_torch"  # the paged 8-bit one needs CUDA
+    assert (conditions["attention"], conditions["loss"]) == ("sdpa", "TRL chunked log-probabilities")
     assert conditions["activation_checkpointing"] is True
     assert conditions["peak_tflops"] is None
     for row in (report["measured"], report["extrapolated"]):
@@ -105,6 +108,8 @@ def test_plain_run_with_a_peak_reports_both_mfu_conventions(reports: dict[str, A
     assert conditions["quantization"] is None
     assert conditions["activation_checkpointing"] is False
     assert (conditions["peak_tflops"], conditions["peak_tflops_source"]) == (100.0, "--peak-tflops")
+    assert (conditions["attention"], conditions["optimizer"]) == ("eager", "adamw_torch_fused")
+    assert conditions["loss"] == "full logits, cross-entropy"
     expected = measured["tokens_per_s"] * 6 * 770_624 / 100e12
     assert measured["mfu_6n"] == pytest.approx(expected)
     assert measured["mfu_4n_2n"] == pytest.approx(expected * 4 / 6)  # no recomputation without checkpointing
@@ -120,6 +125,21 @@ def test_table_shows_both_lines_and_the_formulas(reports: dict[str, Any]) -> Non
     assert "(TOY shapes)" in table
     assert "s_fixed + 80 × (s_K − s_fixed) ÷ K" in table
     assert "torch 2.13" in table
+
+
+def test_gpu_only_flags_are_refused_on_a_cpu_naming_the_flags() -> None:
+    from engine.bench import BenchmarkFailed, speed_settings
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--toy", "--attn", "flash_attention_2", "--liger"])
+    with pytest.raises(BenchmarkFailed) as raised:
+        speed_settings(args, cuda=False)
+    assert str(raised.value).splitlines() == [
+        "--attn: flash_attention_2 needs a CUDA GPU and this machine has none; use --attn sdpa",
+        "--liger: Liger's kernels are Triton kernels for CUDA GPUs and this machine has none; leave out --liger",
+    ]
+    assert speed_settings(parser.parse_args(["--toy", "--compile"]), cuda=False).torch_compile is True
 
 
 def test_llama3_70b_parameter_count() -> None:
