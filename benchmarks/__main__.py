@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cli, dataset, ledger, local_run, runpod, supabase, tui
+from benchmarks import cli, dataset, ledger, local_run, projection, runpod, supabase, training, tui
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -27,9 +27,11 @@ SUITES: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "ledger": ledger.run,
     "dataset": dataset.run,
     "local_run": local_run.run,
+    "training": training.run,
     "runpod": runpod.run,
     "supabase": supabase.run,
     "tui": tui.run,
+    "projection": projection.run,
 }
 
 

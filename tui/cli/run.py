@@ -151,6 +151,7 @@ def run(
     if submission.estimate is not None:
         low, high = submission.estimate.cost
         click.echo(f"estimate: {money(low)}–{money(high)} on {submission.estimate.gpu_label}")
+        click.echo(f"  resting on {submission.estimate.throughput_source}")
     for alert in submission.decision.alerts:
         warn(alert)
     attempt = supervisor.launch(job.id)
