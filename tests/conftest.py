@@ -40,6 +40,17 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo model (a tiny Llama with the Llama 3 chat template), built once for the whole session; read-only."""
+    from engine.demo import build_demo_model, dataset_chats, dataset_texts
+
+    sample = ROOT / "samples" / "brightrun-sample.json"
+    target = tmp_path_factory.mktemp("models") / "tiny-llama"
+    build_demo_model(target, dataset_texts(sample), dataset_chats(sample))
+    return target
+
+
 @pytest.fixture
 def ledger(lorapod_home: Path) -> Iterator[Ledger]:
     led = Ledger(lorapod_home / "ledger.sqlite")

@@ -37,15 +37,6 @@ SECRET = "hf_secret_value_that_must_never_be_written"
 WEBHOOK_SECRET = "whsec_also_never_written"
 
 
-@pytest.fixture(scope="module")
-def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine.demo import build_demo_model, dataset_chats, dataset_texts
-
-    target = tmp_path_factory.mktemp("models") / "tiny-llama"
-    build_demo_model(target, dataset_texts(SAMPLE), dataset_chats(SAMPLE))
-    return target
-
-
 class _Receiver(BaseHTTPRequestHandler):
     received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
 

@@ -21,15 +21,6 @@ from tests.engine_helpers import SAMPLE, wait_for
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine.demo import build_demo_model, dataset_chats, dataset_texts
-
-    target = tmp_path_factory.mktemp("demo") / "tiny-llama"
-    build_demo_model(target, dataset_texts(SAMPLE), dataset_chats(SAMPLE))
-    return target
-
-
 @pytest.fixture
 def home(lorapod_home: Path, demo_model: Path) -> Path:
     """A lorapod installation whose demo model is already built (so each test need not build it)."""
@@ -95,6 +86,7 @@ def test_a_local_job_runs_to_completion_with_ledger_packages_and_downloads(home:
     result = lorapod(*smoke("--name", "first"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "stage: training" in result.stdout and "completed" in result.stdout
+    assert "estimate: $0.00–$0.00" in result.stdout and "resting on public anchors" in result.stdout
     job = only_job()
     details = show(job)
     assert details["status"] == "completed" and details["name"] == "first"

@@ -38,13 +38,9 @@ ODD_TOKEN = 'hf_"quoted"\nsecond-line'
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Iterator[Cluster]:
     require_services()
-    from engine.demo import build_demo_model, dataset_chats, dataset_texts
-
-    root = tmp_path_factory.mktemp("runpod")
-    build_demo_model(root / "tiny-llama", dataset_texts(SAMPLE), dataset_chats(SAMPLE))
-    started = Cluster.start(root, root / "tiny-llama")
+    started = Cluster.start(tmp_path_factory.mktemp("runpod"), demo_model)
     yield started
     started.standin.stop()
     assert started.standin.violations == [], "requests or answers that do not match RunPod's OpenAPI spec"

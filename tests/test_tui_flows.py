@@ -30,15 +30,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 SIZE = (120, 40)
 
 
-@pytest.fixture(scope="module")
-def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine.demo import build_demo_model, dataset_chats, dataset_texts
-
-    target = tmp_path_factory.mktemp("demo") / "tiny-llama"
-    build_demo_model(target, dataset_texts(SAMPLE), dataset_chats(SAMPLE))
-    return target
-
-
 @pytest.fixture
 def backend(lorapod_home: Path, demo_model: Path) -> Backend:
     shutil.copytree(demo_model, lorapod_home / "models" / "tiny-llama")
