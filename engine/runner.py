@@ -190,7 +190,7 @@ class Job:
                 self.webhooks = WebhookSender(self.spec.webhook_url, secret, warn=self._webhook_warning)
             self._adopt_workdir()
             self._pipeline()
-            self.finish(Stage.COMPLETED, "the job finished; its packages are in the workdir")
+            self.finish(Stage.COMPLETED, "the job finished; its packages are ready")
             return 0
         except JobCancelled as cancelled:
             self.finish(Stage.CANCELLED, f"cancelled: {cancelled}")

@@ -86,7 +86,6 @@ def test_a_local_job_runs_to_completion_with_ledger_packages_and_downloads(home:
     result = lorapod(*smoke("--name", "first"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "stage: training" in result.stdout and "completed" in result.stdout
-    assert "estimate: $0.00–$0.00" in result.stdout and "resting on public anchors" in result.stdout
     job = only_job()
     details = show(job)
     assert details["status"] == "completed" and details["name"] == "first"
