@@ -103,17 +103,11 @@ def _quantize_linears(layer: Any, device: Any) -> None:
 def add_lora(model: Any, hp: Any, *, quantized: bool) -> Any:
     """LoRA on every projection, set up as TRL's SFTTrainer does it for the engine."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    lora = LoraConfig(
-        r=hp.lora_r,
-        lora_alpha=hp.lora_alpha,
-        lora_dropout=hp.lora_dropout,
-        target_modules=list(hp.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    peft_model = get_peft_model(model, lora)
+    from engine.model import lora_config
+
+    peft_model = get_peft_model(model, lora_config(hp))
     if model.is_activation_checkpointing:
         peft_model.enable_input_require_grads()
     if quantized:  # QLoRA's adapters train in bf16 (TRL casts them for quantized models)

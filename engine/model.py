@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.config import DEMO_MODEL, JobSpec
+from engine.config import DEMO_MODEL, Hyperparameters, JobSpec
 from engine.speed import attention
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def load_tokenizer(model_path: str, token: str | None) -> PreTrainedTokenizerBas
 
 def load_model(spec: JobSpec, model_path: str, token: str | None) -> PeftModel:
     """The base model, quantized to NF4 when asked (CUDA, or CPU through bitsandbytes), with LoRA adapters."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig, set_seed
 
     hp = spec.hyperparameters
@@ -90,14 +90,7 @@ def load_model(spec: JobSpec, model_path: str, token: str | None) -> PeftModel:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.activation_checkpointing)
     elif hp.load_in_4bit and hp.activation_checkpointing:
         model.enable_input_require_grads()  # what the recipe does besides the upcast (get_peft_model freezes)
-    lora = LoraConfig(
-        r=hp.lora_r,
-        lora_alpha=hp.lora_alpha,
-        lora_dropout=hp.lora_dropout,
-        target_modules=list(hp.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
+    lora = lora_config(hp)
     set_seed(hp.seed)  # LoRA's A matrices start random: the same seed makes every run (and resume) identical
     peft_model = get_peft_model(model, lora)
     trainable, total = peft_model.get_nb_trainable_parameters()
@@ -112,3 +105,17 @@ def load_model(spec: JobSpec, model_path: str, token: str | None) -> PeftModel:
         f"{total:,}",
     )
     return peft_model
+
+
+def lora_config(hp: Hyperparameters) -> Any:
+    """The adapters a job trains: its rank, alpha, dropout and target modules, no bias, causal LM."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=hp.lora_r,
+        lora_alpha=hp.lora_alpha,
+        lora_dropout=hp.lora_dropout,
+        target_modules=list(hp.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )

@@ -30,6 +30,7 @@ from engine.artifacts import (
     storage_path,
     store_from_env,
 )
+from engine.checksums import sha256_file
 from engine.events import read_events
 from engine.failures import classify
 from engine.packaging import Package
@@ -74,14 +75,6 @@ def _file(path: Path, size: int) -> Path:
     return path
 
 
-def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(MB):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _package(folder: Path, name: str) -> Path:
     """A small zip with a manifest, as the engine's packages are."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -101,7 +94,7 @@ def test_a_300_mb_upload_cut_at_40_percent_resumes_and_verifies(
     storage: StorageStandIn, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     big = _file(tmp_path / "lorapod-full.zip", 300 * MB)
-    digest = _sha(big)
+    digest = sha256_file(big)
     storage.cut_at = int(big.stat().st_size * 0.4)
     store = _store(storage, tmp_path)
     job = str(uuid.uuid4())
@@ -120,11 +113,11 @@ def test_a_300_mb_upload_cut_at_40_percent_resumes_and_verifies(
     assert "resuming" in caplog.text
     assert peak < 16 * MB  # streamed a megabyte at a time: never a chunk, let alone the file, in memory
     assert stored.uri == f"supabase://{BUCKET}/{object_key(job, big.name)}" and stored.sha256 == digest
-    assert _sha(storage.path(BUCKET, object_key(job, big.name))) == digest
+    assert sha256_file(storage.path(BUCKET, object_key(job, big.name))) == digest
     assert store.recorded_sha256(stored.uri) == digest
 
     target = store.download(stored.uri, tmp_path / "out")  # verified against the recorded sha256
-    assert target.stat().st_size == big.stat().st_size and _sha(target) == digest
+    assert target.stat().st_size == big.stat().st_size and sha256_file(target) == digest
     assert (
         not (tmp_path / "upload-state" / "uploads.json").exists()
         or json.loads((tmp_path / "upload-state" / "uploads.json").read_text()) == {}
@@ -144,7 +137,7 @@ def test_an_upload_that_keeps_failing_resumes_in_a_later_process(storage: Storag
     again = _store(storage, tmp_path)  # a new process: the engine restarted on the same workdir
     stored = again.upload(big, job)
     assert storage.stats.creates == 1 and storage.stats.bytes_received == big.stat().st_size
-    assert _sha(storage.path(BUCKET, object_key(job, big.name))) == _sha(big) == stored.sha256
+    assert sha256_file(storage.path(BUCKET, object_key(job, big.name))) == sha256_file(big) == stored.sha256
 
 
 def test_a_download_with_a_wrong_checksum_is_refused(storage: StorageStandIn, tmp_path: Path) -> None:
@@ -175,7 +168,7 @@ def test_small_uploads_go_through_supabase_py_with_upsert_and_a_content_type(
     first = storage.stats.uploads[0]
     assert first["method"] == "POST" and first["x-upsert"] == "true"
     assert first["file-content-type"] == "application/zip"
-    assert json.loads(first["form"]["metadata"]) == {"sha256": _sha(package)}
+    assert json.loads(first["form"]["metadata"]) == {"sha256": sha256_file(package)}
     assert len(storage.stats.uploads) == 2
 
 
@@ -239,11 +232,11 @@ def test_the_local_store_keeps_files_by_job_with_their_checksum(tmp_path: Path) 
     store = LocalStore(tmp_path / "artifacts")
     job = str(uuid.uuid4())
     package = _package(tmp_path / "pkg", "lorapod-adapter.zip")
-    stored = store.upload(package, job, sha256=_sha(package))
+    stored = store.upload(package, job, sha256=sha256_file(package))
     kept = tmp_path / "artifacts" / "jobs" / job / "lorapod-adapter.zip"
     assert stored.uri == kept.as_uri() and is_store_uri(stored.uri)
     assert kept.read_bytes() == package.read_bytes()
-    assert store.recorded_sha256(stored.uri) == _sha(package) == stored.sha256
+    assert store.recorded_sha256(stored.uri) == sha256_file(package) == stored.sha256
     assert store.storage_path(stored.uri) == str(kept)
     assert store.upload(package, job) == stored  # again: already there, unchanged
 
@@ -281,7 +274,7 @@ def _engine_job(tmp_path: Path) -> tuple[Job, Workdir]:
 
 
 def _as_package(kind: str, path: Path) -> Package:
-    return Package(kind=kind, path=path, size_bytes=path.stat().st_size, sha256=_sha(path))
+    return Package(kind=kind, path=path, size_bytes=path.stat().st_size, sha256=sha256_file(path))
 
 
 def test_the_uploading_stage_stores_the_packages_and_emits_their_uris(
