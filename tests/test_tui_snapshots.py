@@ -17,7 +17,8 @@ SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24"
 
 
 @pytest.fixture
-def app(lorapod_home: Path) -> LorapodApp:
+def app(lorapod_home: Path, monkeypatch: pytest.MonkeyPatch) -> LorapodApp:
+    monkeypatch.chdir("/tmp")  # dialogs offer folders under the working directory: the same one on every machine
     settings = load_settings()
     populate(Ledger(settings.paths.ledger))
     return LorapodApp(Backend(settings, clock=lambda: NOW), follow=False)

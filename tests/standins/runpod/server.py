@@ -1,7 +1,7 @@
 """A local stand-in for RunPod: the REST API v1 subset lorapod uses, the GPU price query, and the HTTPS proxy.
 
 Every REST request and response is validated against RunPod's published OpenAPI spec
-(../shared/specs/runpod-rest-v1.openapi.json) with openapi-core; a request that does not validate is answered
+(a copy in tests/fixtures/runpod-rest-v1.openapi.json) with openapi-core; a request that does not validate is answered
 400 and every violation is kept in ``violations`` (the tests require none). Three things are adjusted in the
 copy the stand-in loads, each because the published file cannot be used as is: it is not checked as a spec
 (it repeats operationIds such as UpdatePod and gives ``ports`` a string default for an array); its server
@@ -37,7 +37,7 @@ from presets.gpus import catalogue
 from tests.conftest import ROOT
 from tests.standins.runpod.pods import StandInPod
 
-SPEC = ROOT.parent / "shared" / "specs" / "runpod-rest-v1.openapi.json"
+SPEC = ROOT / "tests" / "fixtures" / "runpod-rest-v1.openapi.json"
 NO_INSTANCES = (
     "create pod: There are no longer any instances available with the requested specifications. "
     "Please refresh and try again."
