@@ -74,7 +74,7 @@ class JobView:
             base, tuned = event.get("base_perplexity"), event.get("adapter_perplexity")
             if base is not None and tuned is not None:
                 self._say(f"held-out perplexity: base {base:.2f} → adapter {tuned:.2f}")
-        elif kind == "artifact":
+        elif kind == "artifact" and not event.get("uri"):  # a stored copy is announced by its log line
             self._say(f"package {event['kind']}: {event['path']} ({event['size_bytes'] / 1e6:.1f} MB)")
         elif kind == "log":
             self._say(event["message"])
