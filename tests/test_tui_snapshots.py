@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from store.db import Ledger
 from store.settings import load_settings
+from tests.conftest import ROOT
 from tests.tui_fixtures import NOW, populate, workers_done
 from tui.app import LorapodApp
 from tui.backend import Backend
@@ -18,7 +20,11 @@ SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24"
 
 @pytest.fixture
 def app(lorapod_home: Path, monkeypatch: pytest.MonkeyPatch) -> LorapodApp:
-    monkeypatch.chdir("/tmp")  # dialogs offer folders under the working directory: the same one on every machine
+    # Dialogs offer folders under the working directory, and the wizard opens the sample by a relative path:
+    # a fixed directory holding a copy of the sample makes the pictures the same from any checkout.
+    where = Path("/tmp/lorapod-snapshots")
+    shutil.copytree(ROOT / "samples", where / "samples", dirs_exist_ok=True)
+    monkeypatch.chdir(where)
     settings = load_settings()
     populate(Ledger(settings.paths.ledger))
     return LorapodApp(Backend(settings, clock=lambda: NOW), follow=False)
