@@ -15,6 +15,7 @@ from store.settings import load_settings
 from tests.tui_fixtures import NOW, many_jobs, populate, workers_done
 from tui.app import LorapodApp
 from tui.backend import Backend
+from tui.messages import JobChanged
 from tui.screens.compare import CompareScreen
 from tui.screens.costs import CostsScreen
 from tui.screens.datasets import DatasetsScreen
@@ -306,3 +307,9 @@ async def test_usable_at_80_by_24(backend: Backend) -> None:
         app.open_job("00000002")
         await settle(pilot, 0.6)
         assert "Training: 45 / 120" in text_of(app.screen.query_one("#progress-text"))
+
+
+def test_a_followers_message_while_the_app_closes_is_dropped(backend: Backend) -> None:
+    app = app_for(backend)  # not running: no screen on the stack, as while closing
+    app.on_job_changed(JobChanged("00000002", "training", 46))
+    app._synced(3)

@@ -14,6 +14,7 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.notifications import SeverityLevel
+from textual.screen import Screen
 
 from store.jobs import short_id
 from store.status import TERMINAL
@@ -60,8 +61,12 @@ class LorapodApp(App[None]):
 
     def on_job_changed(self, message: JobChanged) -> None:
         # Screens listen too: forward to the one on top (the app receives worker-posted messages first).
-        if self.screen is not None and message is not None:
-            self.screen.post_message(JobChanged(message.job_id, message.status, message.step))
+        if (top := self._top()) is not None:
+            top.post_message(JobChanged(message.job_id, message.status, message.step))
+
+    def _top(self) -> Screen[Any] | None:
+        """The screen on top, or None while the app is closing (a follower's message can arrive then)."""
+        return self.screen_stack[-1] if self.screen_stack else None
 
     def on_job_finished(self, message: JobFinished) -> None:
         severity: SeverityLevel = (
@@ -96,8 +101,8 @@ class LorapodApp(App[None]):
         self.call_from_thread(self._synced, state.received if state.problem is None else 0)
 
     def _synced(self, received: int) -> None:
-        if self.screen is not None:
-            self.screen.post_message(LedgerSynced(received))
+        if (top := self._top()) is not None:
+            top.post_message(LedgerSynced(received))
 
     # --- navigation ------------------------------------------------------------------------------------
 
