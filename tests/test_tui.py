@@ -52,6 +52,16 @@ async def settle(pilot: Any, seconds: float = 0.3) -> None:
     await pilot.pause(0.05)
 
 
+async def monitor_of(pilot: Any, job: str) -> MonitorScreen:
+    """The monitor of ``job`` (an id prefix), opened from the jobs screen once it has settled."""
+    await settle(pilot)
+    pilot.app.open_job(job)
+    await settle(pilot, 0.6)
+    screen = pilot.app.screen
+    assert isinstance(screen, MonitorScreen)
+    return screen
+
+
 def names(table: JobTable) -> list[str | None]:
     return [table.rows_by_id[str(key.value)].name for key in table.rows]
 
@@ -108,11 +118,7 @@ async def test_paging_keeps_ten_thousand_jobs_fast(lorapod_home: Path) -> None:
 async def test_overlapping_monitor_refreshes_show_each_event_once(backend: Backend) -> None:
     app = app_for(backend)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        app.open_job("00000002")
-        await settle(pilot, 0.6)
-        screen = app.screen
-        assert isinstance(screen, MonitorScreen)
+        screen = await monitor_of(pilot, "00000002")
         shown = screen.query_one("#event-log", DataTable).row_count
         # A second refresh that queried before the first one was applied brings the same events again.
         again = backend.detail(screen.job_id, after_seq=0)
@@ -168,10 +174,7 @@ async def test_monitor_shows_progress_charts_events_and_error_details(backend: B
 async def test_evaluation_and_details_tabs(backend: Backend) -> None:
     app = app_for(backend)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        app.open_job("00000001")
-        await settle(pilot, 0.6)
-        screen = app.screen
+        screen = await monitor_of(pilot, "00000001")
         await pilot.press("3")
         await settle(pilot)
         assert screen.query_one(TabbedContent).active == "tab-eval"
