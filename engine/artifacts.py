@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote, unquote, urlsplit
 
 from engine import EngineError
-from engine.checksums import sha256_file
+from engine.checksums import CHUNK, sha256_file
 
 if TYPE_CHECKING:
     from engine.supabase_storage import SupabaseStore
@@ -44,7 +44,6 @@ DIR_ENV = "LORAPOD_ARTIFACT_DIR"  # the local store's root
 BUCKET_ENV = "LORAPOD_SUPABASE_BUCKET"
 URL_ENV = "SUPABASE_URL"
 KEY_ENV = "SUPABASE_SERVICE_ROLE_KEY"
-_CHUNK = 1 << 20
 
 
 class ArtifactStoreError(EngineError):
@@ -153,7 +152,7 @@ class LocalStore(ArtifactStore):
             recorded = sidecar.read_text(encoding="utf-8").split()[0]
             if recorded == (sha256 or sha256_file(source)) and target.stat().st_size == source.stat().st_size:
                 return StoredArtifact(target.as_uri(), target.stat().st_size, recorded)
-        digest, size = _copy_hashed(source, target)
+        digest, size = copy_hashed(source, target)
         try:
             check_sha256(source.name, digest, sha256)
         except ChecksumMismatch:
@@ -169,7 +168,7 @@ class LocalStore(ArtifactStore):
         expected = self._expected(uri, sha256)
         dest_dir.mkdir(parents=True, exist_ok=True)
         target = dest_dir / source.name
-        _copy_hashed(source, target, expected=expected)
+        copy_hashed(source, target, expected=expected)
         return target
 
     def recorded_sha256(self, uri: str) -> str | None:
@@ -183,12 +182,12 @@ class LocalStore(ArtifactStore):
         return self._path(uri).as_uri()  # a file on this machine: its path is the link
 
 
-def _copy_hashed(source: Path, target: Path, *, expected: str | None = None) -> tuple[str, int]:
+def copy_hashed(source: Path, target: Path, *, expected: str | None = None) -> tuple[str, int]:
     """Copy under a temporary name, hashing as it goes; renamed into place only when it verifies."""
     partial = target.with_name(target.name + ".partial")
     digest, size = hashlib.sha256(), 0
     with source.open("rb") as src, partial.open("wb") as dst:
-        while chunk := src.read(_CHUNK):
+        while chunk := src.read(CHUNK):
             digest.update(chunk)
             dst.write(chunk)
             size += len(chunk)

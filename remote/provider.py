@@ -12,7 +12,6 @@ Exceptions::
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import uuid
 from abc import ABC, abstractmethod
@@ -22,6 +21,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.artifacts import ChecksumMismatch, copy_hashed
 from engine.config import JobSpec
 
 
@@ -111,17 +111,9 @@ def copy_verified(source: Path, dest_dir: Path, sha256: str | None) -> Path:
         raise ArtifactError(f"{source.name}: not found in the job's workdir")
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / source.name
-    partial = target.with_name(target.name + ".partial")
-    digest = hashlib.sha256()
-    with source.open("rb") as src, partial.open("wb") as dst:
-        while chunk := src.read(1 << 20):
-            digest.update(chunk)
-            dst.write(chunk)
-    if sha256 is not None and digest.hexdigest() != sha256:
-        partial.unlink(missing_ok=True)
-        raise ArtifactError(
-            f"{source.name}: checksum mismatch (got {digest.hexdigest()[:12]}…, the ledger has {sha256[:12]}…)"
-        )
-    partial.replace(target)
+    try:
+        copy_hashed(source, target, expected=sha256)
+    except ChecksumMismatch as exc:
+        raise ArtifactError(str(exc)) from None
     shutil.copystat(source, target)
     return target

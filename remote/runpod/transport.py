@@ -7,7 +7,6 @@ switch of transport) starts after it, so no event is lost and none arrives twice
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from engine.artifacts import ChecksumMismatch, check_sha256
+from engine.checksums import sha256_file
 from remote.provider import ArtifactError
 from remote.runpod.errors import HostKeyChanged, PodJobFailed, TransportError
 
@@ -247,14 +248,10 @@ class FailoverFeed:
 
 def finish_download(partial: Path, target: Path, sha256: str | None) -> Path:
     """Check a downloaded file's sha256 and give it its name; a mismatch deletes it."""
-    digest = hashlib.sha256()
-    with partial.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    if sha256 is not None and digest.hexdigest() != sha256:
+    try:
+        check_sha256(target.name, sha256_file(partial), sha256)
+    except ChecksumMismatch as exc:
         partial.unlink(missing_ok=True)
-        raise ArtifactError(
-            f"{target.name}: checksum mismatch (got {digest.hexdigest()[:12]}…, expected {sha256[:12]}…)"
-        )
+        raise ArtifactError(str(exc)) from None
     partial.replace(target)
     return target
