@@ -57,11 +57,9 @@ def first_paint() -> dict[str, Any]:
 
 
 async def _jobs_screen(home: Path) -> list[dict[str, Any]]:
-    from textual.worker import WorkerCancelled
-
     from store.db import Ledger
     from store.settings import load_settings
-    from tests.tui_fixtures import NOW, many_jobs
+    from tests.tui_fixtures import NOW, many_jobs, workers_done
     from tui.app import LorapodApp
     from tui.backend import Backend
     from tui.screens.jobs import JobsScreen
@@ -74,23 +72,15 @@ async def _jobs_screen(home: Path) -> list[dict[str, Any]]:
     results: dict[str, list[float]] = {"load": [], "scroll": [], "filter": [], "sort": []}
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.5)
-        await app.workers.wait_for_complete()
+        await workers_done(app)
         screen = app.screen
         assert isinstance(screen, JobsScreen)
         table = screen.query_one(JobTable)
 
-        async def settled() -> None:
-            while True:
-                try:
-                    await app.workers.wait_for_complete()
-                    return
-                except WorkerCancelled:  # an exclusive reload replaced an older one: wait for the newest
-                    continue
-
         async def timed(kind: str, action: Any) -> None:
             start = time.perf_counter()
             await action()
-            await settled()
+            await workers_done(app)
             await pilot.pause(0)
             results[kind].append(time.perf_counter() - start)
 
