@@ -73,7 +73,15 @@ def _job_process(pod: StandInPod) -> psutil.Process | None:
         children = psutil.Process(pod.process.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return None
-    return next((c for c in children if "engine pod" in " ".join(c.cmdline())), None)
+    return next((c for c in children if "engine pod" in _command_line(c)), None)
+
+
+def _command_line(process: psutil.Process) -> str:
+    """The process's command line; empty when it has already exited (the entrypoint runs short-lived commands)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.NoSuchProcess:
+        return ""
 
 
 def _drop_ssh_connections(pod: StandInPod) -> bool:
