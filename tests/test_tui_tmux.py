@@ -8,13 +8,14 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from store.db import Ledger
 from tests.conftest import ROOT
-from tests.tui_fixtures import populate
+from tests.tui_fixtures import populate, this_month
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,8 @@ def tmux() -> str:
 
 
 def test_lorapod_opens_the_dashboard_in_a_real_terminal(tmux: str, lorapod_home: Path) -> None:
-    populate(Ledger(lorapod_home / "ledger.sqlite"))
+    # The real program reads the real clock: the jobs are dated in this month, whatever today is.
+    populate(Ledger(lorapod_home / "ledger.sqlite"), this_month(datetime.now(UTC)))
     # COLUMNS and LINES (set by test tooling) would override the terminal's real size: the user's shell has none.
     command = (
         f"cd {ROOT} && unset COLUMNS LINES && LORAPOD_HOME={lorapod_home} {sys.executable} "

@@ -63,8 +63,9 @@ def _stages(*names: str) -> list[dict[str, Any]]:
     return [{"type": "stage", "stage": name} for name in names]
 
 
-def populate(ledger: Ledger) -> dict[str, uuid.UUID]:
-    """Six jobs in every state, a registered training file and an unseen budget alert."""
+def populate(ledger: Ledger, now: datetime = NOW) -> dict[str, uuid.UUID]:
+    """Six jobs in every state, a registered training file and an unseen budget alert, as seen at ``now``
+    (the jobs started in the 7 hours before it)."""
     tf = register_file(
         ledger, name="brightrun-v4-18-conversations.json", storage_path="/data/brightrun-v4-18-conversations.json",
         sha256="ee492d5d" * 8, format="brightrun-lora-v4", size_bytes=1_367_549, conversation_count=18,
@@ -77,7 +78,7 @@ def populate(ledger: Ledger) -> dict[str, uuid.UUID]:
     with ledger.write() as session:
         row = session.get(TrainingFile, tf.id)
         assert row is not None
-        row.created_at = row.updated_at = NOW - timedelta(days=2)
+        row.created_at = row.updated_at = now - timedelta(days=2)
         session.add(row)
     balanced = presets.get("balanced")
     runpod = ["provider=runpod"]
@@ -95,7 +96,7 @@ def populate(ledger: Ledger) -> dict[str, uuid.UUID]:
         job_id = job_uuid(n)
         spec = preset_spec.model_copy(update={"job_id": str(job_id)})
         job = create_job(ledger, spec, name=name, training_file_id=tf.id, estimated_cost_usd=cost * 1.3 or None)
-        started = NOW - timedelta(hours=7 - n)
+        started = now - timedelta(hours=7 - n)
         with ledger.write() as session:
             row = session.get(TrainingJob, job.id)
             assert row is not None
@@ -165,13 +166,20 @@ def populate(ledger: Ledger) -> dict[str, uuid.UUID]:
             if row.completed_at is not None:
                 row.completed_at = started + timedelta(minutes=steps / 6 + 3)
             if status == "training":
-                row.estimated_completion_at = NOW + timedelta(minutes=42)
+                row.estimated_completion_at = now + timedelta(minutes=42)
             session.add(row)
         ids[name] = job.id
     from store.alerts import raise_alert
 
-    raise_alert(ledger, "budget:2026-11:0.8", "budget", "2026-11 has spent $330.00, past 80% of the $400.00 budget")
+    month = now.strftime("%Y-%m")
+    raise_alert(ledger, f"budget:{month}:0.8", "budget", f"{month} has spent $330.00, past 80% of the $400.00 budget")
     return ids
+
+
+def this_month(now: datetime) -> datetime:
+    """A moment in ``now``'s month late enough that ``populate``'s jobs all started in that month."""
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return max(now, start + timedelta(hours=8))
 
 
 def many_jobs(ledger: Ledger, count: int) -> None:
