@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from engine import SpecError
 from engine.config import (
     DEFAULT_BASE_MODEL,
+    SECTIONS,
     DatasetSpec,
     FieldChange,
     Hyperparameters,
@@ -51,6 +52,9 @@ class Preset(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     resources: Resources = Field(default_factory=Resources)
     dataset: dict[str, Any] = Field(default_factory=dict, description="Dataset defaults (not the path).")
+    job: dict[str, Any] = Field(
+        default_factory=dict, description="Other top-level job fields set by overrides (name, webhook_url)."
+    )
 
     def to_spec(self, dataset_path: str | None = None, overrides: Iterable[str] = ()) -> JobSpec:
         """The JobSpec this preset gives for a dataset, with ``key=value`` overrides applied."""
@@ -61,6 +65,7 @@ class Preset(BaseModel):
             "hyperparameters": self.hyperparameters.model_dump(mode="json"),
             "resources": self.resources.model_dump(mode="json"),
             "dataset": {**self.dataset, "dataset_path": dataset_path or _NO_DATASET},
+            **self.job,
         }
         try:
             return validate_spec(apply_overrides(data, overrides))
@@ -71,6 +76,14 @@ class Preset(BaseModel):
         """This preset with ``key=value`` overrides applied and validated (the name stays)."""
         spec = self.to_spec(None, overrides)
         dataset = spec.dataset.model_dump(mode="json", exclude={"dataset_path"}, exclude_defaults=True)
+        # Every top-level field an override can set travels on, not only the model: a --set name=… or
+        # webhook_url=… that vanished here would leave a job silently without it.
+        carried = {"preset", "base_model", "model_size_b", "job_id", *SECTIONS}
+        job = {
+            key: value
+            for key, value in spec.model_dump(mode="json", exclude_defaults=True).items()
+            if key not in carried
+        }
         return self.model_copy(
             update={
                 "base_model": spec.base_model,
@@ -78,6 +91,7 @@ class Preset(BaseModel):
                 "hyperparameters": spec.hyperparameters,
                 "resources": spec.resources,
                 "dataset": dataset,
+                "job": job,
             }
         )
 

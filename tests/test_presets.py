@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +112,21 @@ def test_presets_list_names_every_preset() -> None:
     assert result.exit_code == 0
     for name in ("conservative", "balanced", "aggressive", "smoke"):
         assert name in result.stdout
+
+
+def test_top_level_overrides_reach_the_job_spec(tmp_path: Path) -> None:
+    """--set webhook_url=… and --set name=… were dropped without a word: the job sent no webhooks."""
+    preset = presets.get("smoke").with_overrides(["webhook_url=http://127.0.0.1:9/hook", "name=first proof"])
+    spec = preset.to_spec("data.json")
+    assert spec.webhook_url == "http://127.0.0.1:9/hook"
+    assert spec.name == "first proof"
+    dataset = tmp_path / "data.json"
+    dataset.write_text("{}", encoding="utf-8")
+    result = run_cli(
+        "spec", "--preset", "smoke", "--dataset", str(dataset), "--set", "webhook_url=http://127.0.0.1:9/hook",
+        "--set", "name=first proof",
+    )  # fmt: skip
+    printed = json.loads(result.stdout)
+    assert (printed["webhook_url"], printed["name"]) == ("http://127.0.0.1:9/hook", "first proof")
+    named = run_cli("spec", "--preset", "smoke", "--dataset", str(dataset), "--set", "name=a", "--name", "b")
+    assert json.loads(named.stdout)["name"] == "b"

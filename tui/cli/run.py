@@ -123,7 +123,9 @@ def run(
     settings = context.settings
     extra = [f"provider={provider or settings.default_provider.value}"]
     preset = resolve_preset(preset_name or settings.default_preset, (*overrides, *extra))
-    spec = preset.to_spec(str(dataset), ()).model_copy(update={"name": name})
+    spec = preset.to_spec(str(dataset), ())
+    if name is not None:  # --name wins over --set name=…; neither given keeps the spec's (None)
+        spec = spec.model_copy(update={"name": name})
     supervisor = context.supervisor()
     try:
         submission = supervisor.submit(spec, force=force)

@@ -38,7 +38,9 @@ def spec(
     if base_model:
         extra.append(f"base_model={base_model}")
     preset = resolve_preset(preset_name or load_settings().default_preset, (*overrides, *extra))
-    job_spec = preset.to_spec(str(dataset.resolve()), ()).model_copy(update={"name": name})
+    job_spec = preset.to_spec(str(dataset.resolve()), ())
+    if name is not None:  # --name wins over --set name=…
+        job_spec = job_spec.model_copy(update={"name": name})
     if output is None:
         emit_json(job_spec.model_dump(mode="json"))
         return
