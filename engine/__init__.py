@@ -23,9 +23,16 @@ Modules: ``config`` (the JobSpec), ``chat`` (the Llama 3 format), ``dataset`` (v
 ``events`` and ``workdir`` (the record a job leaves), ``runner`` (``python -m engine run``) and the stages it
 calls — ``prepare``, ``model``, ``training``, ``evaluation``, ``packaging`` — plus ``serve`` (the pod API),
 ``webhooks``, ``artifacts`` (where packages are stored: a folder or Supabase Storage, with ``tus`` and
-``supabase_storage``), ``speed`` (the training-speed settings), ``demo`` (the offline demo model) and ``bench``
-(the GPU benchmark, its model in ``bench_model``).
+``supabase_storage``), ``limits`` (the cost and duration limits a job keeps by itself), ``speed`` (the
+training-speed settings), ``demo`` (the offline demo model) and ``bench`` (the GPU benchmark, its model in
+``bench_model``).
 """
+
+import time
+
+# When this process began, as near as Python lets us know: ``python -m engine`` imports this package first,
+# and the engine's wall time (so its cost) counts from here.
+PROCESS_STARTED = time.monotonic()
 
 
 class EngineError(Exception):

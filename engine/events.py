@@ -54,6 +54,7 @@ class StageEvent(_Event):
     type: Literal["stage"] = "stage"
     stage: Stage
     message: str | None = None
+    limit: Literal["cost", "duration"] | None = None  # on ``cancelled``: the limit the job stopped at
 
 
 class DatasetEvent(_Event):
@@ -159,9 +160,12 @@ class HeartbeatEvent(_Event):
 
 
 class CostEvent(_Event):
+    """What this attempt has cost so far: its rate times the engine's own wall time (``elapsed``, seconds)."""
+
     type: Literal["cost"] = "cost"
     rate_usd_per_hour: float
     cost_usd: float
+    elapsed: float | None = None
 
 
 EVENT_CLASSES: tuple[type[_Event], ...] = (

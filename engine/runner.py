@@ -38,6 +38,7 @@ from engine.events import (
     read_events,
 )
 from engine.failures import JobCancelled, SpecMismatch, classify
+from engine.limits import Limits, process_elapsed
 from engine.workdir import Workdir
 
 log = logging.getLogger("engine")
@@ -106,12 +107,13 @@ class Job:
         self.writer = EventWriter(workdir.events, spec.job_id or "")
         self.stage: Stage | None = None
         self.cancel_reason: str | None = None
-        self.started = time.monotonic()
         self.progress: Any = None  # the trainer's Progress once training starts
         self._stop_heartbeat = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
         self.webhooks: Any = None
         self.finished = False  # set once the terminal stage event is written: nothing may follow it
-        self.rate = float(os.environ.get("LORAPOD_RATE_USD_PER_HOUR", "0") or 0)
+        self.limits = Limits.from_env()
+        self.limit_kind: str | None = None  # "cost" or "duration" once a limit stopped the job
 
     # --- events -----------------------------------------------------------------------------------------
 
@@ -127,11 +129,17 @@ class Job:
         log.info("stage: %s%s", stage, f" — {message}" if message else "")
         self.emit(StageEvent(stage=stage, message=message))
 
-    def finish(self, stage: Stage, message: str) -> None:
-        """Write the terminal stage event: the job's last word."""
+    def finish(self, stage: Stage, message: str, *, limit: str | None = None) -> None:
+        """Write the terminal stage event: the job's last word, after the cost it ran up (the heartbeat is
+        stopped first, so no heartbeat or cost event can follow it)."""
+        self._stop_heartbeat.set()
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join()
+        if self.limits.rate_usd_per_hour > 0:
+            self._emit_cost(process_elapsed())
         self.stage = stage
         log.info("stage: %s — %s", stage, message)
-        self.emit(StageEvent(stage=stage, message=message))
+        self.emit(StageEvent(stage=stage, message=message, limit=limit))
         self.finished = True
 
     def _webhook_warning(self, event: Any) -> None:
@@ -148,11 +156,20 @@ class Job:
     # --- cancel -----------------------------------------------------------------------------------------
 
     def should_stop(self) -> str | None:
+        """Why the job must stop (a cancel request, or a limit it reached), checked at every step."""
         if self.cancel_reason is None:
-            requested = self.workdir.cancel_requested()
+            requested = self.workdir.cancel_requested() or self._limit_reached()
             if requested:
                 self.cancel_reason = requested
         return self.cancel_reason
+
+    def _limit_reached(self) -> str | None:
+        reached = self.limits.crossed(process_elapsed())
+        if reached is None:
+            return None
+        self.limit_kind = reached.kind
+        log.warning("%s: finishing the current step, then checkpointing and stopping", reached.reason)
+        return reached.reason
 
     def check_cancel(self) -> None:
         reason = self.should_stop()
@@ -160,19 +177,34 @@ class Job:
             raise JobCancelled(reason)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        if self.cancel_reason is not None:  # a second signal: stop now
-            os._exit(128 + signum)
+        # Every cancel ends in one checkpoint and ``cancelled``: a second signal (a second cancel, a limit stop
+        # then the user's, a signal racing the control file) changes nothing. SIGKILL is the hard stop.
+        if self.cancel_reason is not None:
+            log.info("%s received while already stopping (%s)", signal.Signals(signum).name, self.cancel_reason)
+            return
         # A supervisor writes its reason (a budget limit, the user) before it signals.
         self.cancel_reason = self.workdir.cancel_requested() or f"{signal.Signals(signum).name} received"
         log.warning("%s: finishing the current step, then checkpointing and stopping", self.cancel_reason)
 
+    def _emit_cost(self, elapsed: float) -> None:
+        cost = round(self.limits.cost(elapsed), 6)
+        self.emit(CostEvent(rate_usd_per_hour=self.limits.rate_usd_per_hour, cost_usd=cost, elapsed=round(elapsed, 3)))
+
     def _heartbeat(self) -> None:
-        while not self._stop_heartbeat.wait(HEARTBEAT_SECONDS):
-            elapsed = round(time.monotonic() - self.started, 1)
+        """Heartbeats and cost every HEARTBEAT_SECONDS, and the limits checked between training steps too
+        (a model download can outlast a budget)."""
+        interval = min(HEARTBEAT_SECONDS, 1.0)
+        last_beat = time.monotonic()
+        while not self._stop_heartbeat.wait(interval):
+            self.should_stop()
+            if time.monotonic() - last_beat < HEARTBEAT_SECONDS:
+                continue
+            last_beat = time.monotonic()
+            elapsed = process_elapsed()
             step = self.progress.step if self.progress is not None else None
-            self.emit(HeartbeatEvent(stage=self.stage, step=step, elapsed=elapsed))
-            if self.rate > 0:
-                self.emit(CostEvent(rate_usd_per_hour=self.rate, cost_usd=round(self.rate * elapsed / 3600, 4)))
+            self.emit(HeartbeatEvent(stage=self.stage, step=step, elapsed=round(elapsed, 1)))
+            if self.limits.rate_usd_per_hour > 0:
+                self._emit_cost(elapsed)
 
     # --- the job ----------------------------------------------------------------------------------------
 
@@ -180,7 +212,7 @@ class Job:
         """Run the job; 0 when completed or cancelled, else the failure's exit code."""
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         self.workdir.pid_file.write_text(str(os.getpid()))
-        beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        beat = self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()
         try:
             if self.spec.webhook_url:
@@ -193,7 +225,7 @@ class Job:
             self.finish(Stage.COMPLETED, "the job finished; its packages are ready")
             return 0
         except JobCancelled as cancelled:
-            self.finish(Stage.CANCELLED, f"cancelled: {cancelled}")
+            self.finish(Stage.CANCELLED, str(cancelled), limit=self.limit_kind)
             return 0
         except BaseException as exc:  # every failure becomes an error event and a non-zero exit
             failure = classify(exc, self.spec)
@@ -211,6 +243,7 @@ class Job:
             return failure.exit_code
         finally:
             self._stop_heartbeat.set()
+            beat.join()
             if self.webhooks is not None:
                 self.webhooks.close(timeout=15)
             for signum, previous in handlers.items():

@@ -16,11 +16,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from engine.config import JobSpec
 from engine.events import read_events
+from engine.limits import Limits
 from engine.workdir import Workdir
 from remote.provider import EventStream, Provider, ProviderError, RunHandle, RunState, copy_verified
 from store.errors import StoreError
@@ -109,7 +111,9 @@ class LocalProvider(Provider):
     def workdir(self, job_id: uuid.UUID) -> Workdir:
         return Workdir(self.jobs_dir / str(job_id))
 
-    def launch(self, job_id: uuid.UUID, spec: JobSpec, *, resume: bool = False) -> RunHandle:
+    def launch(
+        self, job_id: uuid.UUID, spec: JobSpec, *, resume: bool = False, limits: Limits | None = None
+    ) -> RunHandle:
         if importlib.util.find_spec("torch") is None:
             raise ProviderError(
                 "the local provider runs the training engine, which needs the train extra: "
@@ -127,7 +131,8 @@ class LocalProvider(Provider):
             self.python, "-m", "engine", "run", "--spec", str(spec_file), "--workdir", str(workdir.root),
             "--models-dir", str(self.models_dir),
         ]  # fmt: skip
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "LORAPOD_RATE_USD_PER_HOUR": str(self.rate)}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.update(replace(limits or Limits(), rate_usd_per_hour=self.rate).to_env())
         env.update({_PASSED_SECRETS[k]: v for k, v in self.secrets.items() if k in _PASSED_SECRETS and v})
         if self.artifact_env is not None:
             try:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.artifacts import ChecksumMismatch, copy_hashed
 from engine.config import JobSpec
+from engine.limits import Limits
 
 
 class ProviderError(Exception):
@@ -67,8 +68,11 @@ class Provider(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def launch(self, job_id: uuid.UUID, spec: JobSpec, *, resume: bool = False) -> RunHandle:
-        """Start the engine for a job (``resume``: again, on the workdir of an earlier attempt)."""
+    def launch(
+        self, job_id: uuid.UUID, spec: JobSpec, *, resume: bool = False, limits: Limits | None = None
+    ) -> RunHandle:
+        """Start the engine for a job (``resume``: again, on the workdir of an earlier attempt), handing it
+        ``limits`` to keep by itself, with this provider's rate."""
 
     @abstractmethod
     def state(self, handle: RunHandle) -> RunState:

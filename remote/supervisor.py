@@ -12,10 +12,9 @@ import hashlib
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,26 +22,29 @@ from engine.artifacts import is_store_uri
 from engine.config import DEMO_MODEL, JobSpec, diff
 from engine.config import Provider as ProviderName
 from engine.dataset import validate_file
+from remote.follower import Follower, Update
 from remote.local import LocalProvider
-from remote.provider import ArtifactError, EventStream, Provider, ProviderError, RunHandle, RunState
+from remote.provider import ArtifactError, Provider, ProviderError, RunHandle, RunState
 from store import attempts as attempt_store
 from store.alerts import raise_alert
 from store.artifacts import store_environment
-from store.budget import Decision, crossed_limit, crossed_thresholds, may_start, month_spend
+from store.budget import (
+    Decision,
+    launch_limits,
+    may_resume,
+    may_start,
+    month_spend,
+)
 from store.costs import Estimate, calibration, estimate
 from store.db import Ledger
 from store.events import list_events
 from store.files import register_file
-from store.ingest import ingest
-from store.jobs import acquire_lease, create_job, get_job, job_spec, release_lease, short_id, transition
-from store.models import JobAttempt, TrainingJob, utcnow
+from store.jobs import create_job, get_job, job_spec, short_id, transition
+from store.models import JobAttempt, TrainingJob
 from store.settings import Settings
 from store.status import LIVE, TERMINAL, JobStatus
 
 log = logging.getLogger(__name__)
-LEASE_SECONDS = 15.0
-RENEW_EVERY = 5.0
-COST_EVERY = 2.0
 
 
 class SupervisorError(Exception):
@@ -61,16 +63,6 @@ class Submission:
     estimate: Estimate | None
     decision: Decision
     validation: dict[str, Any]
-
-
-@dataclass
-class Update:
-    """What a follower saw in one round: new events, and the job as the ledger now has it."""
-
-    job: TrainingJob
-    events: list[dict[str, Any]] = field(default_factory=list)
-    alerts: list[str] = field(default_factory=list)
-    supervising: bool = True  # False: another process holds the lease; this one only watches
 
 
 def _owner() -> str:
@@ -179,8 +171,9 @@ class Supervisor:
         job = get_job(self.ledger, job_id)
         spec = job_spec(job)
         provider = self.provider(job.provider)
+        limits = launch_limits(self.ledger, self.settings, job, spec.resources)
         try:
-            handle = provider.launch(job.id, spec, resume=resume)
+            handle = provider.launch(job.id, spec, resume=resume, limits=limits)
         except ProviderError as exc:
             transition(self.ledger, job.id, JobStatus.FAILED, error_category="launch", error_message=str(exc))
             raise SupervisorError(f"could not launch job {short_id(job.id)}: {exc}") from exc
@@ -224,7 +217,7 @@ class Supervisor:
     ) -> TrainingJob:
         """Follow a job until it ends (or ``should_stop``): ingest when holding the lease, else watch."""
         job = get_job(self.ledger, job_id)
-        follower = _Follower(self, job, on_update, poll)
+        follower = Follower(self, job, on_update, poll)
         try:
             while not should_stop():
                 job = follower.round()
@@ -249,7 +242,7 @@ class Supervisor:
                     "job %s runs on %s, which is not configured here; not followed", short_id(job.id), job.provider
                 )
                 continue
-            follower = _Follower(self, job, None, 0.0)
+            follower = Follower(self, job, None, 0.0)
             try:
                 if follower.supervising:
                     follower.round()
@@ -270,8 +263,9 @@ class Supervisor:
         self.provider(job.provider).cancel(handle, reason)
         return job
 
-    def resume(self, job_id: uuid.UUID) -> JobAttempt:
-        """Restart an interrupted job from its newest checkpoint, on the same workdir."""
+    def resume(self, job_id: uuid.UUID, *, force: bool = False) -> JobAttempt:
+        """Restart an interrupted job from its newest checkpoint, on the same workdir, under the budget rules
+        of a start (BudgetRefused unless ``force``)."""
         job = get_job(self.ledger, job_id)
         if job.status != JobStatus.INTERRUPTED:
             raise SupervisorError(
@@ -281,7 +275,35 @@ class Supervisor:
         current = self.handle(job.id)
         if current is not None and self.provider(job.provider).state(current[1]) is RunState.RUNNING:
             raise SupervisorError(f"job {short_id(job.id)} is still running; `lorapod watch` it instead")
+        decision = may_resume(self.ledger, self.settings, job)
+        if not decision.allowed and not force:
+            raise BudgetRefused(decision)
         return self.launch(job.id, resume=True)
+
+    def auto_resume(self, job_id: uuid.UUID, attempts: int) -> JobAttempt | None:
+        """Resume an interrupted job by itself when the settings ask for it, under exactly the rules of a
+        start (the per-job ceiling, the monthly budget with running jobs, max_resume_attempts)."""
+        settings = self.settings
+        job = get_job(self.ledger, job_id)
+        if not settings.auto_resume or job.status != JobStatus.INTERRUPTED:
+            return None
+        if attempts >= settings.max_resume_attempts:
+            log.warning("job %s: not resumed, it had its %d attempts (setting max_resume_attempts)",
+                        short_id(job.id), attempts)  # fmt: skip
+            return None
+        decision = may_resume(self.ledger, settings, job)
+        if not decision.allowed:
+            reason = "; ".join(decision.reasons)
+            log.warning("job %s: not resumed: %s", short_id(job.id), reason)
+            raise_alert(self.ledger, f"resume-refused:{job.id}:{attempts}", "budget",
+                        f"job {short_id(job.id)} was not resumed: {reason}", job_id=job.id)  # fmt: skip
+            return None
+        log.info("auto-resuming job %s (attempt %d)", short_id(job.id), attempts + 1)
+        try:
+            return self.launch(job.id, resume=True)
+        except SupervisorError as exc:
+            log.error("%s", exc)
+            return None
 
     def retry_spec(self, job_id: uuid.UUID, *, suggested: bool) -> tuple[JobSpec, list[Any]]:
         """The spec a retry would run (the same, or with the failure's suggested values) and its diff."""
@@ -335,163 +357,6 @@ class Supervisor:
         if problems:
             raise ArtifactError(f"{target.name} does not verify: {'; '.join(problems[:3])}")
         return target
-
-
-class _Follower:
-    """One follower of one job: holds the lease (and ingests) or watches the ledger."""
-
-    def __init__(
-        self, supervisor: Supervisor, job: TrainingJob, on_update: Callable[[Update], None] | None, poll: float
-    ) -> None:
-        self.sup = supervisor
-        self.job = job
-        self.on_update = on_update
-        self.poll = poll
-        self.stream: EventStream | None = None
-        self.current: tuple[JobAttempt, RunHandle] | None = None
-        self.seen_seq = job.last_event_seq if on_update is None else 0
-        self.drained = False
-        self.limit_hit = False
-        self.last_renew = 0.0
-        self.last_cost = 0.0
-        self.idle_rounds = 0
-        self.supervising = acquire_lease(supervisor.ledger, job.id, supervisor.owner, LEASE_SECONDS)
-        self.last_renew = time.monotonic()
-
-    @property
-    def ledger(self) -> Ledger:
-        return self.sup.ledger
-
-    def idle_without_run(self) -> bool:
-        return self.current is None and self.idle_rounds > 1
-
-    def round(self) -> TrainingJob:
-        now = time.monotonic()
-        if now - self.last_renew >= (RENEW_EVERY if self.supervising else 1.0):
-            self.supervising = acquire_lease(self.ledger, self.job.id, self.sup.owner, LEASE_SECONDS)
-            self.last_renew = now
-        if self.supervising:
-            self._supervise()
-        else:  # a watcher shows what the supervising process records
-            self.drained = True
-            time.sleep(self.poll)
-        self.job = get_job(self.ledger, self.job.id)
-        self._report()
-        return self.job
-
-    def _report(self) -> None:
-        if self.on_update is None:
-            return
-        fresh = [
-            {"seq": e.seq, "type": e.type, "ts": e.ts.isoformat(), **e.payload}
-            for e in list_events(self.ledger, self.job.id, after_seq=self.seen_seq)
-        ]
-        if fresh:
-            self.seen_seq = fresh[-1]["seq"]
-        self.on_update(Update(job=self.job, events=fresh, supervising=self.supervising))
-
-    def _supervise(self) -> None:
-        job = get_job(self.ledger, self.job.id)
-        if self.current is None:
-            self.current = self.sup.handle(job.id)
-            if self.current is None:  # queued and never launched
-                self.idle_rounds += 1
-                self.drained = True
-                time.sleep(self.poll)
-                return
-        attempt, handle = self.current
-        provider = self.sup.provider(job.provider)
-        if self.stream is None:
-            self.stream = provider.events(handle, job.last_event_seq)
-        # The run's state is read before its events: whatever it wrote before it ended is then read below,
-        # so "ended without a terminal event" is never decided while its last lines are unread.
-        state = provider.state(handle) if job.status not in TERMINAL else RunState.EXITED
-        events = self.stream.poll(self.poll)
-        if events:
-            result = ingest(self.ledger, job.id, events)
-            if result.terminal:
-                self._finalize(attempt, result.status)
-            self.drained = False
-            return
-        self.drained = True
-        job = get_job(self.ledger, job.id)
-        if job.status in TERMINAL:
-            if attempt.ended_at is None:
-                self._finalize(attempt, job.status)
-            return
-        if job.status in (JobStatus.QUEUED, JobStatus.INTERRUPTED):
-            self.idle_rounds += 1
-            return
-        self._accrue(attempt, job, provider, handle)
-        if state in (RunState.EXITED, RunState.LOST):
-            self._interrupted(attempt, job, state)
-
-    def _accrue(self, attempt: JobAttempt, job: TrainingJob, provider: Provider, handle: RunHandle) -> None:
-        now = time.monotonic()
-        if now - self.last_cost < COST_EVERY:
-            return
-        self.last_cost = now
-        _, total = attempt_store.accrue(self.ledger, attempt.id or 0)
-        started = job.started_at or attempt.started_at
-        hours = (utcnow() - started).total_seconds() / 3600
-        limit = crossed_limit(self.sup.settings, job_spec(job).resources, total, hours)
-        if limit is not None and not self.limit_hit:
-            self.limit_hit = True
-            reason = f"stopped by the budget: {limit.reason}"
-            raise_alert(self.ledger, f"limit:{job.id}", f"limit_{limit.kind}", reason, job_id=job.id, level="error")
-            provider.cancel(handle, reason)
-        self._month_alerts()
-
-    def _month_alerts(self) -> None:
-        month = month_spend(self.ledger)
-        settings = self.sup.settings
-        for share in crossed_thresholds(settings, 0.0, month.spent):
-            raise_alert(
-                self.ledger,
-                f"budget:{month.month}:{share}",
-                "budget",
-                f"{month.month} has spent ${month.spent:,.2f}, past {share:.0%} of the "
-                f"${settings.monthly_budget_usd:,.2f} budget",
-                level="error" if share >= max(settings.alert_thresholds) else "warning",
-            )
-
-    def _finalize(self, attempt: JobAttempt, status: str) -> None:
-        attempt_store.accrue(self.ledger, attempt.id or 0, outcome=str(status))
-        self.current = self.sup.handle(self.job.id)  # the attempt as ended: finalized once, released once
-        self._month_alerts()
-        handle = RunHandle.model_validate(attempt.handle)
-        self.sup.provider(handle.provider).release(handle)
-
-    def _interrupted(self, attempt: JobAttempt, job: TrainingJob, state: RunState) -> None:
-        what = "the pod disappeared" if state is RunState.LOST else "the engine process ended"
-        message = f"{what} without a terminal event (killed, out of host memory, or the machine restarted)"
-        attempt_store.accrue(self.ledger, attempt.id or 0, outcome="interrupted")
-        transition(self.ledger, job.id, JobStatus.INTERRUPTED, error_message=message, error_category="interrupted")
-        raise_alert(
-            self.ledger,
-            f"interrupted:{job.id}:{attempt.number}",
-            "interrupted",
-            f"job {short_id(job.id)}: {message}",
-            job_id=job.id,
-        )
-        self._reset()
-        settings = self.sup.settings
-        if settings.auto_resume and attempt.number < settings.max_resume_attempts:
-            month = month_spend(self.ledger)
-            if month.spent + month.committed < settings.monthly_budget_usd:
-                log.info("auto-resuming job %s (attempt %d)", short_id(job.id), attempt.number + 1)
-                self.sup.launch(job.id, resume=True)
-
-    def _reset(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
-        self.stream, self.current = None, None
-
-    def close(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
-        if self.supervising:
-            release_lease(self.ledger, self.job.id, self.sup.owner)
 
 
 def default_providers(settings: Settings, ledger: Ledger | None = None) -> dict[str, Provider]:

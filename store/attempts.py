@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 from store.db import Ledger
-from store.models import JobAttempt, TrainingJob, utcnow
+from store.models import JobAttempt, JobEvent, TrainingJob, utcnow
 
 
 def start_attempt(
@@ -67,9 +68,11 @@ def accrue(
     now: datetime | None = None,
     rate_usd_per_hour: float | None = None,
     outcome: str | None = None,
+    cost_usd: float | None = None,
 ) -> tuple[float, float]:
     """Bring an attempt's cost up to ``now`` (and end it with ``outcome``); the job's cost and GPU-hours
-    become the sum over its attempts. Returns (attempt cost, job cost)."""
+    become the sum over its attempts. ``cost_usd``: the attempt's cost as its engine counted it, instead of
+    the rate over the time since it was launched. Returns (attempt cost, job cost)."""
     now = now or utcnow()
     with ledger.write() as session:
         attempt = session.get(JobAttempt, attempt_id)
@@ -79,7 +82,7 @@ def accrue(
             attempt.rate_usd_per_hour = rate_usd_per_hour
         if attempt.ended_at is None:
             hours = max((now - attempt.started_at).total_seconds(), 0.0) / 3600
-            attempt.cost_usd = round(hours * attempt.rate_usd_per_hour, 6)
+            attempt.cost_usd = round(hours * attempt.rate_usd_per_hour if cost_usd is None else cost_usd, 6)
             if outcome is not None:
                 attempt.ended_at, attempt.outcome = now, outcome
         session.add(attempt)
@@ -95,3 +98,37 @@ def accrue(
             job.updated_at = now
             session.add(job)
         return attempt.cost_usd, total
+
+
+def running_hours(ledger: Ledger, job_id: uuid.UUID, now: datetime | None = None) -> float:
+    """How long the job's attempts have run, together (the gaps between them do not count)."""
+    now = now or utcnow()
+    return sum(((a.ended_at or now) - a.started_at).total_seconds() for a in list_attempts(ledger, job_id)) / 3600
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    at: datetime  # when the run ended, by its own clock
+    cost_usd: float | None  # what it cost by its engine's count, where the engine's wall time is what is billed
+
+
+def attempt_end(ledger: Ledger, job_id: uuid.UUID, attempt: JobAttempt) -> AttemptEnd:
+    """When an attempt's run ended, from its own events: the terminal stage (or, for a run that vanished, its
+    last event), whenever this process hears of it. A local engine's own cost, counted over its own wall time,
+    is taken as it is; a pod is billed from its creation, so its cost is the rate up to the engine's end."""
+    since = attempt.started_at
+    statement = (
+        select(JobEvent)
+        .where(col(JobEvent.job_id) == job_id, col(JobEvent.ts) >= since)
+        .order_by(col(JobEvent.seq).desc())
+        .limit(2)
+    )
+    with ledger.read() as session:
+        last = list(session.exec(statement).all())
+    if not last:
+        return AttemptEnd(at=utcnow(), cost_usd=None)
+    end = last[0]
+    cost = None
+    if attempt.provider == "local" and len(last) == 2 and last[1].type == "cost" and end.type == "stage":
+        cost = last[1].payload.get("cost_usd")
+    return AttemptEnd(at=max(end.ts, since), cost_usd=float(cost) if cost is not None else None)

@@ -6,7 +6,7 @@ count with their cost so far, and their expected remaining cost is held against 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 from engine.config import Resources
+from engine.limits import Limits
+from store.attempts import running_hours
 from store.db import Ledger
 from store.models import TrainingJob, utcnow
 from store.settings import Settings
@@ -161,3 +163,55 @@ def crossed_limit(
     if elapsed_hours >= limit:
         return Limit("duration", f"running for {elapsed_hours:,.2f} h reached {limit_name} of {limit:g} h")
     return None
+
+
+def launch_limits(ledger: Ledger, settings: Settings, job: TrainingJob, resources: Resources | None) -> Limits:
+    """The limits a launch hands the engine: the smallest cost limit on the whole job (its max_cost_usd, the
+    hard cap, what the monthly budget has left for it) and the smallest duration limit, with what earlier
+    attempts spent and ran. The provider adds its rate."""
+    now = utcnow()
+    month = month_spend(ledger, now)
+    spent = job.actual_cost_usd or 0.0
+    own_committed = max((job.estimated_cost_usd or 0.0) - spent, 0.0) if job.status in LIVE else 0.0
+    # What everything else this month spent and holds: the rest of the budget is this job's at most.
+    others = (month.spent - spent) + (month.committed - own_committed)
+    caps = [
+        (settings.hard_cap_usd, "the runaway hard cap (setting hard_cap_usd)"),
+        (max(settings.monthly_budget_usd - others, 0.0), f"what the {month.month} budget had left"),
+    ]
+    hours = [(settings.max_duration_hours, "the maximum duration (setting max_duration_hours)")]
+    if resources is not None and resources.max_cost_usd is not None:
+        caps.append((resources.max_cost_usd, "the job's max_cost_usd"))
+    if resources is not None and resources.max_hours is not None:
+        hours.append((resources.max_hours, "the job's max_hours"))
+    ceiling, ceiling_name = min(caps, key=lambda cap: cap[0])
+    max_hours, max_hours_name = min(hours, key=lambda limit: limit[0])
+    return Limits(
+        ceiling_usd=round(ceiling, 6), ceiling_name=ceiling_name, spent_before_usd=round(spent, 6),
+        max_hours=max_hours, max_hours_name=max_hours_name, hours_before=round(running_hours(ledger, job.id, now), 6),
+    )  # fmt: skip
+
+
+def may_resume(ledger: Ledger, settings: Settings, job: TrainingJob) -> Decision:
+    """May an interrupted job run again? The rules of a start, on what it is expected still to cost: the
+    per-job ceiling on its whole cost, and the monthly budget with every running job counted."""
+    spent = job.actual_cost_usd or 0.0
+    remaining = max((job.estimated_cost_usd or 0.0) - spent, 0.0)
+    reasons = []
+    if job.estimated_cost_usd is not None and job.estimated_cost_usd > settings.per_job_ceiling_usd:
+        reasons.append(
+            f"its estimate of ${job.estimated_cost_usd:,.2f} is above the per-job ceiling of "
+            f"${settings.per_job_ceiling_usd:,.2f} (setting per_job_ceiling_usd)"
+        )
+    if spent >= settings.per_job_ceiling_usd:
+        reasons.append(
+            f"it has already cost ${spent:,.2f}, the per-job ceiling of ${settings.per_job_ceiling_usd:,.2f} "
+            "(setting per_job_ceiling_usd)"
+        )
+    month = month_spend(ledger)
+    if job.status in LIVE:  # its own remaining cost is held against the month already: count it once
+        month = replace(month, committed=max(month.committed - remaining, 0.0))
+    decision = may_start(settings, month, remaining)
+    return Decision(
+        allowed=not reasons and decision.allowed, reasons=reasons + decision.reasons, alerts=decision.alerts
+    )

@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     local_rate_usd_per_hour: float = Field(0.0, ge=0, description="Notional hourly rate of local jobs.")
     auto_resume: bool = Field(False, description="Resume an interrupted job by itself (budget permitting).")
     max_resume_attempts: int = Field(3, ge=1, le=20, description="Attempts per job, the first included.")
+    supervisor_idle_exit_minutes: float = Field(
+        5.0, ge=0, description="The background supervisor exits this long after the last live job ended."
+    )
     gpu_prices: dict[str, float] = Field(
         default_factory=dict,
         description='Price overrides, USD per GPU-hour: {"<gpu id>" = 2.5} or {"<gpu id>:COMMUNITY" = 1.9}.',

@@ -23,7 +23,7 @@ SECRET_VARIABLES = (
 
 
 @pytest.fixture(autouse=True)
-def lorapod_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def lorapod_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh LORAPOD_HOME (and HOME, so ~/.runpod is the test's own) for every test."""
     home = tmp_path / "lorapod-home"
     for name in list(os.environ):
@@ -31,7 +31,13 @@ def lorapod_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(name)
     monkeypatch.setenv("LORAPOD_HOME", str(home))
     monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
-    return home
+    # A background supervisor a test's command starts leaves as soon as nothing is live, and at the end.
+    monkeypatch.setenv("LORAPOD_SUPERVISOR_IDLE_EXIT_MINUTES", "0")
+    yield home
+    from remote.daemon import stop
+    from store.settings import resolve_paths
+
+    stop(resolve_paths({"LORAPOD_HOME": str(home)}), timeout=15)
 
 
 @pytest.fixture

@@ -272,5 +272,10 @@ class LorapodApp(App[None]):
 
 
 def run(backend: Backend | None = None) -> None:
-    """Open the dashboard (``lorapod`` with no arguments)."""
-    LorapodApp(backend).run()
+    """Open the dashboard (``lorapod`` with no arguments), with the background supervisor running so every live
+    job is followed after it closes too."""
+    from remote.daemon import ensure_running
+
+    app = LorapodApp(backend)
+    ensure_running(app.backend.settings.paths)
+    app.run()

@@ -13,11 +13,12 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from engine.config import JobSpec
+from engine.limits import Limits
 from engine.pod import pod_workdir
 from remote.provider import EventStream, Provider, ProviderError, RunHandle, RunState, copy_verified
 from remote.runpod.client import NoInstances, RestClient
@@ -108,7 +109,9 @@ class RunPodProvider(Provider):
 
     # --- launching --------------------------------------------------------------------------------------
 
-    def launch(self, job_id: uuid.UUID, spec: JobSpec, *, resume: bool = False) -> RunHandle:
+    def launch(
+        self, job_id: uuid.UUID, spec: JobSpec, *, resume: bool = False, limits: Limits | None = None
+    ) -> RunHandle:
         settings = self.settings
         if not settings.runpod_image:
             raise ProviderError(
@@ -128,6 +131,7 @@ class RunPodProvider(Provider):
         token = secrets.token_urlsafe(32)
         _, public_key = ensure_key_pair(self.key_dir)
         env = self._pod_env(job_id, pod_spec, token, public_key, resume, dataset.name if upload else None)
+        env.update(replace(limits or Limits(), rate_usd_per_hour=self._estimated_rate(spec)).to_env())
         pod, gpu = self._create(job_id, spec, env)
         try:
             pod, link = self._wait_until_ready(pod, workdir, token)
@@ -167,7 +171,6 @@ class RunPodProvider(Provider):
             "LORAPOD_LINGER_S": f"{settings.runpod_pod_linger_s:g}",
             "LORAPOD_MAX_SECONDS": f"{hours * 3600 + 2 * settings.runpod_pod_linger_s + WATCHDOG_MARGIN_S:.0f}",
             "LORAPOD_RUNPOD_API_URL": settings.runpod_api_url,
-            "LORAPOD_RATE_USD_PER_HOUR": f"{self._estimated_rate(spec):.4f}",
         }
         if dataset:
             env["LORAPOD_AWAIT_INPUT"] = dataset

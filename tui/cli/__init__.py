@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pods": ("tui.cli.pods", "pods", "lorapod's RunPod pods; flag and delete those no live job owns."),
     "dataset": ("tui.cli.dataset", "dataset", "Validate, convert, measure and preview training datasets."),
     "spec": ("tui.cli.spec", "spec", "Print a job spec for `python -m engine run`."),
+    "supervisor": ("tui.cli.supervisor", "supervisor", "The background supervisor: start, stop, status, logs."),
     "sync": ("tui.cli.sync", "sync", "Sync the ledger with the Supabase project's Postgres (push, then pull)."),
 }
 

@@ -12,6 +12,7 @@ from store.status import TERMINAL
 from tui.cli.common import JOB_ARGUMENT, confirm, open_context
 from tui.cli.output import money, print_table
 from tui.cli.run import follow_live, summarize
+from tui.cli.supervisor import ensure_supervisor
 
 YES = click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
 
@@ -45,14 +46,16 @@ def cancel(job_id: str, assume_yes: bool, no_wait: bool) -> None:
 @click.command()
 @JOB_ARGUMENT
 @click.option("--detach", is_flag=True, help="Restart it and return.")
-def resume(job_id: str, detach: bool) -> None:
-    """Restart an interrupted job from its newest checkpoint (same workdir, same spec)."""
+@click.option("--force", is_flag=True, help="Resume even when the budget would refuse it.")
+def resume(job_id: str, detach: bool, force: bool) -> None:
+    """Restart an interrupted job from its newest checkpoint (same workdir, same spec), budget permitting."""
     context = open_context()
     supervisor = context.supervisor()
     job = context.job(job_id)
     supervisor.catch_up([job.id])
-    attempt = supervisor.resume(job.id)
+    attempt = supervisor.resume(job.id, force=force)
     click.echo(f"job {short_id(job.id)} resumed (attempt {attempt.number}) from its newest checkpoint")
+    ensure_supervisor()
     if detach:
         return
     sys.exit(summarize(follow_live(context, supervisor, context.job(str(job.id)))))
@@ -84,6 +87,7 @@ def retry(job_id: str, suggested: bool, assume_yes: bool, detach: bool, force: b
     submission = supervisor.retry(job.id, suggested=suggested, force=force)
     new = submission.job
     click.echo(f"job {short_id(new.id)} started, retry {new.retry_count} of job {short_id(job.id)}")
+    ensure_supervisor()
     if detach:
         return
     sys.exit(summarize(follow_live(context, supervisor, new)))

@@ -16,6 +16,7 @@ from tui.cli.common import JOB_ARGUMENT, Context, job_title, open_context
 from tui.cli.output import money, warn
 from tui.cli.presets import SET_HELP, resolve_preset
 from tui.cli.progress import JobView, print_plain
+from tui.cli.supervisor import ensure_supervisor
 
 if TYPE_CHECKING:
     from remote.supervisor import Supervisor, Update
@@ -158,6 +159,7 @@ def run(
         warn(alert)
     attempt = supervisor.launch(job.id)
     click.echo(f"launched on {job.provider}: {attempt.handle.get('workdir')}")
+    ensure_supervisor()  # the job keeps its limits, recovery and notices once this command exits
     if detach:
         click.echo(f"detached; follow it with: lorapod watch {short_id(job.id)}")
         return
