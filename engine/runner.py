@@ -210,7 +210,8 @@ class Job:
 
     def run(self) -> int:
         """Run the job; 0 when completed or cancelled, else the failure's exit code."""
-        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
         self.workdir.pid_file.write_text(str(os.getpid()))
         beat = self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()
@@ -246,8 +247,8 @@ class Job:
             beat.join()
             if self.webhooks is not None:
                 self.webhooks.close(timeout=15)
-            for signum, previous in handlers.items():
-                signal.signal(signum, previous)
+            # The handlers stay: a signal while the process winds down changes nothing (the default would kill
+            # it with its record already closed, and exit code -15 would say it failed).
             self.workdir.pid_file.unlink(missing_ok=True)
             self.writer.close()
 

@@ -295,3 +295,45 @@ def test_webhook_signatures_are_hmac_of_the_body() -> None:
     assert verify_signature(body, signature, "s3cret", now=now)
     assert not verify_signature(body + b" ", signature, "s3cret", now=now)
     assert not verify_signature(body, signature, "s3cret", now=now + 3600)  # a stale replay
+
+
+def test_a_second_sigterm_racing_a_cancel_request_still_ends_in_one_checkpoint(
+    demo_model: Path, tmp_path: Path
+) -> None:
+    """A second cancel, or a signal after the control file was read, once exited hard with no checkpoint."""
+    from engine.workdir import Workdir
+
+    spec_path = write_spec(tiny_spec(demo_model, SAMPLE), tmp_path / "spec.json")
+    workdir = tmp_path / "work"
+    process = start_engine(spec_path, workdir)
+    wait_for(lambda: max(step_losses(events(workdir)) or [0]) >= 2, timeout=120)
+    Workdir(workdir).request_cancel("cancelled by the user")
+    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0
+    items = events(workdir)
+    assert stages(items)[-1] == "cancelled" and items[-1]["message"] == "cancelled by the user"
+    assert [e["reason"] for e in of_type(items, "checkpoint")].count("cancel") == 1
+
+
+def test_nothing_follows_the_last_word(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heartbeat once went on after the terminal stage event: a cost event could follow it."""
+    import time
+
+    from engine import runner
+    from engine.events import Stage
+    from engine.workdir import Workdir
+
+    monkeypatch.setattr(runner, "HEARTBEAT_SECONDS", 0.01)
+    monkeypatch.setenv("LORAPOD_RATE_USD_PER_HOUR", "36")
+    spec = tiny_spec(tmp_path, SAMPLE)
+    job = runner.Job(spec, Workdir(tmp_path / "work"), tmp_path)
+    job._heartbeat_thread = threading.Thread(target=job._heartbeat, daemon=True)
+    job._heartbeat_thread.start()
+    time.sleep(0.1)
+    job.finish(Stage.COMPLETED, "done")
+    time.sleep(0.2)
+    items = events(tmp_path / "work")
+    assert items[-1]["type"] == "stage" and items[-1]["stage"] == "completed"
+    assert items[-2]["type"] == "cost" and items[-2]["elapsed"] > 0
+    job.writer.close()
