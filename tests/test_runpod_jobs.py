@@ -4,6 +4,7 @@ CPU), driven through the lorapod command line as a user would."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import httpx
 import psutil
 import pytest
 
+from tests.conftest import ROOT
 from tests.engine_helpers import SAMPLE, wait_for
 from tests.runpod_helpers import (
     API_KEY,
@@ -224,8 +226,8 @@ def test_a_pod_killed_mid_training_is_resumed_on_a_new_pod_to_the_same_final_los
     )
     (first,) = cluster.job_pods(job["id"])
     cluster.standin.preempt(first.id)
-    watched = lorapod("watch", job["short_id"], env=env)
-    assert watched.returncode == 0, watched.stdout[-3000:] + watched.stderr[-3000:]
+    # No command is typed: the background supervisor notices, starts a new pod and follows it to the end.
+    wait_for(lambda: ledger_rows(env_home(env), "select status from training_jobs") == [("completed",)], timeout=300)
     details = show(job["short_id"], env)
     assert details["status"] == "completed"
     attempts = details["attempts"]
@@ -233,7 +235,7 @@ def test_a_pod_killed_mid_training_is_resumed_on_a_new_pod_to_the_same_final_los
     assert all(a["cost_usd"] > 0 for a in attempts)
     first_again, second = cluster.job_pods(job["id"])
     assert first_again.id == first.id and second.body["env"]["LORAPOD_RESUME"] == "1"
-    assert first.id in cluster.standin.deleted and second.id in cluster.standin.deleted
+    wait_for(lambda: first.id in cluster.standin.deleted and second.id in cluster.standin.deleted, timeout=60)
     events = cluster.events(job["id"])
     assert any(e["type"] == "log" and "resuming from checkpoint-" in e["message"] for e in events)
     assert final_loss(events) == expected
@@ -356,3 +358,31 @@ def test_a_wrong_api_key_is_refused_with_a_message_that_does_not_show_it(cluster
     assert "refused the API key" in result.stderr and "RUNPOD_API_KEY" in result.stderr
     assert wrong not in result.stdout + result.stderr
     assert only_job(env)["error_category"] == "launch"
+
+
+def env_home(env: dict[str, str]) -> Path:
+    return Path(env["LORAPOD_HOME"])
+
+
+def test_a_pod_stops_itself_at_its_cost_limit_and_deletes_itself(cluster: Cluster, tmp_path: Path) -> None:
+    from remote.daemon import stop
+    from store.costs import find_gpu, gpu_price
+    from store.settings import load_settings, resolve_paths
+    from tests.test_self_governing import SLOW_STEPS
+
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SLOW_STEPS)
+    cluster.standin.env_overrides = {"PYTHONPATH": f"{hooks}{os.pathsep}{ROOT}"}
+    env = cluster.env(tmp_path / "home", LORAPOD_RUNPOD_POD_LINGER_S="2")
+    rate, _ = gpu_price(find_gpu("NVIDIA H100 80GB HBM3"), "SECURE", load_settings())
+    cap = round(rate * 15 / 3600, 4)  # the engine reaches it 15 s into its life
+    launched = lorapod("run", *SMOKE, "--detach", "--set", f"max_cost_usd={cap}", env=env)
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    job = only_job(env)
+    assert stop(resolve_paths(env))  # nothing of lorapod's runs on this side any more
+    wait_for(lambda: any(e.get("stage") == "cancelled" for e in cluster.events(job["id"])), timeout=300)
+    end = [e for e in cluster.events(job["id"]) if e["type"] == "stage"][-1]
+    assert end["limit"] == "cost" and "the job's max_cost_usd" in end["message"]
+    (pod,) = cluster.job_pods(job["id"])
+    wait_for(lambda: pod.id in cluster.standin.deleted, timeout=120)  # the pod deleted itself
