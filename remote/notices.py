@@ -9,14 +9,16 @@ a monthly budget alert fired — once per configured channel, recorded in the le
     job_notice(ledger, job_id, kind, …)     the notice of a job event, worded from the job's ledger row
     budget_notice(key, message)             the notice of a budget alert
 
-The supervisor's hooks (``on_job``, ``on_job_end``, ``on_budget``) cost nothing when no channel is configured
-and never raise: a notice that cannot be recorded or sent is logged, and supervision goes on.
+The supervisor's hooks (``on_job``, ``on_job_end``, ``on_budget``, and ``retry_due`` for its loop) cost nothing
+when no channel is configured and never raise: a notice that cannot be recorded or sent is logged, and
+supervision goes on.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from store.models import NoticeDelivery, utcnow
 from store.notices import (
     Notice,
     NoticeKind,
+    any_due,
     claim_due,
     get_deliveries,
     give_up,
@@ -51,6 +54,27 @@ WORDS = {
     NoticeKind.BUDGET: "budget alert",
 }
 ENDINGS = {"completed": NoticeKind.COMPLETED, "failed": NoticeKind.FAILED}
+RETRY_EVERY = 30.0
+
+
+class _Throttle:
+    """True at most once per ``every`` seconds, across threads."""
+
+    def __init__(self, every: float) -> None:
+        self.every, self.last = every, float("-inf")
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now - self.last < self.every:
+                return False
+            self.last = now
+            return True
+
+
+# Per process: every follower's loop calls retry_due, and one look every RETRY_EVERY seconds is enough.
+_retry_throttle = _Throttle(RETRY_EVERY)
 
 
 @dataclass(frozen=True)
@@ -232,3 +256,26 @@ def on_budget(ledger: Ledger, settings: Settings, alert_key: str) -> None:
         return
     if alert is not None:
         notify_soon(ledger, settings, budget_notice(alert_key, alert.message))
+
+
+def retry_due(ledger: Ledger, settings: Settings) -> threading.Thread | None:
+    """The hook for a supervisor's loop: at most every RETRY_EVERY seconds, ``deliver_pending`` on a thread
+    when a retry is due; the thread, or None."""
+    if not _retry_throttle() or not channel_names(settings):
+        return None
+    try:
+        if not any_due(ledger, settings.notify_max_attempts):
+            return None
+    except StoreError as exc:
+        log.warning("notices not retried: %s", exc)
+        return None
+
+    def retry() -> None:
+        try:
+            deliver_pending(ledger, settings)
+        except StoreError as exc:
+            log.warning("notices not retried: %s", exc)
+
+    thread = threading.Thread(target=retry, name="lorapod-notice-retries")
+    thread.start()
+    return thread

@@ -23,6 +23,7 @@ from engine.artifacts import is_store_uri
 from engine.config import DEMO_MODEL, JobSpec, diff
 from engine.config import Provider as ProviderName
 from engine.dataset import validate_file
+from remote import notices
 from remote.local import LocalProvider
 from remote.provider import ArtifactError, EventStream, Provider, ProviderError, RunHandle, RunState
 from store import attempts as attempt_store
@@ -439,8 +440,10 @@ class _Follower:
             self.limit_hit = True
             reason = f"stopped by the budget: {limit.reason}"
             raise_alert(self.ledger, f"limit:{job.id}", f"limit_{limit.kind}", reason, job_id=job.id, level="error")
+            notices.on_job(self.ledger, self.sup.settings, job.id, "limit", reason)
             provider.cancel(handle, reason)
         self._month_alerts()
+        notices.retry_due(self.ledger, self.sup.settings)
 
     def _month_alerts(self) -> None:
         month = month_spend(self.ledger)
@@ -454,9 +457,11 @@ class _Follower:
                 f"${settings.monthly_budget_usd:,.2f} budget",
                 level="error" if share >= max(settings.alert_thresholds) else "warning",
             )
+            notices.on_budget(self.ledger, settings, f"budget:{month.month}:{share}")
 
     def _finalize(self, attempt: JobAttempt, status: str) -> None:
         attempt_store.accrue(self.ledger, attempt.id or 0, outcome=str(status))
+        notices.on_job_end(self.ledger, self.sup.settings, self.job.id)
         self.current = self.sup.handle(self.job.id)  # the attempt as ended: finalized once, released once
         self._month_alerts()
         handle = RunHandle.model_validate(attempt.handle)
@@ -474,6 +479,7 @@ class _Follower:
             f"job {short_id(job.id)}: {message}",
             job_id=job.id,
         )
+        notices.on_job(self.ledger, self.sup.settings, job.id, "interrupted", message, attempt=attempt.number)
         self._reset()
         settings = self.sup.settings
         if settings.auto_resume and attempt.number < settings.max_resume_attempts:
@@ -481,6 +487,7 @@ class _Follower:
             if month.spent + month.committed < settings.monthly_budget_usd:
                 log.info("auto-resuming job %s (attempt %d)", short_id(job.id), attempt.number + 1)
                 self.sup.launch(job.id, resume=True)
+                notices.on_job(self.ledger, settings, job.id, "resumed", attempt=attempt.number + 1)
 
     def _reset(self) -> None:
         if self.stream is not None:

@@ -5,22 +5,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import select
 
-from remote.notices import deliver_pending, notify
+import presets
+from engine.config import JobSpec
+from remote import notices
+from remote.notices import deliver_pending, job_notice, notify
+from remote.provider import Provider, RunHandle, RunState
+from remote.supervisor import Supervisor
 from store.db import Ledger
+from store.jobs import create_job, transition
 from store.models import NoticeDelivery, utcnow
 from store.notices import CLAIM, Notice, NoticeKind, list_deliveries, record_notice
 from store.settings import Settings, load_settings
+from store.status import JobStatus
 from tests.standins.notices import TOKEN, MailServer, WebhookReceiver, make_certificate
 
 PASSWORD = "smtp-Pa55-q7Zx4mW2"
 USER = "lorapod-bot"
+STAGES = ["preprocessing", "model_loading", "training", "evaluating", "uploading", "completed"]
 
 
 @pytest.fixture
@@ -129,6 +139,27 @@ def test_a_failed_delivery_is_retried_when_due_and_its_tries_are_counted(
     assert "HTTP 500" in (row.last_error or "")  # why the first try failed stays on record
     assert deliver_pending(ledger, settings, now=utcnow() + timedelta(days=1)) == []
     assert (receiver.tries, len(receiver.posts), len(mail.mails)) == (2, 1, 1)
+
+
+def test_a_supervisors_loop_retries_due_deliveries_now_and_then(
+    ledger: Ledger, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notices, "_retry_throttle", notices._Throttle(notices.RETRY_EVERY))
+    settings = _settings(monkeypatch, notify_webhook_url=receiver.url)
+    receiver.answers = [500]
+    notify(ledger, settings, _notice())
+    assert notices.retry_due(ledger, settings) is None  # looked: nothing due yet
+    with ledger.write() as session:
+        (row,) = session.exec(select(NoticeDelivery)).all()
+        row.next_attempt_at = utcnow() - timedelta(seconds=1)
+        session.add(row)
+    assert notices.retry_due(ledger, settings) is None  # looked less than RETRY_EVERY ago
+    monkeypatch.setattr(notices, "_retry_throttle", notices._Throttle(notices.RETRY_EVERY))
+    thread = notices.retry_due(ledger, settings)
+    assert thread is not None
+    thread.join()
+    assert len(receiver.wait_for(1)) == 1
+    assert (_rows(ledger, "completed:test")["webhook"].status, receiver.tries) == ("sent", 2)
 
 
 def test_a_delivery_is_given_up_after_the_allowed_tries(
@@ -265,3 +296,127 @@ def test_without_notify_send_the_desktop_is_skipped_quietly(
     settings = _settings(monkeypatch, notify_desktop=True, notify_webhook_url=receiver.url)
     assert [o.channel for o in notify(ledger, settings, _notice())] == ["webhook"]
     assert set(_rows(ledger, "completed:test")) == {"webhook"}
+
+
+# --- the supervisor's hooks ---------------------------------------------------------------------------------
+
+
+class ScriptedProvider(Provider):
+    """A provider whose runs replay scripted engine events: a run whose script ends without a terminal stage
+    exits (the job is interrupted); one that ends in "hold" runs until cancelled."""
+
+    name = "local"
+
+    def __init__(self, runs: list[list[str]], rate_usd_per_hour: float = 0.0) -> None:
+        self.runs, self.rate = runs, rate_usd_per_hour
+        self.pending: list[dict[str, Any]] = []
+        self.launched, self.seq, self.hold = 0, 0, False
+
+    def _emit(self, stage: str, **extra: Any) -> None:
+        self.seq += 1
+        self.pending.append({"seq": self.seq, "ts": utcnow().isoformat(), "type": "stage", "stage": stage, **extra})
+
+    def launch(self, job_id: uuid.UUID, spec: JobSpec, *, resume: bool = False) -> RunHandle:
+        script = self.runs[self.launched]
+        self.launched += 1
+        self.hold = script[-1] == "hold"
+        for stage in script[:-1] if self.hold else script:
+            self._emit(stage)
+        return RunHandle(provider="local", job_id=str(job_id), workdir=".", pid=self.launched)
+
+    def state(self, handle: RunHandle) -> RunState:
+        return RunState.RUNNING if self.pending or self.hold else RunState.EXITED
+
+    def events(self, handle: RunHandle, after_seq: int) -> ScriptedProvider:
+        return self
+
+    def poll(self, timeout: float) -> list[dict[str, Any]]:
+        events, self.pending = self.pending, []
+        if not events:
+            time.sleep(timeout)
+        return events
+
+    def close(self) -> None:
+        pass
+
+    def cancel(self, handle: RunHandle, reason: str) -> None:
+        self.hold = False
+        self._emit("cancelled", message=reason)
+
+    def logs(self, handle: RunHandle, offset: int = 0) -> tuple[str, int]:
+        return "", offset
+
+    def terminate(self, handle: RunHandle) -> None:
+        self.hold = False
+
+    def fetch_artifact(self, handle: RunHandle, name: str, dest: Path, *, sha256: str | None = None) -> Path:
+        raise NotImplementedError
+
+    def rate_usd_per_hour(self, handle: RunHandle | None, spec: JobSpec) -> float:
+        return self.rate
+
+
+def _supervise(ledger: Ledger, settings: Settings, provider: ScriptedProvider) -> uuid.UUID:
+    job = create_job(ledger, presets.get("smoke").to_spec("d.json"), name="hooked")
+    supervisor = Supervisor(ledger, settings, providers={"local": provider})
+    supervisor.launch(job.id)
+    supervisor.follow(job.id, poll=0.01)
+    return job.id
+
+
+def test_the_supervisor_tells_of_an_interruption_the_auto_resume_and_the_completion(
+    ledger: Ledger, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(monkeypatch, notify_webhook_url=receiver.url, auto_resume=True)
+    job_id = _supervise(ledger, settings, ScriptedProvider([STAGES[:3], STAGES]))
+    posts = receiver.wait_for(3)
+    titles = sorted(p.payload["text"].splitlines()[0] for p in posts)
+    assert titles == [f"*lorapod: job {job_id.hex[:8]} “hooked” {what}*" for what in
+                      ("completed", "resumed", "was interrupted")]  # fmt: skip
+    keys = {r.key for r in list_deliveries(ledger, job_id=job_id)}
+    assert keys == {f"interrupted:{job_id}:1", f"resumed:{job_id}:2", f"completed:{job_id}"}
+    interrupted = next(p.payload["text"] for p in posts if "interrupted" in p.payload["text"])
+    assert "without a terminal event" in interrupted and f"lorapod show {job_id.hex[:8]}" in interrupted
+
+
+def test_the_supervisor_tells_of_a_limit_and_the_budget_alerts_not_of_the_cancel(
+    ledger: Ledger, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("remote.supervisor.COST_EVERY", 0.02)
+    settings = _settings(monkeypatch, notify_webhook_url=receiver.url, hard_cap_usd=1, monthly_budget_usd=1)
+    job_id = _supervise(ledger, settings, ScriptedProvider([[*STAGES[:3], "hold"]], rate_usd_per_hour=36_000))
+    posts = receiver.wait_for(3)
+    time.sleep(0.2)
+    kinds = sorted(r.kind for r in list_deliveries(ledger))
+    assert kinds == ["budget", "budget", "limit"] and len(receiver.posts) == 3
+    limit = next(p.payload["text"] for p in posts if "stopped at a limit" in p.payload["text"])
+    assert "hard cap" in limit
+    assert {r.key for r in list_deliveries(ledger, job_id=job_id)} == {f"limit:{job_id}"}
+
+
+def test_a_failed_job_is_told_with_its_error_and_a_cancelled_one_not_at_all(
+    ledger: Ledger, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(monkeypatch, notify_webhook_url=receiver.url)
+    failed = create_job(ledger, presets.get("smoke").to_spec("d.json"))
+    transition(ledger, failed.id, JobStatus.PROVISIONING)
+    transition(ledger, failed.id, JobStatus.FAILED, error_message="CUDA out of memory", error_hint="halve the batch")
+    cancelled = create_job(ledger, presets.get("smoke").to_spec("d.json"))
+    transition(ledger, cancelled.id, JobStatus.CANCELLED, error_message="cancelled by the user")
+    notices.on_job_end(ledger, settings, cancelled.id)
+    notices.on_job_end(ledger, settings, failed.id)
+    (post,) = receiver.wait_for(1)
+    lines = post.payload["text"].splitlines()
+    assert lines[0] == f"*lorapod: job {failed.id.hex[:8]} failed*"
+    assert lines[1:3] == ["error: CUDA out of memory", "hint: halve the batch"]
+    time.sleep(0.2)
+    assert [r.key for r in list_deliveries(ledger)] == [f"failed:{failed.id}"]
+
+
+def test_without_channels_the_hooks_record_nothing(ledger: Ledger) -> None:
+    settings = load_settings()
+    job = create_job(ledger, presets.get("smoke").to_spec("d.json"))
+    notices.on_job(ledger, settings, job.id, "failed")
+    notices.on_budget(ledger, settings, "budget:2026-11:0.8")
+    assert list_deliveries(ledger) == []
+    assert job_notice(ledger, job.id, "failed").key == f"failed:{job.id}"
