@@ -74,8 +74,8 @@ def limit_figures() -> list[dict[str, Any]]:
                     "value": round(max(gap for gap, _ in gaps), 2),
                     "unit": "s (worst of 2)",
                     "target": "within one metrics interval",
-                    "conditions": f"smoke job, local, cost limit crossed {cross_at:g} s into the engine's life, nothing "
-                    f"else running; stopped in stage(s): {stopped_in}; gaps "
+                    "conditions": f"smoke job, local, cost limit crossed {cross_at:g} s into the engine's life, "
+                    f"nothing else running; stopped in stage(s): {stopped_in}; gaps "
                     + ", ".join(f"{gap:.2f}" for gap, _ in gaps)
                     + " s (checkpoint included when training)",
                 }

@@ -31,6 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from remote import notices
 from remote.follower import Follower
 from store.db import Ledger
 from store.jobs import get_job, list_jobs, short_id
@@ -221,6 +222,7 @@ class Daemon:
                 follower.close()
                 del self.followers[job_id]
                 log.info("job %s is %s; no longer followed", short_id(job_id), job.status)
+        notices.retry_due(self.ledger, self.settings)  # a notice that failed is tried again, job or no job
         self._write_status()
 
     def _write_status(self) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from remote import notices
 from remote.provider import EventStream, Provider, RunHandle, RunState
 from store import attempts as attempt_store
 from store.alerts import raise_alert
@@ -148,8 +149,10 @@ class Follower:
             self.limit_hit = True
             reason = f"stopped by the budget: {limit.reason}"
             raise_alert(self.ledger, f"limit:{job.id}", f"limit_{limit.kind}", reason, job_id=job.id, level="error")
+            notices.on_job(self.ledger, self.sup.settings, job.id, "limit", reason)
             provider.cancel(handle, reason)
         self._month_alerts()
+        notices.retry_due(self.ledger, self.sup.settings)
 
     def _month_alerts(self) -> None:
         month = month_spend(self.ledger)
@@ -163,11 +166,13 @@ class Follower:
                 f"${settings.monthly_budget_usd:,.2f} budget",
                 level="error" if share >= max(settings.alert_thresholds) else "warning",
             )
+            notices.on_budget(self.ledger, settings, f"budget:{month.month}:{share}")
 
     def _finalize(self, attempt: JobAttempt, status: str) -> None:
         # The attempt ends when its engine said it ended, however late this process hears of it.
         end = attempt_store.attempt_end(self.ledger, self.job.id, attempt)
         attempt_store.accrue(self.ledger, attempt.id or 0, now=end.at, outcome=str(status), cost_usd=end.cost_usd)
+        notices.on_job_end(self.ledger, self.sup.settings, self.job.id)
         self.current = self.sup.handle(self.job.id)  # the attempt as ended: finalized once, released once
         self._limit_alert()
         self._month_alerts()
@@ -182,6 +187,7 @@ class Follower:
             message = f"job {short_id(self.job.id)}: {last.get('message')}"
             raise_alert(self.ledger, f"limit:{self.job.id}", f"limit_{last['limit']}", message,
                         job_id=self.job.id, level="error")  # fmt: skip
+            notices.on_job(self.ledger, self.sup.settings, self.job.id, "limit", str(last.get("message") or ""))
 
     def _interrupted(self, attempt: JobAttempt, job: TrainingJob, state: RunState) -> None:
         what = "the pod disappeared" if state is RunState.LOST else "the engine process ended"
@@ -198,6 +204,7 @@ class Follower:
             f"job {short_id(job.id)}: {message}",
             job_id=job.id,
         )
+        notices.on_job(self.ledger, self.sup.settings, job.id, "interrupted", message, attempt=attempt.number)
         self._reset()
         self.sup.auto_resume(job.id, attempt.number)
 

@@ -22,6 +22,7 @@ from engine.artifacts import is_store_uri
 from engine.config import DEMO_MODEL, JobSpec, diff
 from engine.config import Provider as ProviderName
 from engine.dataset import validate_file
+from remote import notices
 from remote.follower import Follower, Update
 from remote.local import LocalProvider
 from remote.provider import ArtifactError, Provider, ProviderError, RunHandle, RunState
@@ -300,10 +301,12 @@ class Supervisor:
             return None
         log.info("auto-resuming job %s (attempt %d)", short_id(job.id), attempts + 1)
         try:
-            return self.launch(job.id, resume=True)
+            attempt = self.launch(job.id, resume=True)
         except SupervisorError as exc:
             log.error("%s", exc)
             return None
+        notices.on_job(self.ledger, settings, job.id, "resumed", attempt=attempt.number)
+        return attempt
 
     def retry_spec(self, job_id: uuid.UUID, *, suggested: bool) -> tuple[JobSpec, list[Any]]:
         """The spec a retry would run (the same, or with the failure's suggested values) and its diff."""

@@ -25,6 +25,11 @@ def raise_alert(
     return result.rowcount == 1
 
 
+def get_alert(ledger: Ledger, key: str) -> Alert | None:
+    with ledger.read() as session:
+        return session.exec(select(Alert).where(Alert.key == key)).first()
+
+
 def list_alerts(ledger: Ledger, *, unacknowledged: bool = True, limit: int = 50) -> list[Alert]:
     """Newest first."""
     statement = select(Alert).order_by(col(Alert.created_at).desc(), col(Alert.id).desc()).limit(limit)

@@ -234,3 +234,28 @@ class SyncState(SQLModel, table=True):
     pulled_until: datetime | None = _time()
     cursor: dict[str, Any] = _json(description="Per-table details a resumed sync needs")
     updated_at: datetime = _time(False)
+
+
+class NoticeDelivery(SQLModel, table=True):
+    """One notice on one channel: recorded before it is sent, so each is sent once whichever process sends it.
+
+    Local to this ledger (never synced): each installation sends its own notices to its own channels.
+    """
+
+    __tablename__ = "notice_deliveries"
+    __table_args__ = (sa.UniqueConstraint("key", "channel"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(description="The notice's dedupe key, e.g. completed:<job id> or budget:2026-11:0.8")
+    channel: str = Field(description="webhook, email or desktop")
+    job_id: uuid.UUID | None = Field(default=None, foreign_key="training_jobs.id", index=True)
+    kind: str
+    title: str
+    body: str
+    blocks: list[dict[str, Any]] | None = Field(default=None, sa_type=JSONType, description="Slack blocks, if any")
+    status: str = Field("pending", index=True, description="pending, sent or failed")
+    attempts: int = 0
+    last_error: str | None = Field(default=None, description="Why the last try failed, secrets redacted")
+    created_at: datetime = _time(False)
+    sent_at: datetime | None = _time()
+    next_attempt_at: datetime | None = _time(description="When a try is due; None once sent or given up")

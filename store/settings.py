@@ -8,17 +8,20 @@ workdirs, caches); unset, the XDG locations are used (~/.config/lorapod, ~/.loca
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -127,6 +130,21 @@ class Settings(BaseSettings):
         None, description="Supabase auth user written as created_by on pushed jobs, so the web app shows them."
     )
 
+    notify_email_to: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Addresses that receive notices by e-mail (comma-separated or a list)."
+    )
+    notify_email_from: str | None = Field(None, description="The notices' sender address (default: the SMTP user).")
+    notify_smtp_host: str | None = Field(None, description="SMTP server that sends the e-mail notices.")
+    notify_smtp_port: int | None = Field(
+        None, ge=1, le=65535, description="SMTP port (default: 587 for starttls, 465 for ssl, 25 for plain)."
+    )
+    notify_smtp_security: Literal["starttls", "ssl", "plain"] = Field(
+        "starttls", description="How the SMTP connection is protected: starttls, ssl or plain."
+    )
+    notify_smtp_user: str | None = Field(None, description="SMTP login, when the server asks for one.")
+    notify_desktop: bool = Field(False, description="Show notices on this desktop with notify-send, when present.")
+    notify_max_attempts: int = Field(5, ge=1, le=20, description="Tries per notice and channel before giving up.")
+
     runpod_image: str | None = Field(
         None, description="The pod image built from Dockerfile.gpu (e.g. ghcr.io/you/lorapod-gpu:0.1.0)."
     )
@@ -158,6 +176,10 @@ class Settings(BaseSettings):
     supabase_db_url: SecretStr | None = _secret("SUPABASE_DB_URL", "Postgres URL of the Supabase project.")
     hf_token: SecretStr | None = _secret("HF_TOKEN", "Hugging Face token for gated models.")
     training_webhook_secret: SecretStr | None = _secret("TRAINING_WEBHOOK_SECRET", "Webhook HMAC secret.")
+    notify_webhook_url: SecretStr | None = _secret(
+        "LORAPOD_NOTIFY_WEBHOOK_URL", "Slack-compatible incoming webhook for notices (its path is a token)."
+    )
+    notify_smtp_password: SecretStr | None = _secret("LORAPOD_NOTIFY_SMTP_PASSWORD", "SMTP password for notices.")
 
     @field_validator("alert_thresholds")
     @classmethod
@@ -165,6 +187,34 @@ class Settings(BaseSettings):
         if any(not 0 < share <= 1 for share in value):
             raise ValueError("each threshold is a share of the budget, above 0 and at most 1 (e.g. 0.8)")
         return sorted(value)
+
+    @field_validator("notify_email_to", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("notify_email_to", "notify_email_from")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        for address in value if isinstance(value, list) else [value] if value else []:
+            if "@" not in address or any(c.isspace() for c in address):
+                raise ValueError(f"{address!r} is not an e-mail address")
+        return value
+
+    @field_validator("notify_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message never repeats the value: the URL's path is the webhook's token.
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("the notice webhook must be an http(s) URL")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -122,3 +122,25 @@ def test_alert_thresholds_must_be_shares(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("LORAPOD_ALERT_THRESHOLDS", "[80, 95]")
     with pytest.raises(SettingsError, match="alert_thresholds"):
         load_settings()
+
+
+def test_notice_settings_keep_their_secrets_and_take_address_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = f"https://hooks.example.com/services/T0/B0/{SECRET}"
+    monkeypatch.setenv("LORAPOD_NOTIFY_WEBHOOK_URL", hook)
+    monkeypatch.setenv("LORAPOD_NOTIFY_SMTP_PASSWORD", SECRET + "-smtp")
+    assert run_cli("config", "set", "notify_email_to", "ops@example.com, me@example.com").exit_code == 0
+    settings = load_settings()
+    assert settings.notify_email_to == ["ops@example.com", "me@example.com"]
+    assert settings.notify_webhook_url is not None and settings.notify_webhook_url.get_secret_value() == hook
+    result = run_lorapod("config", "show", "--json")
+    assert result.returncode == 0 and SECRET not in result.stdout + result.stderr
+    shown = json.loads(result.stdout)["settings"]
+    assert shown["notify_webhook_url"]["source"] == "env LORAPOD_NOTIFY_WEBHOOK_URL"
+    assert shown["notify_smtp_password"]["value"] == "<set, redacted>"
+    bad = run_cli("config", "set", "notify_email_to", "not an address")
+    assert bad.exit_code == 2 and "not an e-mail address" in bad.stderr
+
+    monkeypatch.setenv("LORAPOD_NOTIFY_WEBHOOK_URL", f"hooks.example.com/{SECRET}")
+    with pytest.raises(SettingsError, match="http\\(s\\) URL") as refused:
+        load_settings()
+    assert SECRET not in str(refused.value)
