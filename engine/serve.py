@@ -380,9 +380,13 @@ class PodAPI:
         with self._signal_lock:
             # Once per engine process: a second SIGTERM may mean "stop now" to it, and cancel is idempotent.
             if pid is not None and pid not in self._signalled and pid not in (os.getpid(), 1):
-                os.kill(pid, signal.SIGTERM)
-                self._signalled.add(pid)
-                done["signalled_pid"] = pid
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except (ProcessLookupError, PermissionError) as exc:  # it ended meanwhile, or is not ours
+                    log.warning("cancel: engine pid %d not signalled (%s)", pid, type(exc).__name__)
+                else:
+                    self._signalled.add(pid)
+                    done["signalled_pid"] = pid
         return {**done, "message": "cancel requested" if done["requested"] else "cancel was already requested"}
 
     async def artifacts(self) -> dict[str, Any]:

@@ -90,6 +90,11 @@ def server(workdir: Path) -> Iterator[str]:
     sock.close()
 
 
+def _fake_engine(workdir: Path) -> subprocess.Popen[bytes]:
+    """A process that sleeps, with the workdir on its command line as the engine's has it."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "run", "--workdir", str(workdir)])
+
+
 def _sse(lines: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """The events (id and data) and the comments of an SSE stream's lines."""
     events, comments, current = [], [], {}
@@ -195,11 +200,16 @@ def test_status_folds_the_events(client: TestClient) -> None:
 
 
 def test_status_sees_the_terminal_stage_and_a_live_engine(client: TestClient, workdir: Path) -> None:
-    Workdir(workdir).pid_file.write_text(str(os.getpid()))
-    _emit(workdir, StageEvent(stage="failed", message="out of memory"))
-    status = client.get("/status", headers=AUTH).json()
-    assert (status["stage"], status["message"], status["terminal"]) == ("failed", "out of memory", True)
-    assert (status["engine_running"], status["engine_pid"]) == (True, os.getpid())
+    engine = _fake_engine(workdir)
+    try:
+        Workdir(workdir).pid_file.write_text(str(engine.pid))
+        _emit(workdir, StageEvent(stage="failed", message="out of memory"))
+        status = client.get("/status", headers=AUTH).json()
+        assert (status["stage"], status["message"], status["terminal"]) == ("failed", "out of memory", True)
+        assert (status["engine_running"], status["engine_pid"]) == (True, engine.pid)
+    finally:
+        engine.kill()
+        engine.wait()
 
 
 def test_events_after_a_seq_return_at_once(client: TestClient) -> None:
@@ -295,7 +305,7 @@ def test_logs_read_in_chunks_from_an_offset(client: TestClient, workdir: Path) -
 
 
 def test_cancel_requests_a_stop_and_signals_the_engine_once(client: TestClient, workdir: Path) -> None:
-    engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    engine = _fake_engine(workdir)
     try:
         work = Workdir(workdir)
         work.pid_file.write_text(str(engine.pid))
@@ -314,6 +324,22 @@ def test_cancel_requests_a_stop_and_signals_the_engine_once(client: TestClient, 
     assert [(e["type"], e["message"]) for e in events] == [
         ("log", "cancel requested through the pod API: loss diverged")
     ]
+
+
+def test_cancel_leaves_alone_a_process_that_a_stale_pid_file_names(client: TestClient, workdir: Path) -> None:
+    """The engine died without removing engine.pid, and its pid now belongs to an unrelated process."""
+    unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        Workdir(workdir).pid_file.write_text(str(unrelated.pid))
+        assert client.get("/status", headers=AUTH).json()["engine_running"] is False
+        done = client.post("/cancel", json={"reason": "stop"}, headers=AUTH).json()
+        assert (done["requested"], done["signalled_pid"], done["engine_running"]) == (True, None, False)
+        with pytest.raises(subprocess.TimeoutExpired):
+            unrelated.wait(timeout=1)  # still running: never signalled
+        assert Workdir(workdir).cancel_requested() == "stop"
+    finally:
+        unrelated.kill()
+        unrelated.wait()
 
 
 def test_cancelling_a_finished_job_changes_nothing(client: TestClient, workdir: Path) -> None:
