@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import json
 import logging
@@ -36,6 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.checksums import sha256_file
 from engine.events import TERMINAL_STAGES, EventWriter, LogEvent, read_events
+from engine.inputs import UploadRefused, receive_input
 from engine.workdir import Workdir
 
 TOKEN_VARIABLE = "LORAPOD_POD_TOKEN"
@@ -53,7 +53,6 @@ MAX_EVENTS_LIMIT = 10_000
 _PACKAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _UNFINISHED_SUFFIXES = (".tmp", ".part", ".partial")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-MAX_INPUT_BYTES = 4 * 1024**3  # a dataset: far larger would be a mistake, and the proxy allows 100 s
 
 log = logging.getLogger("engine.serve")
 
@@ -422,22 +421,10 @@ class PodAPI:
             return JSONResponse({"detail": "not a plain file name"}, status_code=400)
         if not _SHA256.fullmatch(expected):
             return JSONResponse({"detail": "the X-Content-SHA256 header (64 hex digits) is required"}, 400)
-        folder = self.work.inputs
-        await run_in_threadpool(folder.mkdir, parents=True, exist_ok=True)
-        partial = folder / f".{name}.partial"
-        digest, size = hashlib.sha256(), 0
-        with partial.open("wb") as handle:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_INPUT_BYTES:
-                    partial.unlink(missing_ok=True)
-                    return JSONResponse({"detail": f"larger than {MAX_INPUT_BYTES} bytes"}, status_code=413)
-                digest.update(chunk)
-                await run_in_threadpool(handle.write, chunk)
-        if digest.hexdigest() != expected:
-            partial.unlink(missing_ok=True)
-            return JSONResponse({"detail": "the body's sha256 differs from X-Content-SHA256"}, status_code=422)
-        partial.replace(folder / name)
+        try:
+            size = await receive_input(self.work.inputs, name, expected, request.stream())
+        except UploadRefused as exc:
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status)
         return JSONResponse({"name": name, "size": size, "sha256": expected}, status_code=201)
 
     def artifact(self, name: str) -> Response:

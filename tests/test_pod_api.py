@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ from engine.events import EventWriter, MetricsEvent, StageEvent, StatusEvent
 from engine.serve import create_app, main
 from engine.workdir import Workdir
 from tests.conftest import ROOT
+from tests.engine_helpers import wait_for
 
 TOKEN = "pod-token-7f3a9c2e5b1d"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -425,3 +427,43 @@ def test_raw_traversal_requests_are_refused(server: str, workdir: Path) -> None:
                 reply += chunk
         assert reply.startswith(b"HTTP/1.1 404"), target
         assert b"outside packages" not in reply
+
+
+# -- inputs -----------------------------------------------------------------------------------------------
+
+
+def _sizes(folder: Path) -> list[int]:
+    """The sizes of the files in ``folder`` (none while it does not exist; one renamed meanwhile is skipped)."""
+    found = []
+    for path in folder.glob("*") if folder.is_dir() else []:
+        with contextlib.suppress(FileNotFoundError):
+            found.append(path.stat().st_size)
+    return found
+
+
+def _put(server: str, name: str, body: Any, data: bytes) -> httpx.Response:
+    headers = {**AUTH, "X-Content-SHA256": hashlib.sha256(data).hexdigest()}
+    return httpx.put(f"{server}/inputs/{name}", content=body, headers=headers, timeout=30)
+
+
+def test_two_uploads_of_one_name_at_once_each_land_whole(server: str, workdir: Path) -> None:
+    first, second = os.urandom(300_000), os.urandom(200_000)
+    inputs = Workdir(workdir).inputs
+    release = threading.Event()
+
+    def slow_first() -> Iterator[bytes]:
+        yield first[:100_000]
+        release.wait(20)  # the second upload starts and ends meanwhile
+        yield first[100_000:]
+
+    answers: dict[str, httpx.Response] = {}
+    thread = threading.Thread(target=lambda: answers.update(first=_put(server, "data.json", slow_first(), first)))
+    thread.start()
+    wait_for(lambda: any(size >= 100_000 for size in _sizes(inputs)), timeout=20)
+    answers["second"] = _put(server, "data.json", second, second)
+    release.set()
+    thread.join(30)
+    assert answers["second"].status_code == 201
+    assert answers["first"].status_code == 201
+    assert (inputs / "data.json").read_bytes() == first  # the upload that ended last, whole
+    assert [path.name for path in inputs.iterdir()] == ["data.json"]

@@ -1,0 +1,55 @@
+"""Files uploaded into a job's inputs/ (the dataset): kept only whole and with the sha256 announced.
+
+Each upload is written to a temporary file of its own, created exclusively under a new name in the same
+folder, and renamed into place once verified: two uploads of one name never write into one file, and the
+last to finish is the one kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
+
+MAX_INPUT_BYTES = 4 * 1024**3  # a dataset: far larger would be a mistake, and the proxy allows 100 s
+
+
+class UploadRefused(Exception):
+    """An upload that is not kept, with the HTTP status that says why."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+async def receive_input(
+    folder: Path, name: str, expected_sha256: str, chunks: AsyncIterator[bytes], *, max_bytes: int = MAX_INPUT_BYTES
+) -> int:
+    """Store ``chunks`` as ``folder/name`` when their sha256 is ``expected_sha256``; the size stored.
+
+    UploadRefused for a body too large or with another sha256; nothing is left behind then.
+    """
+    await run_in_threadpool(folder.mkdir, parents=True, exist_ok=True)
+    fd, temp_name = await run_in_threadpool(tempfile.mkstemp, prefix=f".{name}.", suffix=".partial", dir=folder)
+    temp = Path(temp_name)
+    digest, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise UploadRefused(413, f"larger than {max_bytes} bytes")
+                digest.update(chunk)
+                await run_in_threadpool(handle.write, chunk)
+        if digest.hexdigest() != expected_sha256:
+            raise UploadRefused(422, "the body's sha256 differs from X-Content-SHA256")
+        await run_in_threadpool(temp.replace, folder / name)
+    except UploadRefused:
+        temp.unlink(missing_ok=True)
+        raise
+    return size
