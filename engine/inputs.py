@@ -32,7 +32,8 @@ async def receive_input(
 ) -> int:
     """Store ``chunks`` as ``folder/name`` when their sha256 is ``expected_sha256``; the size stored.
 
-    UploadRefused for a body too large or with another sha256; nothing is left behind then.
+    UploadRefused for a body too large or with another sha256. Whatever ends the upload early (that, a client
+    gone mid-body, a full disk) leaves nothing behind.
     """
     await run_in_threadpool(folder.mkdir, parents=True, exist_ok=True)
     fd, temp_name = await run_in_threadpool(tempfile.mkstemp, prefix=f".{name}.", suffix=".partial", dir=folder)
@@ -49,7 +50,7 @@ async def receive_input(
         if digest.hexdigest() != expected_sha256:
             raise UploadRefused(422, "the body's sha256 differs from X-Content-SHA256")
         await run_in_threadpool(temp.replace, folder / name)
-    except UploadRefused:
+    except BaseException:
         temp.unlink(missing_ok=True)
         raise
     return size

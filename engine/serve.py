@@ -31,6 +31,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.telemetry import TelemetryConfig
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.checksums import sha256_file
@@ -425,6 +426,9 @@ class PodAPI:
             size = await receive_input(self.work.inputs, name, expected, request.stream())
         except UploadRefused as exc:
             return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        except ClientDisconnect:
+            log.warning("upload of inputs/%s cut off: the client disconnected before the whole body came", name)
+            return Response(status_code=400)  # nobody is left to read it
         return JSONResponse({"name": name, "size": size, "sha256": expected}, status_code=201)
 
     def artifact(self, name: str) -> Response:

@@ -467,3 +467,26 @@ def test_two_uploads_of_one_name_at_once_each_land_whole(server: str, workdir: P
     assert answers["first"].status_code == 201
     assert (inputs / "data.json").read_bytes() == first  # the upload that ended last, whole
     assert [path.name for path in inputs.iterdir()] == ["data.json"]
+
+
+def test_an_upload_cut_off_leaves_no_file_and_one_clear_log_line(
+    server: str, workdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    inputs = Workdir(workdir).inputs
+    host, port = server.removeprefix("http://").split(":")
+    head = (
+        f"PUT /inputs/data.json HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"X-Content-SHA256: {'0' * 64}\r\nContent-Length: 1000000\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head.encode() + os.urandom(100_000))
+        wait_for(lambda: any(size >= 100_000 for size in _sizes(inputs)), timeout=20)
+    # The client is gone with 900 kB unsent.
+    wait_for(lambda: not _sizes(inputs), timeout=20)
+    wait_for(lambda: "data.json" in caplog.text, timeout=20)
+    time.sleep(0.2)  # anything logged after the line itself
+    assert "Traceback" not in caplog.text
+    assert not [record for record in caplog.records if record.exc_info]
+    lines = [record.getMessage() for record in caplog.records if "data.json" in record.getMessage()]
+    assert len(lines) == 1 and "disconnected" in lines[0], lines
