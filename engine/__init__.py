@@ -21,10 +21,10 @@ Exceptions::
 
 Modules: ``config`` (the JobSpec), ``chat`` (the Llama 3 format), ``dataset`` (validation and conversion),
 ``events`` and ``workdir`` (the record a job leaves), ``runner`` (``python -m engine run``) and the stages it
-calls — ``prepare``, ``model``, ``training``, ``evaluation``, ``packaging`` — plus ``serve`` (the pod API),
-``webhooks``, ``artifacts`` (where packages are stored: a folder or Supabase Storage, with ``tus`` and
-``supabase_storage``), ``speed`` (the training-speed settings), ``demo`` (the offline demo model) and ``bench``
-(the GPU benchmark, its model in ``bench_model``).
+calls — ``prepare``, ``model``, ``training``, ``evaluation``, ``packaging`` — plus ``serve`` (the pod API, with
+``event_log`` and ``inputs``), ``webhooks``, ``artifacts`` (where packages are stored: a folder or Supabase
+Storage, with ``tus`` and ``supabase_storage``), ``speed`` (the training-speed settings), ``demo`` (the offline
+demo model) and ``bench`` (the GPU benchmark, its model in ``bench_model``).
 """
 
 
