@@ -1,19 +1,18 @@
 """Files uploaded into a job's inputs/ (the dataset): kept only whole and with the sha256 announced.
 
-Each upload is written to a temporary file of its own, created exclusively under a new name in the same
-folder, and renamed into place once verified: two uploads of one name never write into one file, and the
-last to finish is the one kept.
+Each upload is written to a partial file of its own (engine.partials), renamed into place once verified: two
+uploads of one name never write into one file, and the last to finish is the one kept.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
+
+from engine.partials import new_partial
 
 MAX_INPUT_BYTES = 4 * 1024**3  # a dataset: far larger would be a mistake, and the proxy allows 100 s
 
@@ -36,11 +35,10 @@ async def receive_input(
     gone mid-body, a full disk) leaves nothing behind.
     """
     await run_in_threadpool(folder.mkdir, parents=True, exist_ok=True)
-    fd, temp_name = await run_in_threadpool(tempfile.mkstemp, prefix=f".{name}.", suffix=".partial", dir=folder)
-    temp = Path(temp_name)
+    handle, temp = await run_in_threadpool(new_partial, folder / name)
     digest, size = hashlib.sha256(), 0
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with handle:
             async for chunk in chunks:
                 size += len(chunk)
                 if size > max_bytes:
