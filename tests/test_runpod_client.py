@@ -16,12 +16,15 @@ import pytest
 import presets
 from engine.config import JobSpec
 from presets.gpus import catalogue
+from remote.provider import RunHandle, RunState
+from remote.runpod import RunPodProvider
 from remote.runpod.client import CallBudget, NoInstances, RestClient
 from remote.runpod.errors import BadApiKey, BalanceTooLow, NoCapacity, RateLimited, RunPodError, TransportError
 from remote.runpod.pods import PodInfo, create_request, job_id_from_name, pod_name
 from remote.runpod.prices import PRICE_QUERY, fetch_prices, refresh_prices
-from remote.runpod.transport import EventFeed, FailoverFeed, PodEndpoint, PodTransport
+from remote.runpod.transport import EventFeed, FailoverFeed, Link, PodEndpoint, PodTransport
 from store.costs import find_gpu, gpu_price, live_prices
+from store.host_keys import Pin
 from store.settings import Settings
 
 KEY = "rpa_SECRET_0123456789abcdef"
@@ -281,21 +284,18 @@ def test_events_survive_reconnects_and_a_switch_of_transport_without_loss_or_dup
     assert feed.switches >= 1 and feed.transport == "http"
 
 
+class NoPins:
+    def get(self, host: str, port: int) -> Pin | None:
+        return None
+
+    def pin(self, pin: Pin) -> Pin:
+        return pin
+
+    def forget(self, host: str, port: int) -> bool:
+        return False
+
+
 def test_the_provider_reads_a_pods_state_from_runpod_and_waits_out_an_outage() -> None:
-    from remote.provider import RunHandle, RunState
-    from remote.runpod import RunPodProvider
-    from store.host_keys import Pin
-
-    class NoPins:
-        def get(self, host: str, port: int) -> Pin | None:
-            return None
-
-        def pin(self, pin: Pin) -> Pin:
-            return pin
-
-        def forget(self, host: str, port: int) -> bool:
-            return False
-
     answers: dict[str, httpx.Response] = {}
     rest = client(lambda request: answers[request.url.path.rsplit("/", 1)[-1]])
     provider = RunPodProvider(Settings(runpod_api_key=KEY), NoPins(), rest=rest)
@@ -310,3 +310,29 @@ def test_the_provider_reads_a_pods_state_from_runpod_and_waits_out_an_outage() -
     assert state("down") is RunState.RUNNING  # not known to be gone: keep following
     assert state("gone") is RunState.LOST
     assert state("stopped") is RunState.LOST
+
+
+def test_threads_asking_at_once_for_one_pods_link_share_a_single_link(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard's workers and the follower reach one pod together: one link (one SSH connection) serves all."""
+    provider = RunPodProvider(Settings(runpod_api_key=KEY), NoPins(), rest=client(lambda r: httpx.Response(200)))
+    made: list[str] = []
+
+    def slow_new_link(pod: PodInfo, workdir: str, token: str) -> Link:
+        made.append(pod.id)
+        time.sleep(0.2)  # a first connection in progress while the others ask
+        return Link([FakeTransport("http", [], cut_every=0)])
+
+    monkeypatch.setattr(provider, "_new_link", slow_new_link)
+    handle = RunHandle(provider="runpod", job_id="j", workdir="/w", pod_id="abc123")
+    start = threading.Barrier(4)
+
+    def read_log() -> None:
+        start.wait()
+        assert provider.logs(handle) == ("", 0)
+
+    threads = [threading.Thread(target=read_log) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert made == ["abc123"]

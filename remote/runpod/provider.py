@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -99,6 +100,9 @@ class RunPodProvider(Provider):
         self.key_dir = paths.data_dir / "ssh"
         self.mirror_dir = paths.jobs_dir
         self._links: dict[str, Link] = {}
+        # Making a link opens no connection (its transports connect on first use), so one lock held while it
+        # is made keeps threads from making two links, two SSH connections, to one pod without slowing others.
+        self._links_lock = threading.Lock()
         self._pods: dict[str, _Cached] = {}
         self._exits: dict[str, _Cached] = {}
         self._streams: dict[str, RunPodStream] = {}
@@ -137,7 +141,8 @@ class RunPodProvider(Provider):
         except BaseException:
             self.rest.delete_pod(pod.id)
             raise
-        self._links[pod.id] = link
+        with self._links_lock:
+            self._links[pod.id] = link
         extra = {
             "pod_token": token,
             "public_ip": pod.public_ip,
@@ -282,14 +287,16 @@ class RunPodProvider(Provider):
 
     def _link(self, handle: RunHandle) -> Link:
         pod_id = self._pod_id(handle)
-        link = self._links.get(pod_id)
-        if link is None:
-            extra = handle.extra
-            pod = PodInfo(
-                id=pod_id, name="", desired_status="RUNNING", cost_per_hr=None, public_ip=extra.get("public_ip"),
-                ssh_port=extra.get("ssh_port"), gpu=None, gpu_count=0, last_started_at=None, network_volume_id=None,
-            )  # fmt: skip
-            link = self._links[pod_id] = self._new_link(pod, handle.workdir, str(extra.get("pod_token", "")))
+        with self._links_lock:
+            link = self._links.get(pod_id)
+            if link is None:
+                extra = handle.extra
+                pod = PodInfo(
+                    id=pod_id, name="", desired_status="RUNNING", cost_per_hr=None, public_ip=extra.get("public_ip"),
+                    ssh_port=extra.get("ssh_port"), gpu=None, gpu_count=0, last_started_at=None,
+                    network_volume_id=None,
+                )  # fmt: skip
+                link = self._links[pod_id] = self._new_link(pod, handle.workdir, str(extra.get("pod_token", "")))
         return link
 
     @staticmethod
@@ -431,7 +438,8 @@ class RunPodProvider(Provider):
 
     def _forget(self, handle: RunHandle) -> None:
         pod_id = handle.pod_id or ""
-        link = self._links.pop(pod_id, None)
+        with self._links_lock:
+            link = self._links.pop(pod_id, None)
         if link is not None:
             link.close()
         self._pods.pop(pod_id, None)
