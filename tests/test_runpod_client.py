@@ -16,7 +16,7 @@ import pytest
 import presets
 from engine.config import JobSpec
 from presets.gpus import catalogue
-from remote.provider import RunHandle, RunState
+from remote.provider import ProviderError, RunHandle, RunState
 from remote.runpod import RunPodProvider
 from remote.runpod.client import CallBudget, NoInstances, RestClient
 from remote.runpod.errors import BadApiKey, BalanceTooLow, NoCapacity, RateLimited, RunPodError, TransportError
@@ -336,3 +336,37 @@ def test_threads_asking_at_once_for_one_pods_link_share_a_single_link(monkeypatc
     for thread in threads:
         thread.join(10)
     assert made == ["abc123"]
+
+
+def test_a_gpu_the_cost_model_does_not_know_is_refused_before_any_pod_is_made() -> None:
+    """Its hourly rate is unknown: a pod must never run costed at $0/h, out of the budget's sight."""
+    requests: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append((request.method, request.url.path))
+        if request.method == "GET":
+            return httpx.Response(200, json=[])  # no earlier pods of the job
+        return httpx.Response(400, json={"error": "no pod in this test", "status": 400})
+
+    settings = Settings(runpod_api_key=KEY, runpod_image="lorapod:test")
+    provider = RunPodProvider(settings, NoPins(), rest=client(handler))
+    with pytest.raises(ProviderError, match=r"unknown GPU 'NVIDIA Imaginary 99GB'.*known: NVIDIA H100"):
+        provider.launch(uuid.uuid4(), spec("gpu_types=NVIDIA Imaginary 99GB"))
+    assert [path for method, path in requests if method == "POST"] == []
+
+
+def test_a_pod_without_a_billed_rate_costs_the_catalogue_price_of_the_gpu_it_runs_on() -> None:
+    provider = RunPodProvider(Settings(runpod_api_key=KEY), NoPins(), rest=client(lambda r: httpx.Response(200)))
+    job = spec("gpu_types=NVIDIA H100 80GB HBM3,NVIDIA A100 80GB PCIe", "gpu_count=2")
+    on_a100 = RunHandle(
+        provider="runpod", job_id="j", workdir="/w", pod_id="abc123",
+        extra={"gpu_type": "NVIDIA A100 80GB PCIe", "cost_per_hr": None},
+    )  # fmt: skip
+    a100, _ = gpu_price(find_gpu("NVIDIA A100 80GB PCIe"), "SECURE", provider.settings)
+    h100, _ = gpu_price(find_gpu("NVIDIA H100 80GB HBM3"), "SECURE", provider.settings)
+    assert a100 > 0 and a100 != h100
+    assert provider.rate_usd_per_hour(on_a100, job) == pytest.approx(2 * a100)
+    billed = on_a100.model_copy(update={"extra": {**on_a100.extra, "cost_per_hr": 3.38}})
+    assert provider.rate_usd_per_hour(billed, job) == 3.38
+    on_unknown = on_a100.model_copy(update={"extra": {"gpu_type": "NVIDIA Imaginary 99GB"}})
+    assert provider.rate_usd_per_hour(on_unknown, job) == pytest.approx(2 * h100)  # the first GPU asked for

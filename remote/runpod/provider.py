@@ -33,11 +33,10 @@ from remote.runpod.errors import (
 )
 from remote.runpod.http import CHUNK_BYTES, HttpTransport
 from remote.runpod.pods import POD_API_PORT, PodInfo, create_request, pod_name
-from remote.runpod.prices import refresh_prices
+from remote.runpod.prices import estimated_rate, refresh_prices
 from remote.runpod.ssh import HostKeyPins, SshTransport, ensure_key_pair
 from remote.runpod.transport import FailoverFeed, Link, PodEndpoint, PodTransport
 from store.artifacts import store_environment
-from store.costs import find_gpu, gpu_price
 from store.errors import StoreError
 from store.settings import Settings
 
@@ -172,7 +171,7 @@ class RunPodProvider(Provider):
             "LORAPOD_LINGER_S": f"{settings.runpod_pod_linger_s:g}",
             "LORAPOD_MAX_SECONDS": f"{hours * 3600 + 2 * settings.runpod_pod_linger_s + WATCHDOG_MARGIN_S:.0f}",
             "LORAPOD_RUNPOD_API_URL": settings.runpod_api_url,
-            "LORAPOD_RATE_USD_PER_HOUR": f"{self._estimated_rate(spec):.4f}",
+            "LORAPOD_RATE_USD_PER_HOUR": f"{estimated_rate(spec, settings):.4f}",
         }
         if dataset:
             env["LORAPOD_AWAIT_INPUT"] = dataset
@@ -396,16 +395,9 @@ class RunPodProvider(Provider):
             raise ProviderError(f"{name}: the pod cannot be reached and no copy is here ({exc})") from None
 
     def rate_usd_per_hour(self, handle: RunHandle | None, spec: JobSpec) -> float:
-        billed = handle.extra.get("cost_per_hr") if handle is not None else None
-        return float(billed) if billed else self._estimated_rate(spec)
-
-    def _estimated_rate(self, spec: JobSpec) -> float:
-        resources = spec.resources
-        try:
-            price, _ = gpu_price(find_gpu(resources.gpu_types[0]), resources.cloud_type.value, self.settings)
-        except Exception:  # an unknown GPU: the pod's own rate replaces this once it runs
-            return 0.0
-        return price * resources.gpu_count
+        extra = handle.extra if handle is not None else {}
+        billed = extra.get("cost_per_hr")
+        return float(billed) if billed else estimated_rate(spec, self.settings, extra.get("gpu_type"))
 
     def release(self, handle: RunHandle) -> None:
         """Copy the packages and the engine log here, then delete the pod (the pod would after its linger)."""
