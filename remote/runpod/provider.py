@@ -1,7 +1,8 @@
 """The RunPod provider: one pod per job attempt, reached over SSH or the pod API, deleted when the job ends.
 
 launch: delete the job's earlier pods → create one, walking the GPU priority list → wait until its job process
-answers → upload the dataset → hand back a RunHandle (pod id, endpoints, the per-attempt pod API token).
+answers → upload the dataset → keep the per-attempt pod API token here (remote.runpod.tokens: never in the
+ledger, which syncs) → hand back a RunHandle (pod id, endpoints).
 The pod runs the job alone from then on and deletes itself after a linger; ``release`` copies the packages
 and the log here and deletes it at once.
 """
@@ -35,6 +36,7 @@ from remote.runpod.http import CHUNK_BYTES, HttpTransport
 from remote.runpod.pods import POD_API_PORT, PodInfo, create_request, pod_name
 from remote.runpod.prices import estimated_rate, refresh_prices
 from remote.runpod.ssh import HostKeyPins, SshTransport, ensure_key_pair
+from remote.runpod.tokens import PodTokens
 from remote.runpod.transport import FailoverFeed, Link, PodEndpoint, PodTransport
 from store.artifacts import store_environment
 from store.errors import StoreError
@@ -98,6 +100,7 @@ class RunPodProvider(Provider):
         paths = settings.paths
         self.key_dir = paths.data_dir / "ssh"
         self.mirror_dir = paths.jobs_dir
+        self.tokens = PodTokens(paths.data_dir / "pod-tokens")
         self._links: dict[str, Link] = {}
         # Making a link opens no connection (its transports connect on first use), so one lock held while it
         # is made keeps threads from making two links, two SSH connections, to one pod without slowing others.
@@ -137,13 +140,13 @@ class RunPodProvider(Provider):
             if upload:
                 sha256 = spec.dataset.dataset_sha256 or ""
                 link.call(lambda t: t.upload_input(dataset, dataset.name, sha256))
+            self.tokens.save(pod.id, token)  # not in the handle: attempts sync to Postgres
         except BaseException:
             self.rest.delete_pod(pod.id)
             raise
         with self._links_lock:
             self._links[pod.id] = link
         extra = {
-            "pod_token": token,
             "public_ip": pod.public_ip,
             "ssh_port": pod.ssh_port,
             "proxy_url": self._proxy_url(pod.id),
@@ -295,7 +298,9 @@ class RunPodProvider(Provider):
                     ssh_port=extra.get("ssh_port"), gpu=None, gpu_count=0, last_started_at=None,
                     network_volume_id=None,
                 )  # fmt: skip
-                link = self._links[pod_id] = self._new_link(pod, handle.workdir, str(extra.get("pod_token", "")))
+                # An attempt recorded before tokens were kept apart holds its token in the handle.
+                token = self.tokens.load(pod_id) or str(extra.get("pod_token", ""))
+                link = self._links[pod_id] = self._new_link(pod, handle.workdir, token)
         return link
 
     @staticmethod
@@ -436,6 +441,8 @@ class RunPodProvider(Provider):
             link.close()
         self._pods.pop(pod_id, None)
         self._exits.pop(pod_id, None)
+        if pod_id:
+            self.tokens.forget(pod_id)
 
     # --- beyond the interface ---------------------------------------------------------------------------
 
