@@ -317,12 +317,12 @@ def test_threads_asking_at_once_for_one_pods_link_share_a_single_link(monkeypatc
     provider = RunPodProvider(Settings(runpod_api_key=KEY), NoPins(), rest=client(lambda r: httpx.Response(200)))
     made: list[str] = []
 
-    def slow_new_link(pod: PodInfo, workdir: str, token: str) -> Link:
+    def slow_make(pod: PodInfo, workdir: str, token: str) -> Link:
         made.append(pod.id)
-        time.sleep(0.2)  # a first connection in progress while the others ask
+        time.sleep(0.2)  # a first link in the making while the others ask
         return Link([FakeTransport("http", [], cut_every=0)])
 
-    monkeypatch.setattr(provider, "_new_link", slow_new_link)
+    monkeypatch.setattr(provider.links, "make", slow_make)
     handle = RunHandle(provider="runpod", job_id="j", workdir="/w", pod_id="abc123")
     start = threading.Barrier(4)
 

@@ -2,7 +2,8 @@
 
 launch: delete the job's earlier pods → create one, walking the GPU priority list → wait until its job process
 answers → upload the dataset → keep the per-attempt pod API token here (remote.runpod.tokens: never in the
-ledger, which syncs) → hand back a RunHandle (pod id, endpoints).
+ledger, which syncs) → hand back a RunHandle (pod id, endpoints). Links to pods are made once each
+(remote.runpod.links).
 The pod runs the job alone from then on and deletes itself after a linger; ``release`` copies the packages
 and the log here and deletes it at once.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -32,12 +32,12 @@ from remote.runpod.errors import (
     RunPodError,
     TransportError,
 )
-from remote.runpod.http import CHUNK_BYTES, HttpTransport
-from remote.runpod.pods import POD_API_PORT, PodInfo, create_request, pod_name
+from remote.runpod.http import CHUNK_BYTES
+from remote.runpod.links import PodLinks
+from remote.runpod.pods import PodInfo, create_request, pod_name
 from remote.runpod.prices import estimated_rate, refresh_prices
-from remote.runpod.ssh import HostKeyPins, SshTransport, ensure_key_pair
-from remote.runpod.tokens import PodTokens
-from remote.runpod.transport import FailoverFeed, Link, PodEndpoint, PodTransport
+from remote.runpod.ssh import HostKeyPins, ensure_key_pair
+from remote.runpod.transport import FailoverFeed, Link, PodTransport
 from store.artifacts import store_environment
 from store.errors import StoreError
 from store.settings import Settings
@@ -96,15 +96,10 @@ class RunPodProvider(Provider):
         self.rest = rest or RestClient(settings.runpod_api_url, key)
         self.pins = pins
         self.sleep = sleep
-        self.http_chunk_bytes = http_chunk_bytes
         paths = settings.paths
         self.key_dir = paths.data_dir / "ssh"
         self.mirror_dir = paths.jobs_dir
-        self.tokens = PodTokens(paths.data_dir / "pod-tokens")
-        self._links: dict[str, Link] = {}
-        # Making a link opens no connection (its transports connect on first use), so one lock held while it
-        # is made keeps threads from making two links, two SSH connections, to one pod without slowing others.
-        self._links_lock = threading.Lock()
+        self.links = PodLinks(settings, pins, key_dir=self.key_dir, http_chunk_bytes=http_chunk_bytes)
         self._pods: dict[str, _Cached] = {}
         self._exits: dict[str, _Cached] = {}
         self._streams: dict[str, RunPodStream] = {}
@@ -140,16 +135,15 @@ class RunPodProvider(Provider):
             if upload:
                 sha256 = spec.dataset.dataset_sha256 or ""
                 link.call(lambda t: t.upload_input(dataset, dataset.name, sha256))
-            self.tokens.save(pod.id, token)  # not in the handle: attempts sync to Postgres
+            self.links.tokens.save(pod.id, token)  # not in the handle: attempts sync to Postgres
         except BaseException:
             self.rest.delete_pod(pod.id)
             raise
-        with self._links_lock:
-            self._links[pod.id] = link
+        self.links.keep(pod.id, link)
         extra = {
             "public_ip": pod.public_ip,
             "ssh_port": pod.ssh_port,
-            "proxy_url": self._proxy_url(pod.id),
+            "proxy_url": self.links.proxy_url(pod.id),
             "gpu_type": pod.gpu or gpu,
             "cost_per_hr": pod.cost_per_hr,
             "network_volume_id": pod.network_volume_id or self._volume(spec),
@@ -242,7 +236,7 @@ class RunPodProvider(Provider):
                     # A new pod owns this address now: its host key is pinned on first use.
                     self.pins.forget(pod.public_ip, pod.ssh_port)
                     forgotten.add((pod.public_ip, pod.ssh_port))
-                link = self._new_link(pod, workdir, token)
+                link = self.links.make(pod, workdir, token)
                 try:
                     link.call(lambda t: t.check())
                     return pod, link
@@ -271,37 +265,8 @@ class RunPodProvider(Provider):
 
     # --- reaching a pod ---------------------------------------------------------------------------------
 
-    def _proxy_url(self, pod_id: str) -> str:
-        return self.settings.runpod_proxy_url.format(pod_id=pod_id, port=POD_API_PORT)
-
-    def _new_link(self, pod: PodInfo, workdir: str, token: str) -> Link:
-        endpoint = PodEndpoint(
-            pod_id=pod.id, workdir=workdir, token=token, proxy_url=self._proxy_url(pod.id),
-            ssh_host=pod.public_ip, ssh_port=pod.ssh_port,
-        )  # fmt: skip
-        key, _ = ensure_key_pair(self.key_dir)
-        ssh: PodTransport = SshTransport(endpoint, self.settings.runpod_ssh_user, key, self.pins)
-        http: PodTransport = HttpTransport(endpoint, chunk_bytes=self.http_chunk_bytes)
-        preference = self.settings.runpod_transport
-        if preference == "http" or (preference == "auto" and not ssh.available):
-            return Link([http, ssh])
-        return Link([ssh, http])
-
     def _link(self, handle: RunHandle) -> Link:
-        pod_id = self._pod_id(handle)
-        with self._links_lock:
-            link = self._links.get(pod_id)
-            if link is None:
-                extra = handle.extra
-                pod = PodInfo(
-                    id=pod_id, name="", desired_status="RUNNING", cost_per_hr=None, public_ip=extra.get("public_ip"),
-                    ssh_port=extra.get("ssh_port"), gpu=None, gpu_count=0, last_started_at=None,
-                    network_volume_id=None,
-                )  # fmt: skip
-                # An attempt recorded before tokens were kept apart holds its token in the handle.
-                token = self.tokens.load(pod_id) or str(extra.get("pod_token", ""))
-                link = self._links[pod_id] = self._new_link(pod, handle.workdir, token)
-        return link
+        return self.links.get(self._pod_id(handle), handle)
 
     @staticmethod
     def _pod_id(handle: RunHandle) -> str:
@@ -435,14 +400,10 @@ class RunPodProvider(Provider):
 
     def _forget(self, handle: RunHandle) -> None:
         pod_id = handle.pod_id or ""
-        with self._links_lock:
-            link = self._links.pop(pod_id, None)
-        if link is not None:
-            link.close()
+        if pod_id:
+            self.links.drop(pod_id)
         self._pods.pop(pod_id, None)
         self._exits.pop(pod_id, None)
-        if pod_id:
-            self.tokens.forget(pod_id)
 
     # --- beyond the interface ---------------------------------------------------------------------------
 
