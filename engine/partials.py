@@ -26,7 +26,7 @@ class UnsafePartial(EngineError):
 
 def new_partial(target: Path) -> tuple[BinaryIO, Path]:
     """A new, empty partial file beside ``target`` (``.NAME.<random>.partial``), open for writing, and its path."""
-    path = target.with_name(f".{target.name}.{secrets.token_hex(8)}{SUFFIX}")
+    path = target.with_name(f".{target.name[:200]}.{secrets.token_hex(8)}{SUFFIX}")  # within NAME_MAX (255)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     return os.fdopen(fd, "wb"), path
 

@@ -490,3 +490,11 @@ def test_an_upload_cut_off_leaves_no_file_and_one_clear_log_line(
     assert not [record for record in caplog.records if record.exc_info]
     lines = [record.getMessage() for record in caplog.records if "data.json" in record.getMessage()]
     assert len(lines) == 1 and "disconnected" in lines[0], lines
+
+
+def test_an_upload_with_the_longest_name_allowed_lands(client: TestClient, workdir: Path) -> None:
+    name = "d" * 250 + ".json"  # 255 characters: the most a file name may have
+    data = b'{"conversations": []}\n'
+    headers = {**AUTH, "X-Content-SHA256": hashlib.sha256(data).hexdigest()}
+    assert client.put(f"/inputs/{name}", content=data, headers=headers).status_code == 201
+    assert [path.name for path in Workdir(workdir).inputs.iterdir()] == [name]
