@@ -14,6 +14,7 @@ Exceptions::
     ├── NonFiniteLoss               the training loss became NaN or infinite (engine.failures)
     ├── JobCancelled                a requested stop, raised between stages (engine.failures)
     ├── PackageError                a package that cannot be built or no longer verifies (engine.packaging)
+    ├── UnsafePartial               a partial file's name taken by a link: refused, not followed (engine.partials)
     ├── ArtifactStoreError          an artifact store that cannot be reached or refuses (engine.artifacts)
     │   ├── ChecksumMismatch        a stored file whose sha256 is not the one recorded
     │   └── TusError                a resumable upload refused, or failing again and again (engine.tus)
@@ -21,11 +22,11 @@ Exceptions::
 
 Modules: ``config`` (the JobSpec), ``chat`` (the Llama 3 format), ``dataset`` (validation and conversion),
 ``events`` and ``workdir`` (the record a job leaves), ``runner`` (``python -m engine run``) and the stages it
-calls — ``prepare``, ``model``, ``training``, ``evaluation``, ``packaging`` — plus ``serve`` (the pod API),
-``webhooks``, ``artifacts`` (where packages are stored: a folder or Supabase Storage, with ``tus`` and
-``supabase_storage``), ``limits`` (the cost and duration limits a job keeps by itself), ``speed`` (the
-training-speed settings), ``demo`` (the offline demo model) and ``bench`` (the GPU benchmark, its model in
-``bench_model``).
+calls — ``prepare``, ``model``, ``training``, ``evaluation``, ``packaging`` — plus ``serve`` (the pod API, with
+``event_log`` and ``inputs``), ``webhooks``, ``partials`` (files written before they are renamed into place),
+``artifacts`` (where packages are stored: a folder or Supabase Storage, with ``tus`` and ``supabase_storage``),
+``limits`` (the cost and duration limits a job keeps by itself), ``speed`` (the training-speed settings),
+``demo`` (the offline demo model) and ``bench`` (the GPU benchmark, its model in ``bench_model``).
 """
 
 import time

@@ -34,6 +34,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from engine import EngineError
 from engine.checksums import CHUNK, sha256_file
+from engine.partials import new_partial
 
 if TYPE_CHECKING:
     from engine.supabase_storage import SupabaseStore
@@ -184,18 +185,19 @@ class LocalStore(ArtifactStore):
 
 def copy_hashed(source: Path, target: Path, *, expected: str | None = None) -> tuple[str, int]:
     """Copy under a temporary name, hashing as it goes; renamed into place only when it verifies."""
-    partial = target.with_name(target.name + ".partial")
     digest, size = hashlib.sha256(), 0
-    with source.open("rb") as src, partial.open("wb") as dst:
-        while chunk := src.read(CHUNK):
-            digest.update(chunk)
-            dst.write(chunk)
-            size += len(chunk)
-    try:
-        check_sha256(source.name, digest.hexdigest(), expected)
-    except ChecksumMismatch:
-        partial.unlink(missing_ok=True)
-        raise
+    with source.open("rb") as src:
+        dst, partial = new_partial(target)
+        try:
+            with dst:
+                while chunk := src.read(CHUNK):
+                    digest.update(chunk)
+                    dst.write(chunk)
+                    size += len(chunk)
+            check_sha256(source.name, digest.hexdigest(), expected)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
     partial.replace(target)
     shutil.copymode(source, target)
     return digest.hexdigest(), size

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import json
 import logging
@@ -18,11 +17,9 @@ import re
 import signal
 import sys
 import threading
-from array import array
-from bisect import bisect_right
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,11 +28,13 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.telemetry import TelemetryConfig
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.checksums import sha256_file
-from engine.events import TERMINAL_STAGES, EventWriter, LogEvent, read_events
+from engine.event_log import EventLog
+from engine.events import EventWriter, LogEvent
+from engine.inputs import UploadRefused, receive_input
 from engine.workdir import Workdir
 
 TOKEN_VARIABLE = "LORAPOD_POD_TOKEN"
@@ -53,7 +52,6 @@ MAX_EVENTS_LIMIT = 10_000
 _PACKAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _UNFINISHED_SUFFIXES = (".tmp", ".part", ".partial")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-MAX_INPUT_BYTES = 4 * 1024**3  # a dataset: far larger would be a mistake, and the proxy allows 100 s
 
 log = logging.getLogger("engine.serve")
 
@@ -81,106 +79,6 @@ class _BearerAuth:
                 scheme, _, given = bytes(value).partition(b" ")
                 return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._token)
         return False
-
-
-@dataclass
-class JobStatus:
-    """What the events say so far: folded one event at a time."""
-
-    job_id: str | None = None
-    stage: str | None = None
-    message: str | None = None
-    step: int | None = None
-    total_steps: int | None = None
-    epoch: float | None = None
-    loss: float | None = None
-    last_seq: int = 0
-    last_event_at: str | None = None
-
-    @property
-    def terminal(self) -> bool:
-        return self.stage in TERMINAL_STAGES
-
-    def fold(self, event: dict[str, Any]) -> None:
-        self.last_seq = max(self.last_seq, int(event.get("seq", 0)))
-        self.job_id = event.get("job_id") or self.job_id
-        self.last_event_at = event.get("ts", self.last_event_at)
-        kind = event.get("type")
-        if kind == "stage":
-            self.stage, self.message = event.get("stage"), event.get("message")
-        elif kind in ("metrics", "status", "checkpoint", "heartbeat", "dataset"):
-            for key in ("step", "total_steps", "epoch"):
-                if event.get(key) is not None:
-                    setattr(self, key, event[key])
-            if kind == "metrics" and event.get("loss") is not None:
-                self.loss = event["loss"]
-
-
-class EventLog:
-    """The events file as the API reads it: the status folded so far, and where each seq ends in the file.
-
-    Remembering the byte offset after every seq (16 bytes an event) lets each poll of every connection read
-    only the lines after the seq it asks for, however long the file has grown.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._reset(None)
-
-    def _reset(self, inode: int | None) -> None:
-        self._inode = inode
-        self._offset = 0
-        self._seqs = array("q")
-        self._ends = array("q")
-        self.status = JobStatus()
-
-    def changed(self) -> bool:
-        """Whether the file grew (or was replaced) since the last refresh: one stat, cheap enough to poll."""
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return self._inode is not None
-        return st.st_ino != self._inode or st.st_size != self._offset
-
-    def refresh(self) -> JobStatus:
-        with self._lock:
-            try:
-                st = self.path.stat()
-            except FileNotFoundError:
-                self._reset(None)
-                return self.status
-            if st.st_ino != self._inode or st.st_size < self._offset:
-                self._reset(st.st_ino)
-            for end, event in read_events(self.path, offset=self._offset):
-                self.status.fold(event)
-                seq = int(event["seq"])
-                if not self._seqs or seq > self._seqs[-1]:
-                    self._seqs.append(seq)
-                    self._ends.append(end)
-                self._offset = end
-            return self.status
-
-    def read_after(self, after: int, limit: int) -> list[dict[str, Any]]:
-        """Up to ``limit`` complete events with a seq above ``after``, oldest first."""
-        with self._lock:
-            index = bisect_right(self._seqs, after)
-            if index >= len(self._seqs):
-                return []
-            start = self._ends[index - 1] if index else 0
-        found = []
-        for _, event in read_events(self.path, after_seq=after, offset=start):
-            found.append(event)
-            if len(found) >= limit:
-                break
-        return found
-
-    async def after(self, after: int, limit: int) -> list[dict[str, Any]]:
-        if self.changed():
-            await run_in_threadpool(self.refresh)
-        if after >= self.status.last_seq:
-            return []
-        return await run_in_threadpool(self.read_after, after, limit)
 
 
 class Checksums:
@@ -380,9 +278,13 @@ class PodAPI:
         with self._signal_lock:
             # Once per engine process: a second SIGTERM may mean "stop now" to it, and cancel is idempotent.
             if pid is not None and pid not in self._signalled and pid not in (os.getpid(), 1):
-                os.kill(pid, signal.SIGTERM)
-                self._signalled.add(pid)
-                done["signalled_pid"] = pid
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except (ProcessLookupError, PermissionError) as exc:  # it ended meanwhile, or is not ours
+                    log.warning("cancel: engine pid %d not signalled (%s)", pid, type(exc).__name__)
+                else:
+                    self._signalled.add(pid)
+                    done["signalled_pid"] = pid
         return {**done, "message": "cancel requested" if done["requested"] else "cancel was already requested"}
 
     async def artifacts(self) -> dict[str, Any]:
@@ -418,22 +320,13 @@ class PodAPI:
             return JSONResponse({"detail": "not a plain file name"}, status_code=400)
         if not _SHA256.fullmatch(expected):
             return JSONResponse({"detail": "the X-Content-SHA256 header (64 hex digits) is required"}, 400)
-        folder = self.work.inputs
-        await run_in_threadpool(folder.mkdir, parents=True, exist_ok=True)
-        partial = folder / f".{name}.partial"
-        digest, size = hashlib.sha256(), 0
-        with partial.open("wb") as handle:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_INPUT_BYTES:
-                    partial.unlink(missing_ok=True)
-                    return JSONResponse({"detail": f"larger than {MAX_INPUT_BYTES} bytes"}, status_code=413)
-                digest.update(chunk)
-                await run_in_threadpool(handle.write, chunk)
-        if digest.hexdigest() != expected:
-            partial.unlink(missing_ok=True)
-            return JSONResponse({"detail": "the body's sha256 differs from X-Content-SHA256"}, status_code=422)
-        partial.replace(folder / name)
+        try:
+            size = await receive_input(self.work.inputs, name, expected, request.stream())
+        except UploadRefused as exc:
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        except ClientDisconnect:
+            log.warning("upload of inputs/%s cut off: the client disconnected before the whole body came", name)
+            return Response(status_code=400)  # nobody is left to read it
         return JSONResponse({"name": name, "size": size, "sha256": expected}, status_code=201)
 
     def artifact(self, name: str) -> Response:

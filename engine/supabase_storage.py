@@ -33,6 +33,7 @@ from engine.artifacts import (
     supabase_uri,
 )
 from engine.checksums import sha256_file
+from engine.partials import new_partial
 from engine.tus import CHUNK_SIZE, TusClient
 
 SMALL_LIMIT = 6 * 1024 * 1024
@@ -148,24 +149,26 @@ class SupabaseStore(ArtifactStore):
         expected = self._expected(uri, sha256)
         dest_dir.mkdir(parents=True, exist_ok=True)
         target = dest_dir / Path(key).name
-        partial = target.with_name(target.name + ".partial")
         digest = hashlib.sha256()
+        out, partial = new_partial(target)
         try:
-            with self._http.stream("GET", f"{self._base}/storage/v1/object/{bucket}/{key}", headers=self._headers) as r:
+            with (
+                out,
+                self._http.stream("GET", f"{self._base}/storage/v1/object/{bucket}/{key}", headers=self._headers) as r,
+            ):
                 if r.status_code != 200:
                     r.read()
                     raise ArtifactStoreError(f"cannot download {bucket}/{key}: {_describe(r)}")
-                with partial.open("wb") as out:
-                    for chunk in r.iter_bytes(1 << 20):
-                        digest.update(chunk)
-                        out.write(chunk)
+                for chunk in r.iter_bytes(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
             check_sha256(target.name, digest.hexdigest(), expected)
         except httpx.TransportError as exc:
             partial.unlink(missing_ok=True)
             raise ArtifactStoreError(
                 f"cannot download {bucket}/{key}: {type(exc).__name__} (Supabase Storage unreachable)"
             ) from None
-        except ArtifactStoreError:
+        except BaseException:
             partial.unlink(missing_ok=True)
             raise
         partial.replace(target)

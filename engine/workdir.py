@@ -131,15 +131,32 @@ class Workdir:
             return None
 
     def running_pid(self) -> int | None:
-        """The engine's pid when its process is alive, else None."""
+        """The engine's pid while this workdir's engine runs as it, else None (engine.pid may be stale)."""
         try:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid
+        return pid if engine_alive(pid, self.root) else None
+
+
+def engine_alive(pid: int, workdir: Path | str) -> bool:
+    """Whether ``pid`` is a live process (not a zombie) whose command line names ``workdir``.
+
+    A pid file outlives a killed engine, and its pid may since belong to an unrelated process: whoever
+    signals the engine checks this first.
+    """
+    if pid <= 0:
+        return False  # 0 and negatives name process groups: never an engine
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, under another user: /proc says whose it is
+    proc = Path(f"/proc/{pid}")
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, IndexError):
+        return True  # no /proc to look at: trust the signal check
+    return state != "Z" and str(workdir) in cmdline

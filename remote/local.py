@@ -23,7 +23,7 @@ from typing import Any
 from engine.config import JobSpec
 from engine.events import read_events
 from engine.limits import Limits
-from engine.workdir import Workdir
+from engine.workdir import Workdir, engine_alive
 from remote.provider import EventStream, Provider, ProviderError, RunHandle, RunState, copy_verified
 from store.errors import StoreError
 
@@ -66,23 +66,6 @@ class FileEventStream:
 
     def close(self) -> None:
         pass
-
-
-def _process_alive(pid: int, workdir: str) -> bool:
-    """The engine of ``workdir`` is still running as ``pid`` (not a zombie, not a reused pid)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path(f"/proc/{pid}")
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except (OSError, IndexError):
-        return True  # no /proc to look at: trust the signal check
-    return state != "Z" and workdir in cmdline
 
 
 class LocalProvider(Provider):
@@ -156,7 +139,7 @@ class LocalProvider(Provider):
     def state(self, handle: RunHandle) -> RunState:
         if handle.pid is None:
             return RunState.LOST
-        return RunState.RUNNING if _process_alive(handle.pid, handle.workdir) else RunState.EXITED
+        return RunState.RUNNING if engine_alive(handle.pid, handle.workdir) else RunState.EXITED
 
     def events(self, handle: RunHandle, after_seq: int) -> EventStream:
         return FileEventStream(Workdir(Path(handle.workdir)).events, after_seq)
@@ -174,11 +157,11 @@ class LocalProvider(Provider):
 
     def cancel(self, handle: RunHandle, reason: str) -> None:
         Workdir(Path(handle.workdir)).request_cancel(reason)
-        if handle.pid is not None and _process_alive(handle.pid, handle.workdir):
+        if handle.pid is not None and engine_alive(handle.pid, handle.workdir):
             os.kill(handle.pid, signal.SIGTERM)
 
     def terminate(self, handle: RunHandle) -> None:
-        if handle.pid is not None and _process_alive(handle.pid, handle.workdir):
+        if handle.pid is not None and engine_alive(handle.pid, handle.workdir):
             os.kill(handle.pid, signal.SIGKILL)
 
     def fetch_artifact(self, handle: RunHandle, name: str, dest: Path, *, sha256: str | None = None) -> Path:

@@ -192,8 +192,11 @@ def key_value(key: sa.Column[Any], text: str) -> Any:
 
 
 def strip(table: sa.Table, row: Mapping[str, Any]) -> dict[str, Any]:
-    """A row with only the columns that travel (the ledger's own integer ids stay behind)."""
-    return {c: row[c] for c in rules.synced_columns(table) if c in row}
+    """A row with only what travels (the ledger's own integer ids and an attempt's pod token stay behind)."""
+    kept = {c: row[c] for c in rules.synced_columns(table) if c in row}
+    if table is rules.ATTEMPTS and "handle" in kept:
+        kept["handle"] = rules.shareable_handle(kept["handle"])
+    return kept
 
 
 def plain(table: sa.Table, column: str, value: Any) -> Any:

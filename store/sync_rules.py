@@ -9,7 +9,8 @@ from one definition, so both sides resolve a conflict identically and converge:
   grow (step, epoch, cost, GPU-hours, event cursor) take the larger value; references (dataset, parent,
   owner, adapter path) are filled in, never unset. The lease columns are this machine's own: never sent,
   never overwritten by a pull.
-- **job_attempts** (by job and number): the attempt further along (ended, then costlier) wins.
+- **job_attempts** (by job and number): the attempt further along (ended, then costlier) wins. A pod API token
+  in a handle (where attempts recorded before tokens moved to the data dir keep one) never travels.
 - **model_artifacts** (by id): values fill in; a storage URI is never replaced by a local path.
 - **training_metrics_history** (by job and step): append-only — a step keeps its values and gains missing ones.
 - **job_events** (by job and seq): append-only — an event already there is left as it is.
@@ -46,6 +47,8 @@ LEASE = ("lease_owner", "lease_expires_at")
 # A pulled job that is still live runs under another ledger: this lease keeps local supervisors watching it.
 REMOTE_LEASE = "sync:remote"
 
+# Keys of an attempt handle's ``extra`` that stay in this ledger: a pod API token lets whoever holds it drive the pod.
+LOCAL_HANDLE_KEYS = frozenset({"pod_token"})
 JOB_COLUMNS = tuple(c.name for c in JOBS.columns if c.name not in LEASE)
 # Tables whose local integer id is the ledger's own: rows travel without it, matched by their natural key.
 LOCAL_IDS = {"job_attempts": ("job_id", "number"), "training_metrics_history": ("job_id", "step"),
@@ -78,6 +81,14 @@ def synced_columns(table: sa.Table) -> list[str]:
         return list(JOB_COLUMNS)
     skip = {"id"} if table.name in LOCAL_IDS else set()
     return [c.name for c in table.columns if c.name not in skip]
+
+
+def shareable_handle(handle: Any) -> Any:
+    """An attempt's handle without what stays local (LOCAL_HANDLE_KEYS)."""
+    extra = handle.get("extra") if isinstance(handle, dict) else None
+    if not isinstance(extra, dict) or not LOCAL_HANDLE_KEYS & extra.keys():
+        return handle
+    return {**handle, "extra": {key: value for key, value in extra.items() if key not in LOCAL_HANDLE_KEYS}}
 
 
 def upsert_jobs(dialect: str, columns: Sequence[str], *, local: bool, table: sa.Table = JOBS) -> Any:

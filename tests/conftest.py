@@ -12,6 +12,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from store.db import Ledger
+from store.supabase import migration_sql
+from tests.standins.postgres import PostgresServer, PostgresUnavailable, execute_script, find_binaries
 from tui.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,3 +77,26 @@ def run_lorapod(*args: str, env: dict[str, str] | None = None, **kwargs: object)
     return subprocess.run(
         command, check=False, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120, **kwargs
     )  # type: ignore[call-overload]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster for the session, where the tests that sync meet."""
+    if find_binaries() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run these tests: PostgreSQL's initdb and postgres are missing (see .ci/run)")
+        pytest.skip("PostgreSQL's initdb and postgres are not installed here (apt-get install postgresql)")
+    try:
+        server = PostgresServer().start()
+    except PostgresUnavailable as exc:  # pragma: no cover — find_binaries said yes
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def db(postgres: PostgresServer) -> str:
+    """A fresh database with Supabase's auth and storage stubbed and lorapod's migration applied."""
+    url = postgres.database()
+    execute_script(url, migration_sql())
+    return url

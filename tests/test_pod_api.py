@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ from engine.events import EventWriter, MetricsEvent, StageEvent, StatusEvent
 from engine.serve import create_app, main
 from engine.workdir import Workdir
 from tests.conftest import ROOT
+from tests.engine_helpers import wait_for
 
 TOKEN = "pod-token-7f3a9c2e5b1d"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -88,6 +90,11 @@ def server(workdir: Path) -> Iterator[str]:
     uv.should_exit = True
     thread.join(10)
     sock.close()
+
+
+def _fake_engine(workdir: Path) -> subprocess.Popen[bytes]:
+    """A process that sleeps, with the workdir on its command line as the engine's has it."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "run", "--workdir", str(workdir)])
 
 
 def _sse(lines: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -195,11 +202,16 @@ def test_status_folds_the_events(client: TestClient) -> None:
 
 
 def test_status_sees_the_terminal_stage_and_a_live_engine(client: TestClient, workdir: Path) -> None:
-    Workdir(workdir).pid_file.write_text(str(os.getpid()))
-    _emit(workdir, StageEvent(stage="failed", message="out of memory"))
-    status = client.get("/status", headers=AUTH).json()
-    assert (status["stage"], status["message"], status["terminal"]) == ("failed", "out of memory", True)
-    assert (status["engine_running"], status["engine_pid"]) == (True, os.getpid())
+    engine = _fake_engine(workdir)
+    try:
+        Workdir(workdir).pid_file.write_text(str(engine.pid))
+        _emit(workdir, StageEvent(stage="failed", message="out of memory"))
+        status = client.get("/status", headers=AUTH).json()
+        assert (status["stage"], status["message"], status["terminal"]) == ("failed", "out of memory", True)
+        assert (status["engine_running"], status["engine_pid"]) == (True, engine.pid)
+    finally:
+        engine.kill()
+        engine.wait()
 
 
 def test_events_after_a_seq_return_at_once(client: TestClient) -> None:
@@ -295,7 +307,7 @@ def test_logs_read_in_chunks_from_an_offset(client: TestClient, workdir: Path) -
 
 
 def test_cancel_requests_a_stop_and_signals_the_engine_once(client: TestClient, workdir: Path) -> None:
-    engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    engine = _fake_engine(workdir)
     try:
         work = Workdir(workdir)
         work.pid_file.write_text(str(engine.pid))
@@ -314,6 +326,22 @@ def test_cancel_requests_a_stop_and_signals_the_engine_once(client: TestClient, 
     assert [(e["type"], e["message"]) for e in events] == [
         ("log", "cancel requested through the pod API: loss diverged")
     ]
+
+
+def test_cancel_leaves_alone_a_process_that_a_stale_pid_file_names(client: TestClient, workdir: Path) -> None:
+    """The engine died without removing engine.pid, and its pid now belongs to an unrelated process."""
+    unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        Workdir(workdir).pid_file.write_text(str(unrelated.pid))
+        assert client.get("/status", headers=AUTH).json()["engine_running"] is False
+        done = client.post("/cancel", json={"reason": "stop"}, headers=AUTH).json()
+        assert (done["requested"], done["signalled_pid"], done["engine_running"]) == (True, None, False)
+        with pytest.raises(subprocess.TimeoutExpired):
+            unrelated.wait(timeout=1)  # still running: never signalled
+        assert Workdir(workdir).cancel_requested() == "stop"
+    finally:
+        unrelated.kill()
+        unrelated.wait()
 
 
 def test_cancelling_a_finished_job_changes_nothing(client: TestClient, workdir: Path) -> None:
@@ -399,3 +427,74 @@ def test_raw_traversal_requests_are_refused(server: str, workdir: Path) -> None:
                 reply += chunk
         assert reply.startswith(b"HTTP/1.1 404"), target
         assert b"outside packages" not in reply
+
+
+# -- inputs -----------------------------------------------------------------------------------------------
+
+
+def _sizes(folder: Path) -> list[int]:
+    """The sizes of the files in ``folder`` (none while it does not exist; one renamed meanwhile is skipped)."""
+    found = []
+    for path in folder.glob("*") if folder.is_dir() else []:
+        with contextlib.suppress(FileNotFoundError):
+            found.append(path.stat().st_size)
+    return found
+
+
+def _put(server: str, name: str, body: Any, data: bytes) -> httpx.Response:
+    headers = {**AUTH, "X-Content-SHA256": hashlib.sha256(data).hexdigest()}
+    return httpx.put(f"{server}/inputs/{name}", content=body, headers=headers, timeout=30)
+
+
+def test_two_uploads_of_one_name_at_once_each_land_whole(server: str, workdir: Path) -> None:
+    first, second = os.urandom(300_000), os.urandom(200_000)
+    inputs = Workdir(workdir).inputs
+    release = threading.Event()
+
+    def slow_first() -> Iterator[bytes]:
+        yield first[:100_000]
+        release.wait(20)  # the second upload starts and ends meanwhile
+        yield first[100_000:]
+
+    answers: dict[str, httpx.Response] = {}
+    thread = threading.Thread(target=lambda: answers.update(first=_put(server, "data.json", slow_first(), first)))
+    thread.start()
+    wait_for(lambda: any(size >= 100_000 for size in _sizes(inputs)), timeout=20)
+    answers["second"] = _put(server, "data.json", second, second)
+    release.set()
+    thread.join(30)
+    assert answers["second"].status_code == 201
+    assert answers["first"].status_code == 201
+    assert (inputs / "data.json").read_bytes() == first  # the upload that ended last, whole
+    assert [path.name for path in inputs.iterdir()] == ["data.json"]
+
+
+def test_an_upload_cut_off_leaves_no_file_and_one_clear_log_line(
+    server: str, workdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    inputs = Workdir(workdir).inputs
+    host, port = server.removeprefix("http://").split(":")
+    head = (
+        f"PUT /inputs/data.json HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"X-Content-SHA256: {'0' * 64}\r\nContent-Length: 1000000\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head.encode() + os.urandom(100_000))
+        wait_for(lambda: any(size >= 100_000 for size in _sizes(inputs)), timeout=20)
+    # The client is gone with 900 kB unsent.
+    wait_for(lambda: not _sizes(inputs), timeout=20)
+    wait_for(lambda: "data.json" in caplog.text, timeout=20)
+    time.sleep(0.2)  # anything logged after the line itself
+    assert "Traceback" not in caplog.text
+    assert not [record for record in caplog.records if record.exc_info]
+    lines = [record.getMessage() for record in caplog.records if "data.json" in record.getMessage()]
+    assert len(lines) == 1 and "disconnected" in lines[0], lines
+
+
+def test_an_upload_with_the_longest_name_allowed_lands(client: TestClient, workdir: Path) -> None:
+    name = "d" * 250 + ".json"  # 255 characters: the most a file name may have
+    data = b'{"conversations": []}\n'
+    headers = {**AUTH, "X-Content-SHA256": hashlib.sha256(data).hexdigest()}
+    assert client.put(f"/inputs/{name}", content=data, headers=headers).status_code == 201
+    assert [path.name for path in Workdir(workdir).inputs.iterdir()] == [name]

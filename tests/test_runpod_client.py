@@ -16,12 +16,15 @@ import pytest
 import presets
 from engine.config import JobSpec
 from presets.gpus import catalogue
+from remote.provider import ProviderError, RunHandle, RunState
+from remote.runpod import RunPodProvider
 from remote.runpod.client import CallBudget, NoInstances, RestClient
 from remote.runpod.errors import BadApiKey, BalanceTooLow, NoCapacity, RateLimited, RunPodError, TransportError
 from remote.runpod.pods import PodInfo, create_request, job_id_from_name, pod_name
 from remote.runpod.prices import PRICE_QUERY, fetch_prices, refresh_prices
-from remote.runpod.transport import EventFeed, FailoverFeed, PodEndpoint, PodTransport
+from remote.runpod.transport import EventFeed, FailoverFeed, Link, PodEndpoint, PodTransport
 from store.costs import find_gpu, gpu_price, live_prices
+from store.host_keys import Pin
 from store.settings import Settings
 
 KEY = "rpa_SECRET_0123456789abcdef"
@@ -281,21 +284,18 @@ def test_events_survive_reconnects_and_a_switch_of_transport_without_loss_or_dup
     assert feed.switches >= 1 and feed.transport == "http"
 
 
+class NoPins:
+    def get(self, host: str, port: int) -> Pin | None:
+        return None
+
+    def pin(self, pin: Pin) -> Pin:
+        return pin
+
+    def forget(self, host: str, port: int) -> bool:
+        return False
+
+
 def test_the_provider_reads_a_pods_state_from_runpod_and_waits_out_an_outage() -> None:
-    from remote.provider import RunHandle, RunState
-    from remote.runpod import RunPodProvider
-    from store.host_keys import Pin
-
-    class NoPins:
-        def get(self, host: str, port: int) -> Pin | None:
-            return None
-
-        def pin(self, pin: Pin) -> Pin:
-            return pin
-
-        def forget(self, host: str, port: int) -> bool:
-            return False
-
     answers: dict[str, httpx.Response] = {}
     rest = client(lambda request: answers[request.url.path.rsplit("/", 1)[-1]])
     provider = RunPodProvider(Settings(runpod_api_key=KEY), NoPins(), rest=rest)
@@ -310,3 +310,63 @@ def test_the_provider_reads_a_pods_state_from_runpod_and_waits_out_an_outage() -
     assert state("down") is RunState.RUNNING  # not known to be gone: keep following
     assert state("gone") is RunState.LOST
     assert state("stopped") is RunState.LOST
+
+
+def test_threads_asking_at_once_for_one_pods_link_share_a_single_link(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard's workers and the follower reach one pod together: one link (one SSH connection) serves all."""
+    provider = RunPodProvider(Settings(runpod_api_key=KEY), NoPins(), rest=client(lambda r: httpx.Response(200)))
+    made: list[str] = []
+
+    def slow_make(pod: PodInfo, workdir: str, token: str) -> Link:
+        made.append(pod.id)
+        time.sleep(0.2)  # a first link in the making while the others ask
+        return Link([FakeTransport("http", [], cut_every=0)])
+
+    monkeypatch.setattr(provider.links, "make", slow_make)
+    handle = RunHandle(provider="runpod", job_id="j", workdir="/w", pod_id="abc123")
+    start = threading.Barrier(4)
+
+    def read_log() -> None:
+        start.wait()
+        assert provider.logs(handle) == ("", 0)
+
+    threads = [threading.Thread(target=read_log) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert made == ["abc123"]
+
+
+def test_a_gpu_the_cost_model_does_not_know_is_refused_before_any_pod_is_made() -> None:
+    """Its hourly rate is unknown: a pod must never run costed at $0/h, out of the budget's sight."""
+    requests: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append((request.method, request.url.path))
+        if request.method == "GET":
+            return httpx.Response(200, json=[])  # no earlier pods of the job
+        return httpx.Response(400, json={"error": "no pod in this test", "status": 400})
+
+    settings = Settings(runpod_api_key=KEY, runpod_image="lorapod:test")
+    provider = RunPodProvider(settings, NoPins(), rest=client(handler))
+    with pytest.raises(ProviderError, match=r"unknown GPU 'NVIDIA Imaginary 99GB'.*known: NVIDIA H100"):
+        provider.launch(uuid.uuid4(), spec("gpu_types=NVIDIA Imaginary 99GB"))
+    assert [path for method, path in requests if method == "POST"] == []
+
+
+def test_a_pod_without_a_billed_rate_costs_the_catalogue_price_of_the_gpu_it_runs_on() -> None:
+    provider = RunPodProvider(Settings(runpod_api_key=KEY), NoPins(), rest=client(lambda r: httpx.Response(200)))
+    job = spec("gpu_types=NVIDIA H100 80GB HBM3,NVIDIA A100 80GB PCIe", "gpu_count=2")
+    on_a100 = RunHandle(
+        provider="runpod", job_id="j", workdir="/w", pod_id="abc123",
+        extra={"gpu_type": "NVIDIA A100 80GB PCIe", "cost_per_hr": None},
+    )  # fmt: skip
+    a100, _ = gpu_price(find_gpu("NVIDIA A100 80GB PCIe"), "SECURE", provider.settings)
+    h100, _ = gpu_price(find_gpu("NVIDIA H100 80GB HBM3"), "SECURE", provider.settings)
+    assert a100 > 0 and a100 != h100
+    assert provider.rate_usd_per_hour(on_a100, job) == pytest.approx(2 * a100)
+    billed = on_a100.model_copy(update={"extra": {**on_a100.extra, "cost_per_hr": 3.38}})
+    assert provider.rate_usd_per_hour(billed, job) == 3.38
+    on_unknown = on_a100.model_copy(update={"extra": {"gpu_type": "NVIDIA Imaginary 99GB"}})
+    assert provider.rate_usd_per_hour(on_unknown, job) == pytest.approx(2 * h100)  # the first GPU asked for

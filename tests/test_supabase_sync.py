@@ -35,7 +35,7 @@ from store.status import JobStatus
 from store.supabase import migration_sql, rollback_sql
 from store.sync import sync
 from tests.conftest import run_cli
-from tests.standins.postgres import PostgresServer, PostgresUnavailable, execute_script, find_binaries
+from tests.standins.postgres import PostgresServer, execute_script
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("training_jobs", "job_attempts", "model_artifacts", "training_metrics_history", "job_events")
@@ -50,28 +50,6 @@ CREATE TABLE public.training_files (
     created_by uuid, created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now()
 )
 """
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    if find_binaries() is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run these tests: PostgreSQL's initdb and postgres are missing (see .ci/run)")
-        pytest.skip("PostgreSQL's initdb and postgres are not installed here (apt-get install postgresql)")
-    try:
-        server = PostgresServer().start()
-    except PostgresUnavailable as exc:  # pragma: no cover — find_binaries said yes
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def db(postgres: PostgresServer) -> str:
-    """A fresh database with Supabase's auth and storage stubbed and lorapod's migration applied."""
-    url = postgres.database()
-    execute_script(url, migration_sql())
-    return url
 
 
 @pytest.fixture

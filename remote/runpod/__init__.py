@@ -1,8 +1,9 @@
 """RunPod: jobs on GPU pods, over RunPod's REST API, with the pod reached over SSH or its HTTP port.
 
 Modules: ``client`` (the REST API: typed errors, a call budget, backoff), ``prices`` (the GPU price query,
-cached for the cost model), ``pods`` (names, the create request, pod records), ``transport`` (the interface,
-event feeds, failover), ``ssh`` and ``http`` (the two transports), ``provider`` (``RunPodProvider``).
+cached for the cost model, and a pod's estimated rate), ``pods`` (names, the create request, pod records),
+``transport`` (the interface, event feeds, failover), ``ssh`` and ``http`` (the two transports), ``links`` (one
+link per pod) and ``tokens`` (pod API tokens, kept on this machine), ``provider`` (``RunPodProvider``).
 
 Exceptions::
 

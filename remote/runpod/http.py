@@ -6,6 +6,7 @@ in Range requests of ``chunk_bytes``, resumed where a cut one stopped.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import httpx
 
 from remote.provider import ArtifactError
 from remote.runpod.errors import TransportError
-from remote.runpod.transport import EventFeed, PodEndpoint, PodTransport, finish_download
+from remote.runpod.transport import EventFeed, PodEndpoint, PodTransport, finish_download, open_download
 
 EVENTS_WAIT_S = 20.0
 CHUNK_BYTES = 64 * 1024 * 1024
@@ -157,9 +158,9 @@ class HttpTransport(PodTransport):
         dest_dir.mkdir(parents=True, exist_ok=True)
         target = dest_dir / name
         partial = target.with_name(name + ".partial")
-        start = partial.stat().st_size if partial.exists() else 0
         etag: str | None = None
-        with partial.open("ab") as local:
+        with open_download(partial) as local:
+            start = local.seek(0, os.SEEK_END)
             while True:
                 headers = {"Range": f"bytes={start}-{start + self.chunk_bytes - 1}"}
                 if etag:

@@ -1,4 +1,5 @@
-"""Live GPU prices: RunPod's read-only GPU price query (the one the runpod SDK's ``get_gpu`` sends), cached.
+"""GPU prices: RunPod's read-only GPU price query (the one the runpod SDK's ``get_gpu`` sends), cached, and the
+rate a pod is expected to bill until RunPod reports its own.
 
 The query goes to RunPod's GraphQL endpoint with the GPU ids as variables — never pasted into the query text,
 which is how the SDK breaks on a quote — and the answer is cached under the cache dir for a day, where
@@ -13,9 +14,13 @@ from typing import Any
 
 import httpx
 
+from engine.config import JobSpec
+from remote.provider import ProviderError
 from remote.runpod.client import TIMEOUT, ApiKey
 from remote.runpod.errors import BadApiKey, RunPodError
-from store.costs import LivePrices, live_prices, write_live_prices
+from store.costs import LivePrices, find_gpu, gpu_price, live_prices, write_live_prices
+from store.errors import CostError
+from store.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +90,24 @@ def refresh_prices(
     if cached is not None:
         fetched = {**cached.prices, **fetched}
     return write_live_prices(cache_dir, fetched)
+
+
+def estimated_rate(spec: JobSpec, settings: Settings, gpu: str | None = None) -> float:
+    """USD per hour of a pod for ``spec`` by the cost model: ``gpu`` (the GPU rented) when the model knows it,
+    else the first of the spec's priority list.
+
+    ProviderError when it knows neither: an unknown rate is never taken for $0/h, which would hide the pod's
+    cost from the ledger and the budget.
+    """
+    resources = spec.resources
+    problem: CostError | None = None
+    for name in dict.fromkeys(n for n in (gpu, resources.gpu_types[0]) if n):
+        try:
+            price, _ = gpu_price(find_gpu(name), resources.cloud_type.value, settings)
+        except CostError as exc:
+            problem = problem or exc
+            continue
+        return price * resources.gpu_count
+    raise ProviderError(
+        f"cannot tell what a pod would cost per hour ({problem}); lorapod launches no pod it cannot cost"
+    )

@@ -1,7 +1,9 @@
 """The RunPod provider: one pod per job attempt, reached over SSH or the pod API, deleted when the job ends.
 
 launch: delete the job's earlier pods → create one, walking the GPU priority list → wait until its job process
-answers → upload the dataset → hand back a RunHandle (pod id, endpoints, the per-attempt pod API token).
+answers → upload the dataset → keep the per-attempt pod API token here (remote.runpod.tokens: never in the
+ledger, which syncs) → hand back a RunHandle (pod id, endpoints). Links to pods are made once each
+(remote.runpod.links).
 The pod runs the job alone from then on and deletes itself after a linger; ``release`` copies the packages
 and the log here and deletes it at once.
 """
@@ -31,13 +33,13 @@ from remote.runpod.errors import (
     RunPodError,
     TransportError,
 )
-from remote.runpod.http import CHUNK_BYTES, HttpTransport
-from remote.runpod.pods import POD_API_PORT, PodInfo, create_request, pod_name
-from remote.runpod.prices import refresh_prices
-from remote.runpod.ssh import HostKeyPins, SshTransport, ensure_key_pair
-from remote.runpod.transport import FailoverFeed, Link, PodEndpoint, PodTransport
+from remote.runpod.http import CHUNK_BYTES
+from remote.runpod.links import PodLinks
+from remote.runpod.pods import PodInfo, create_request, pod_name
+from remote.runpod.prices import estimated_rate, refresh_prices
+from remote.runpod.ssh import HostKeyPins, ensure_key_pair
+from remote.runpod.transport import FailoverFeed, Link, PodTransport
 from store.artifacts import store_environment
-from store.costs import find_gpu, gpu_price
 from store.errors import StoreError
 from store.settings import Settings
 
@@ -95,11 +97,10 @@ class RunPodProvider(Provider):
         self.rest = rest or RestClient(settings.runpod_api_url, key)
         self.pins = pins
         self.sleep = sleep
-        self.http_chunk_bytes = http_chunk_bytes
         paths = settings.paths
         self.key_dir = paths.data_dir / "ssh"
         self.mirror_dir = paths.jobs_dir
-        self._links: dict[str, Link] = {}
+        self.links = PodLinks(settings, pins, key_dir=self.key_dir, http_chunk_bytes=http_chunk_bytes)
         self._pods: dict[str, _Cached] = {}
         self._exits: dict[str, _Cached] = {}
         self._streams: dict[str, RunPodStream] = {}
@@ -131,22 +132,22 @@ class RunPodProvider(Provider):
         token = secrets.token_urlsafe(32)
         _, public_key = ensure_key_pair(self.key_dir)
         env = self._pod_env(job_id, pod_spec, token, public_key, resume, dataset.name if upload else None)
-        env.update(replace(limits or Limits(), rate_usd_per_hour=self._estimated_rate(spec)).to_env())
+        env.update(replace(limits or Limits(), rate_usd_per_hour=estimated_rate(spec, settings)).to_env())
         pod, gpu = self._create(job_id, spec, env)
         try:
             pod, link = self._wait_until_ready(pod, workdir, token)
             if upload:
                 sha256 = spec.dataset.dataset_sha256 or ""
                 link.call(lambda t: t.upload_input(dataset, dataset.name, sha256))
+            self.links.tokens.save(pod.id, token)  # not in the handle: attempts sync to Postgres
         except BaseException:
             self.rest.delete_pod(pod.id)
             raise
-        self._links[pod.id] = link
+        self.links.keep(pod.id, link)
         extra = {
-            "pod_token": token,
             "public_ip": pod.public_ip,
             "ssh_port": pod.ssh_port,
-            "proxy_url": self._proxy_url(pod.id),
+            "proxy_url": self.links.proxy_url(pod.id),
             "gpu_type": pod.gpu or gpu,
             "cost_per_hr": pod.cost_per_hr,
             "network_volume_id": pod.network_volume_id or self._volume(spec),
@@ -238,7 +239,7 @@ class RunPodProvider(Provider):
                     # A new pod owns this address now: its host key is pinned on first use.
                     self.pins.forget(pod.public_ip, pod.ssh_port)
                     forgotten.add((pod.public_ip, pod.ssh_port))
-                link = self._new_link(pod, workdir, token)
+                link = self.links.make(pod, workdir, token)
                 try:
                     link.call(lambda t: t.check())
                     return pod, link
@@ -267,33 +268,8 @@ class RunPodProvider(Provider):
 
     # --- reaching a pod ---------------------------------------------------------------------------------
 
-    def _proxy_url(self, pod_id: str) -> str:
-        return self.settings.runpod_proxy_url.format(pod_id=pod_id, port=POD_API_PORT)
-
-    def _new_link(self, pod: PodInfo, workdir: str, token: str) -> Link:
-        endpoint = PodEndpoint(
-            pod_id=pod.id, workdir=workdir, token=token, proxy_url=self._proxy_url(pod.id),
-            ssh_host=pod.public_ip, ssh_port=pod.ssh_port,
-        )  # fmt: skip
-        key, _ = ensure_key_pair(self.key_dir)
-        ssh: PodTransport = SshTransport(endpoint, self.settings.runpod_ssh_user, key, self.pins)
-        http: PodTransport = HttpTransport(endpoint, chunk_bytes=self.http_chunk_bytes)
-        preference = self.settings.runpod_transport
-        if preference == "http" or (preference == "auto" and not ssh.available):
-            return Link([http, ssh])
-        return Link([ssh, http])
-
     def _link(self, handle: RunHandle) -> Link:
-        pod_id = self._pod_id(handle)
-        link = self._links.get(pod_id)
-        if link is None:
-            extra = handle.extra
-            pod = PodInfo(
-                id=pod_id, name="", desired_status="RUNNING", cost_per_hr=None, public_ip=extra.get("public_ip"),
-                ssh_port=extra.get("ssh_port"), gpu=None, gpu_count=0, last_started_at=None, network_volume_id=None,
-            )  # fmt: skip
-            link = self._links[pod_id] = self._new_link(pod, handle.workdir, str(extra.get("pod_token", "")))
-        return link
+        return self.links.get(self._pod_id(handle), handle)
 
     @staticmethod
     def _pod_id(handle: RunHandle) -> str:
@@ -392,16 +368,9 @@ class RunPodProvider(Provider):
             raise ProviderError(f"{name}: the pod cannot be reached and no copy is here ({exc})") from None
 
     def rate_usd_per_hour(self, handle: RunHandle | None, spec: JobSpec) -> float:
-        billed = handle.extra.get("cost_per_hr") if handle is not None else None
-        return float(billed) if billed else self._estimated_rate(spec)
-
-    def _estimated_rate(self, spec: JobSpec) -> float:
-        resources = spec.resources
-        try:
-            price, _ = gpu_price(find_gpu(resources.gpu_types[0]), resources.cloud_type.value, self.settings)
-        except Exception:  # an unknown GPU: the pod's own rate replaces this once it runs
-            return 0.0
-        return price * resources.gpu_count
+        extra = handle.extra if handle is not None else {}
+        billed = extra.get("cost_per_hr")
+        return float(billed) if billed else estimated_rate(spec, self.settings, extra.get("gpu_type"))
 
     def release(self, handle: RunHandle) -> None:
         """Copy the packages and the engine log here, then delete the pod (the pod would after its linger)."""
@@ -434,9 +403,8 @@ class RunPodProvider(Provider):
 
     def _forget(self, handle: RunHandle) -> None:
         pod_id = handle.pod_id or ""
-        link = self._links.pop(pod_id, None)
-        if link is not None:
-            link.close()
+        if pod_id:
+            self.links.drop(pod_id)
         self._pods.pop(pod_id, None)
         self._exits.pop(pod_id, None)
 

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import shlex
 import socket
 import stat
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from remote.provider import ArtifactError
 from remote.runpod.errors import HostKeyChanged, PodJobFailed, TransportError
-from remote.runpod.transport import EventFeed, PodEndpoint, PodTransport, finish_download
+from remote.runpod.transport import EventFeed, PodEndpoint, PodTransport, finish_download, open_download
 from store.host_keys import Pin
 
 log = logging.getLogger(__name__)
@@ -348,14 +349,16 @@ class SshTransport(PodTransport):
         dest_dir.mkdir(parents=True, exist_ok=True)
         target = dest_dir / name
         partial = target.with_name(name + ".partial")
-        start = partial.stat().st_size if partial.exists() else 0
         try:
-            with self._session().sftp() as sftp, sftp.open(self._path("packages", name), "rb") as remote:
-                remote.seek(start)
+            with (
+                open_download(partial) as local,
+                self._session().sftp() as sftp,
+                sftp.open(self._path("packages", name), "rb") as remote,
+            ):
+                remote.seek(local.seek(0, os.SEEK_END))
                 remote.prefetch()
-                with partial.open("ab") as local:
-                    while chunk := remote.read(CHUNK):
-                        local.write(chunk)
+                while chunk := remote.read(CHUNK):
+                    local.write(chunk)
         except FileNotFoundError:
             raise ArtifactError(f"{name}: not in the pod's packages") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:

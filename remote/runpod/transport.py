@@ -15,10 +15,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, BinaryIO, ClassVar, TypeVar
 
 from engine.artifacts import ChecksumMismatch, check_sha256
 from engine.checksums import sha256_file
+from engine.partials import UnsafePartial, open_resumable
 from remote.provider import ArtifactError
 from remote.runpod.errors import HostKeyChanged, PodJobFailed, TransportError
 
@@ -244,6 +245,17 @@ class FailoverFeed:
 
     def close(self) -> None:
         self.feed.close()
+
+
+def open_download(partial: Path) -> BinaryIO:
+    """A resumable download's partial file, open for appending; ArtifactError when a link or another kind of
+    file has its name."""
+    try:
+        return open_resumable(partial)
+    except UnsafePartial as exc:
+        raise ArtifactError(str(exc)) from None
+    except OSError as exc:
+        raise ArtifactError(f"{partial}: cannot be written ({exc.strerror or type(exc).__name__})") from None
 
 
 def finish_download(partial: Path, target: Path, sha256: str | None) -> Path:
