@@ -114,8 +114,26 @@ class PodJob:
 
     # --- stages ---------------------------------------------------------------------------------------
 
-    def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([self.config.python, "-m", "engine", *args], stdin=subprocess.DEVNULL)
+    def _spawn(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([self.config.python, "-m", "engine", *args], stdin=subprocess.DEVNULL, env=env)
+
+    def billed_rate(self) -> float | None:
+        """What RunPod bills this pod per hour (its costPerHr), asked with the pod's own key: the launcher could
+        only guess it before RunPod chose the GPU, and the engine's limits count cost at this rate."""
+        key = os.environ.get("RUNPOD_API_KEY", "")
+        if not self.config.pod_id or not key:
+            return None
+        try:
+            response = httpx.get(
+                f"{self.config.api_url}/pods/{self.config.pod_id}", headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+            )  # fmt: skip
+            response.raise_for_status()
+            rate = float(response.json().get("costPerHr") or 0)
+        except (httpx.HTTPError, ValueError, TypeError) as exc:
+            log.warning("the pod's billed rate is unknown (%s): the engine counts at the estimate", type(exc).__name__)
+            return None
+        return rate if rate > 0 else None
 
     def _await_input(self) -> None:
         name = self.config.await_input
@@ -136,7 +154,12 @@ class PodJob:
         if self.stopping.is_set():
             return 143
         models = os.environ.get("LORAPOD_MODELS_DIR") or str(self.config.workspace / "lorapod" / "models")
-        self.engine = self._spawn(["run", "--workdir", str(self.workdir.root), "--models-dir", models])
+        env = dict(os.environ)
+        rate = self.billed_rate()
+        if rate is not None:
+            log.info("the pod is billed $%.4f/h", rate)
+            env["LORAPOD_RATE_USD_PER_HOUR"] = f"{rate:.6f}"
+        self.engine = self._spawn(["run", "--workdir", str(self.workdir.root), "--models-dir", models], env)
         code = self.engine.wait()
         log.info("the engine exited with code %d", code)
         return code

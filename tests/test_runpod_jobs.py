@@ -374,6 +374,7 @@ def test_a_pod_stops_itself_at_its_cost_limit_and_deletes_itself(cluster: Cluste
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(SLOW_STEPS)
     cluster.standin.env_overrides = {"PYTHONPATH": f"{hooks}{os.pathsep}{ROOT}"}
+    cluster.standin.no_capacity = {"NVIDIA H100 80GB HBM3"}  # rented on the next GPU, at another price
     env = cluster.env(tmp_path / "home", LORAPOD_RUNPOD_POD_LINGER_S="2")
     rate, _ = gpu_price(find_gpu("NVIDIA H100 80GB HBM3"), "SECURE", load_settings())
     cap = round(rate * 15 / 3600, 4)  # the engine reaches it 15 s into its life
@@ -385,4 +386,6 @@ def test_a_pod_stops_itself_at_its_cost_limit_and_deletes_itself(cluster: Cluste
     end = [e for e in cluster.events(job["id"]) if e["type"] == "stage"][-1]
     assert end["limit"] == "cost" and "the job's max_cost_usd" in end["message"]
     (pod,) = cluster.job_pods(job["id"])
+    assert pod.gpu != "NVIDIA H100 80GB HBM3"
+    assert f"${pod.cost_per_hr:,.2f}/h" in end["message"]  # counted at the rate RunPod bills, not the guess
     wait_for(lambda: pod.id in cluster.standin.deleted, timeout=120)  # the pod deleted itself
