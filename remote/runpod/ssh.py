@@ -300,8 +300,15 @@ class SshTransport(PodTransport):
                 sftp.posix_rename(request + ".tmp", request)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise TransportError(f"SFTP cancel: {exc or type(exc).__name__}") from None
+        # Only the engine of this workdir: a stale engine.pid may name any process by now (the pod API checks
+        # the same way, engine.workdir.engine_alive).
         pid_file = shlex.quote(self._path("engine.pid"))
-        self._session().exec(f'pid=$(cat {pid_file} 2>/dev/null) && kill -TERM "$pid" 2>/dev/null; true')
+        workdir = shlex.quote(str(self.root))
+        self._session().exec(
+            f'pid=$(cat {pid_file} 2>/dev/null) && [ "$pid" -gt 1 ] 2>/dev/null && '
+            f'tr "\\0" " " < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- {workdir} && '
+            f'kill -TERM "$pid" 2>/dev/null; true'
+        )
 
     def engine_exit(self) -> dict[str, Any] | None:
         found = self._read("control/engine-exit.json", 0, 65536)
