@@ -24,6 +24,10 @@ from tui.following import Followers
 from tui.messages import JobChanged, JobFinished, LedgerSynced
 
 
+# How often the dashboard looks for live jobs it does not follow yet (started from another shell, say).
+DISCOVER_EVERY_S = 2.0
+
+
 class LorapodApp(App[None]):
     TITLE = "lorapod"
     SUB_TITLE = "LoRA fine-tuning on rented GPUs"
@@ -52,6 +56,7 @@ class LorapodApp(App[None]):
         if self.follow_jobs:
             self.followers.start_all()
             self.set_interval(2.0, self.check_alerts)
+            self.set_interval(DISCOVER_EVERY_S, self.followers.discover)
             interval = self.backend.settings.sync_interval_s
             if self.backend.sync_state is not None and interval > 0:
                 self.sync_ledger()

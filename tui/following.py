@@ -42,6 +42,22 @@ class Followers:
         for job_id in followable:
             self.app.call_from_thread(self.follow, str(job_id))
 
+    def discover(self) -> None:
+        """Follow live jobs this dashboard does not follow yet: started or resumed from another shell, by the
+        background supervisor, or by a colleague whose rows sync brought in (runs in a worker)."""
+        self.app.run_worker(self._discover, thread=True, group="discover", name="discover", exclusive=True,
+                            exit_on_error=False)  # fmt: skip
+
+    def _discover(self) -> None:
+        try:
+            followable = self.backend.followable_job_ids()
+        except Exception:  # the ledger is busy or gone for a moment: the next round looks again
+            return
+        for job_id in followable:
+            current = self.workers.get(str(job_id))
+            if current is None or not current.is_running:
+                self.app.call_from_thread(self.follow, str(job_id))
+
     def follow(self, job_id: str) -> None:
         """Follow one job until it ends (no-op when already followed)."""
         current = self.workers.get(job_id)

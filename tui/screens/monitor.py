@@ -174,7 +174,9 @@ class MonitorScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="monitor")
     def refresh_data(self) -> None:
-        detail = self.lorapod.backend.detail(self.job_id, after_seq=self.last_seq, after_step=self.last_step)
+        # The newest step is read again: its eval loss is merged into its row after its training loss.
+        after_step = self.last_step - 1 if self.last_step is not None else None
+        detail = self.lorapod.backend.detail(self.job_id, after_seq=self.last_seq, after_step=after_step)
         self.app.call_from_thread(self._apply, detail, self.lorapod.backend.clock())
 
     def _apply(self, detail: JobDetail, now: Any) -> None:
