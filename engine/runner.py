@@ -43,6 +43,8 @@ from engine.workdir import Workdir
 
 log = logging.getLogger("engine")
 HEARTBEAT_SECONDS = float(os.environ.get("LORAPOD_HEARTBEAT_S", "30"))
+# Delivered to the engine's own main thread (never sent from outside) to stop a stage between two steps.
+INTERRUPT_SIGNAL = signal.SIGUSR1
 # Environment variables the engine reads; their values never reach a log, an event or a package.
 SECRET_ENV = (
     "HF_TOKEN", "TRAINING_WEBHOOK_SECRET", "LORAPOD_POD_TOKEN", "RUNPOD_API_KEY", "SUPABASE_URL",
@@ -114,6 +116,7 @@ class Job:
         self.finished = False  # set once the terminal stage event is written: nothing may follow it
         self.limits = Limits.from_env()
         self.limit_kind: str | None = None  # "cost" or "duration" once a limit stopped the job
+        self._interrupted_at = -float("inf")  # when the main thread was last told to stop its stage
 
     # --- events -----------------------------------------------------------------------------------------
 
@@ -190,13 +193,29 @@ class Job:
         cost = round(self.limits.cost(elapsed), 6)
         self.emit(CostEvent(rate_usd_per_hour=self.limits.rate_usd_per_hour, cost_usd=cost, elapsed=round(elapsed, 3)))
 
+    def _interrupt_stage(self) -> None:
+        """Stop a stage that has no step to finish (a model download, loading, evaluation) as soon as its main
+        thread runs Python again; training stops at its next step, with a checkpoint, by itself."""
+        if self.stage in (Stage.TRAINING, None) or self.finished:
+            return
+        # Again every 10 s: library code that catches every exception may have swallowed the last one.
+        self._interrupted_at = time.monotonic()
+        main = threading.main_thread().ident
+        if main is not None:  # a real signal: it also wakes a main thread blocked in a read or a sleep
+            signal.pthread_kill(main, INTERRUPT_SIGNAL)
+
+    def _on_interrupt(self, _signum: int, _frame: FrameType | None) -> None:
+        if self.cancel_reason is not None and self.stage is not Stage.TRAINING and not self.finished:
+            raise JobCancelled(self.cancel_reason)
+
     def _heartbeat(self) -> None:
         """Heartbeats and cost every HEARTBEAT_SECONDS, and the limits checked between training steps too
         (a model download can outlast a budget)."""
         interval = min(HEARTBEAT_SECONDS, 1.0)
         last_beat = time.monotonic()
         while not self._stop_heartbeat.wait(interval):
-            self.should_stop()
+            if self.should_stop() and time.monotonic() - self._interrupted_at > 10:
+                self._interrupt_stage()
             if time.monotonic() - last_beat < HEARTBEAT_SECONDS:
                 continue
             last_beat = time.monotonic()
@@ -212,6 +231,7 @@ class Job:
         """Run the job; 0 when completed or cancelled, else the failure's exit code."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        signal.signal(INTERRUPT_SIGNAL, self._on_interrupt)
         self.workdir.pid_file.write_text(str(os.getpid()))
         beat = self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()

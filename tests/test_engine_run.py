@@ -337,3 +337,35 @@ def test_nothing_follows_the_last_word(tmp_path: Path, monkeypatch: pytest.Monke
     assert items[-1]["type"] == "stage" and items[-1]["stage"] == "completed"
     assert items[-2]["type"] == "cost" and items[-2]["elapsed"] > 0
     job.writer.close()
+
+
+LONG_PREPARE = """
+# Preparing takes minutes, a stand-in for a model download: the engine must not wait it out past a limit.
+import time
+import engine.prepare as prepare
+
+_prepare = prepare.prepare
+
+def slow(*args, **kwargs):
+    time.sleep(600)
+    return _prepare(*args, **kwargs)
+
+prepare.prepare = slow
+"""
+
+
+def test_a_limit_crossed_in_a_long_stage_stops_it_without_waiting_for_its_end(demo_model: Path, tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(LONG_PREPARE)
+    spec_path = write_spec(tiny_spec(demo_model, SAMPLE), tmp_path / "spec.json")
+    limits = '{"ceiling_usd": 3.0, "ceiling_name": "the job\'s max_cost_usd"}'
+    result = run_engine(
+        spec_path, tmp_path / "work", timeout=120, LORAPOD_RATE_USD_PER_HOUR="3600", LORAPOD_LIMITS=limits,
+        PYTHONPATH=str(hooks),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:]
+    items = events(tmp_path / "work")
+    assert items[-1]["stage"] == "cancelled" and items[-1]["limit"] == "cost"
+    assert "max_cost_usd" in items[-1]["message"]
+    assert of_type(items, "cost")[-1]["elapsed"] < 30  # not the 600 s the stage would have taken
