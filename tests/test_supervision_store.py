@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 import presets
 from store.alerts import acknowledge, list_alerts, raise_alert
@@ -110,3 +111,29 @@ def test_alerts_are_raised_once_per_key(ledger: Ledger) -> None:
     (alert,) = list_alerts(ledger)
     acknowledge(ledger, [alert.id or 0])
     assert list_alerts(ledger) == [] and len(list_alerts(ledger, unacknowledged=False)) == 1
+
+
+def test_auto_resume_keeps_the_rules_of_a_start(ledger: Ledger, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Auto-resume once skipped the per-job ceiling: a job that had already cost it was started again."""
+    from remote.supervisor import Supervisor
+    from store.jobs import update_job
+    from store.settings import load_settings
+
+    monkeypatch.setenv("LORAPOD_AUTO_RESUME", "true")
+    monkeypatch.setenv("LORAPOD_PER_JOB_CEILING_USD", "50")
+    launched: list[object] = []
+    supervisor = Supervisor(ledger, load_settings())
+    def launch(job_id: object, resume: bool = False) -> SimpleNamespace:
+        launched.append(job_id)
+        return SimpleNamespace(number=2)
+
+    monkeypatch.setattr(supervisor, "launch", launch)
+    job = _job(ledger)
+    transition(ledger, job.id, JobStatus.INTERRUPTED)
+    update_job(ledger, job.id, actual_cost_usd=55.0, estimated_cost_usd=60.0)
+    assert supervisor.auto_resume(job.id, 1) is None and launched == []
+    assert any("per-job ceiling" in alert.message for alert in list_alerts(ledger))
+    update_job(ledger, job.id, actual_cost_usd=5.0, estimated_cost_usd=20.0)
+    supervisor.auto_resume(job.id, 1)
+    assert launched == [job.id]
+    assert supervisor.auto_resume(job.id, 3) is None and launched == [job.id]  # max_resume_attempts (3) reached
