@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cli, dataset, ledger, local_run, notices, projection, runpod, supabase, training, tui
+from benchmarks import cli, dataset, governing, ledger, local_run, notices, projection, runpod, supabase, training, tui
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -32,6 +32,7 @@ SUITES: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "supabase": supabase.run,
     "tui": tui.run,
     "projection": projection.run,
+    "governing": governing.run,
     "notices": notices.run,
 }
 
