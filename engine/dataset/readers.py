@@ -15,6 +15,7 @@ from typing import Any
 from engine.config import DatasetFormat
 from engine.dataset.errors import DatasetError
 from engine.dataset.report import Findings, Location
+from engine.dataset.source import open_regular
 
 EXCERPT_WIDTH = 72  # characters of the offending line shown around the error position
 _SAMPLE_LINES = 5  # non-empty lines looked at to tell JSONL from one JSON document
@@ -38,7 +39,8 @@ class Source:
 def read_source(path: Path, findings: Findings) -> Source | None:
     """The file's text; None (with a finding) when it is empty, binary or not UTF-8; DatasetError if unreadable."""
     try:
-        data = path.read_bytes()
+        with open_regular(path) as handle:
+            data = handle.read()
     except OSError as exc:
         raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
     where = Location(file=path.name)
