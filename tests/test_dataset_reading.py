@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -11,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from engine.config import JobSpec
-from engine.dataset import DatasetError
+from engine.dataset import ConvertOptions, DatasetError, convert_file, validate_file
 from engine.prepare import prepare
 from engine.workdir import Workdir
-from tests.dataset_helpers import SAMPLE
+from tests.dataset_helpers import CHAT_SAMPLE, SAMPLE, sample_document, to_jsonl_export
 
 # What a runaway read may take before the test process stops it: far more than validating the sample needs.
 _MEMORY_CAP = 2 << 30
@@ -67,3 +68,66 @@ def test_the_engine_refuses_a_dataset_that_is_not_a_regular_file(tmp_path: Path)
     spec = JobSpec.model_validate({"base_model": "demo", "dataset": {"dataset_path": str(path)}})
     with pytest.raises(DatasetError, match=f"{path} is {kind}, not a regular file"):
         prepare(spec, Workdir(tmp_path / "job"), tokenizer=None)  # type: ignore[arg-type]
+
+
+def _with_lone_surrogate(tmp_path: Path) -> Path:
+    """The sample with a reply and a history turn cut inside an emoji: JSON escapes of half a surrogate pair."""
+    document = sample_document()
+    pairs = document["conversations"][1]["training_pairs"]
+    pairs[1]["target_response"] = "Breathe in \ud83d\ude00 and out \ud800 slowly."
+    pairs[3]["conversation_history"][1]["content"] = "cut here \udc00"
+    path = tmp_path / "surrogate.json"
+    path.write_text(json.dumps(document, indent=2), encoding="ascii")  # ensure_ascii: the escapes as they arrive
+    return path
+
+
+def test_an_unpaired_surrogate_is_an_error_at_its_conversation_pair_and_field(tmp_path: Path) -> None:
+    report = validate_file(_with_lone_surrogate(tmp_path))
+    assert not report.ok
+    found = {
+        (e.code, e.location.conversation_index, e.location.pair_index, e.location.field): e.message
+        for e in report.errors
+        if e.location is not None
+    }
+    assert set(found) == {
+        ("unpaired_surrogate", 1, 1, "target_response"),
+        ("unpaired_surrogate", 1, 3, "conversation_history[1].content"),
+    }
+    assert "\\ud800" in found["unpaired_surrogate", 1, 1, "target_response"]
+    assert "not valid Unicode text" in found["unpaired_surrogate", 1, 1, "target_response"]
+    assert len(report.errors) == 2  # the whole emoji (a surrogate pair) is fine
+
+
+@pytest.mark.parametrize("shape", ["brightrun-jsonl", "chat-jsonl"])
+def test_an_unpaired_surrogate_in_jsonl_is_located_by_line_and_field(tmp_path: Path, shape: str) -> None:
+    if shape == "chat-jsonl":
+        lines = CHAT_SAMPLE.read_text(encoding="utf-8").splitlines()
+        chat = json.loads(lines[1])
+        chat["messages"][2]["content"] += "\ud800"
+        lines[1], field = json.dumps(chat), "messages[2].content"
+    else:
+        lines = to_jsonl_export(sample_document()).splitlines()
+        pair = json.loads(lines[3])
+        pair["current_user_input"] += "\udbff"
+        lines[3], field = json.dumps(pair), "current_user_input"
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = validate_file(path)
+    assert [e.code for e in report.errors] == ["unpaired_surrogate"]
+    location = report.errors[0].location
+    assert location is not None and (location.line, location.field) == (2 if shape == "chat-jsonl" else 4, field)
+
+
+def test_validate_and_convert_refuse_an_unpaired_surrogate_and_write_nothing(tmp_path: Path) -> None:
+    path = _with_lone_surrogate(tmp_path)
+    validated = lorapod("dataset", "validate", str(path))
+    assert validated.returncode == 1
+    assert "unpaired surrogate (\\ud800)" in validated.stdout and "training_pairs[1]" in validated.stdout
+    out = tmp_path / "out"
+    converted = lorapod("dataset", "convert", str(path), "-o", str(out))
+    assert converted.returncode == 1
+    assert "Traceback" not in converted.stdout + converted.stderr
+    assert "unpaired surrogate (\\ud800)" in converted.stdout
+    assert not out.exists() or list(out.iterdir()) == []
+    with pytest.raises(DatasetError, match="unpaired surrogate"):
+        convert_file(path, tmp_path / "engine-out", ConvertOptions())

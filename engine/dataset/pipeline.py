@@ -15,9 +15,10 @@ from engine.dataset.jsonl import read_brightrun_lines, read_chat_lines
 from engine.dataset.manifest import Counts, Manifest, SourceInfo, read_output, write_output
 from engine.dataset.model import Dataset, Example
 from engine.dataset.readers import Source, detect_format, parse_document, parse_lines, read_source
-from engine.dataset.report import Findings, ValidationReport, WarningGroup, plural
+from engine.dataset.report import Findings, Location, ValidationReport, WarningGroup, plural
 from engine.dataset.schema import read_brightrun
 from engine.dataset.split import Split, split_conversations
+from engine.dataset.surrogates import check_document, check_value
 from engine.dataset.tokens import CharEstimate, ChatTokenizer, load_counter
 
 DEFAULT_MAX_SEQ_LENGTH = Hyperparameters.model_fields["max_seq_length"].default
@@ -93,13 +94,19 @@ def read_dataset(path: Path, format: DatasetFormat, findings: Findings) -> tuple
         parsed, data = parse_document(source, findings)
         if not parsed:
             return source, None
+        if source.may_hold_surrogates:
+            check_document(data, path.name, findings)
         dataset.conversations, dataset.metadata = read_brightrun(data, path.name, findings)
-    elif chosen is DatasetFormat.BRIGHTRUN_JSONL:
-        dataset.conversations, dataset.metadata = read_brightrun_lines(
-            parse_lines(source, findings), path.name, findings
-        )
+        return source, dataset
+    lines = parse_lines(source, findings)
+    if source.may_hold_surrogates:
+        for number, value in lines:
+            where = Location(file=path.name, line=number)
+            check_value(value, where, findings, pair=chosen is DatasetFormat.BRIGHTRUN_JSONL)
+    if chosen is DatasetFormat.BRIGHTRUN_JSONL:
+        dataset.conversations, dataset.metadata = read_brightrun_lines(lines, path.name, findings)
     else:
-        dataset.conversations = read_chat_lines(parse_lines(source, findings), path.name, findings)
+        dataset.conversations = read_chat_lines(lines, path.name, findings)
     return source, dataset
 
 

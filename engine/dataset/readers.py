@@ -16,6 +16,7 @@ from engine.config import DatasetFormat
 from engine.dataset.errors import DatasetError
 from engine.dataset.report import Findings, Location
 from engine.dataset.source import open_regular
+from engine.dataset.surrogates import may_hold_surrogates
 
 EXCERPT_WIDTH = 72  # characters of the offending line shown around the error position
 _SAMPLE_LINES = 5  # non-empty lines looked at to tell JSONL from one JSON document
@@ -27,6 +28,7 @@ class Source:
     path: Path
     text: str
     data: bytes
+    may_hold_surrogates: bool = False
 
     @property
     def size(self) -> int:
@@ -61,7 +63,7 @@ def read_source(path: Path, findings: Findings) -> Source | None:
             Location(file=path.name, line=line, column=column),
         )
         return None
-    return Source(path, text, data)
+    return Source(path, text, data, may_hold_surrogates(data))
 
 
 def detect_format(text: str) -> DatasetFormat:
