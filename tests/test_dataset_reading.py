@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.config import JobSpec
-from engine.dataset import ConvertOptions, DatasetError, convert_file, validate_file
+from engine.dataset import ConvertOptions, DatasetError, convert_file, stream, validate_file
 from engine.prepare import prepare
 from engine.workdir import Workdir
-from tests.dataset_helpers import CHAT_SAMPLE, SAMPLE, sample_document, to_jsonl_export
+from tests.dataset_helpers import CHAT_SAMPLE, SAMPLE, big_document, sample_document, to_jsonl_export, write_json
 
 # What a runaway read may take before the test process stops it: far more than validating the sample needs.
 _MEMORY_CAP = 2 << 30
@@ -131,3 +133,64 @@ def test_validate_and_convert_refuse_an_unpaired_surrogate_and_write_nothing(tmp
     assert not out.exists() or list(out.iterdir()) == []
     with pytest.raises(DatasetError, match="unpaired surrogate"):
         convert_file(path, tmp_path / "engine-out", ConvertOptions())
+
+
+# The peak resident memory of this process (VmHWM: ru_maxrss would start at the parent's peak on Linux).
+_PEAK_GROWTH = """
+import re, sys
+from pathlib import Path
+from engine.dataset import validate_file
+def peak():
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+validate_file(sys.argv[2])  # loads every module validation uses, so only the file's own cost is measured
+before = peak()
+report = validate_file(sys.argv[1])
+print(peak() - before, report.ok, report.pairs)
+"""
+
+
+@pytest.mark.parametrize("shape", ["document", "jsonl"])
+def test_validating_a_large_file_takes_at_most_twice_its_size_in_memory(tmp_path: Path, shape: str) -> None:
+    if not Path("/proc/self/status").exists():
+        pytest.skip("peak memory is read from /proc")
+    document = big_document(40)
+    path = tmp_path / f"big.{shape}"
+    if shape == "jsonl":
+        path.write_text(to_jsonl_export(document), encoding="utf-8")
+    else:
+        write_json(path, document)
+    size = path.stat().st_size
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_GROWTH, str(path), str(SAMPLE)], capture_output=True, text=True, check=True
+    )
+    growth, ok, pairs = result.stdout.split()
+    assert ok == "True" and int(pairs) == sum(len(c["training_pairs"]) for c in document["conversations"])
+    assert int(growth) <= 2 * size, f"peak memory grew by {int(growth) / size:.1f}× the file's {size / 1e6:.0f} MB"
+
+
+_DOCUMENT = json.dumps({**sample_document(), "conversations": sample_document()["conversations"][:3]}, indent=1)
+
+
+def _read_in_pieces(path: Path, chunk: int) -> dict[str, object]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stream, "CHUNK", chunk)
+        return validate_file(path).to_dict()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    chunk=st.sampled_from([1, 5, 64, 1000]),
+    cut=st.integers(min_value=0, max_value=len(_DOCUMENT)),
+    at=st.integers(min_value=0, max_value=len(_DOCUMENT) - 1),
+    byte=st.sampled_from(list('{}[],:"\\ 0a\n')),
+    minified=st.booleans(),
+)
+def test_a_document_read_in_small_pieces_reads_as_if_whole(
+    tmp_path: Path, chunk: int, cut: int, at: int, byte: str, minified: bool
+) -> None:
+    """Held a piece at a time, the file gives the same report: records, errors, lines, columns and excerpts."""
+    text = json.dumps(json.loads(_DOCUMENT), separators=(",", ":")) if minified else _DOCUMENT
+    text = (text[:at] + byte + text[at + 1 :])[: max(cut, 1)] if cut < len(text) else text
+    path = tmp_path / "pieces.json"
+    path.write_text(text, encoding="utf-8")
+    assert _read_in_pieces(path, chunk) == validate_file(path).to_dict()

@@ -88,16 +88,3 @@ def check_value(value: Any, where: Location, findings: Findings, *, pair: bool =
         where = replace(where, pair_id=text_id(value.get("id")))
     for path, surrogate in unpaired(value, prefix):
         _report(findings, where, path, surrogate)
-
-
-def check_document(data: Any, file: str, findings: Findings) -> None:
-    """Each unpaired surrogate in a brightrun document: in its conversations by pair, elsewhere by field."""
-    if not isinstance(data, dict):
-        check_value(data, Location(file=file), findings)
-        return
-    for key, value in data.items():
-        if key == "conversations" and isinstance(value, list):
-            for index, raw in enumerate(value):
-                check_conversation(raw, index, findings)
-        else:
-            check_value(value, Location(file=file), findings, prefix=(key,))
