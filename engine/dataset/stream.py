@@ -130,13 +130,13 @@ class JsonStream:
         for some context, so the text held stays about the size of the value being parsed."""
         if self._eof:
             return False
-        # Reading as much again as is held keeps re-parsing a value that spans many pieces linear in its size.
-        data = self._handle.read(max(CHUNK, len(self._text)))
+        cut = min(self._mark, self._pos) - _CONTEXT
+        # Reading as much again as is kept keeps re-parsing a value that spans many pieces linear in its size.
+        data = self._handle.read(max(CHUNK, len(self._text) - max(cut, 0)))
         if not data:
             self._eof = True
             self._decoder.decode(b"", final=True)  # the file was checked as UTF-8: nothing is left over
             return False
-        cut = min(self._mark, self._pos) - _CONTEXT
         if cut > 0:
             last = self._text.rfind("\n", 0, cut)
             self._columns_dropped = cut - last - 1 if last >= 0 else self._columns_dropped + cut
