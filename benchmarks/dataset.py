@@ -1,10 +1,13 @@
-"""Dataset benchmarks: validate and convert 10,000 pairs, tokens saved by conversations mode, packing at 4,096."""
+"""Dataset benchmarks: validate and convert 10,000 pairs, peak memory on a 200 MB file, tokens saved by
+conversations mode, packing at 4,096."""
 
 from __future__ import annotations
 
 import copy
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -24,6 +27,7 @@ REAL_FILES = ["brightrun-v4-18-conversations.json", "brightrun-v4-24-conversatio
 PAIRS = 10_000
 REPEAT = 3
 SEQ = 4096
+LARGE_MB = 200
 
 
 def _sources() -> list[Path]:
@@ -106,6 +110,77 @@ def validate_and_convert(workdir: Path, tokenizer: ChatTokenizer) -> list[dict[s
             "conditions": "as above with the demo tokenizer counting every message (cached per distinct text)",
         },
     ]
+
+
+def _large_files(source: Path, workdir: Path) -> tuple[Path, Path, int]:
+    """A LARGE_MB document of ``source``'s conversations repeated, each copy's texts made its own (a copy's
+    history still repeats its earlier turns, as the owner's files do), and its JSONL export."""
+    document = json.loads(source.read_text(encoding="utf-8"))
+    originals = document.pop("conversations")
+    size = sum(len(json.dumps(c, indent=2, ensure_ascii=False).encode()) for c in originals) / len(originals)
+    count = int(LARGE_MB * 1e6 / size)
+    big, export = workdir / "large.json", workdir / "large.jsonl"
+    with big.open("w", encoding="utf-8") as out, export.open("w", encoding="utf-8") as lines:
+        out.write(json.dumps(document, indent=2, ensure_ascii=False)[:-2] + ',\n  "conversations": [\n')
+        lines.write(json.dumps({"_meta": document.get("training_file_metadata", {})}) + "\n")
+        for index in range(count):
+            conversation = copy.deepcopy(originals[index % len(originals)])
+            conversation_id = str(uuid.UUID(int=index))
+            conversation["conversation_metadata"]["conversation_id"] = conversation_id
+            for pair in conversation["training_pairs"]:
+                for turn in pair["conversation_history"]:
+                    turn["content"] += f" (#{index})"
+                pair["current_user_input"] += f" (#{index})"
+                if pair["target_response"] is not None:
+                    pair["target_response"] += f" (#{index})"
+                pair["conversation_metadata"]["conversation_id"] = conversation_id
+                lines.write(json.dumps(pair, ensure_ascii=False) + "\n")
+            text = json.dumps(conversation, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+            out.write(("" if index == 0 else ",\n") + "    " + text)
+        out.write("\n  ]\n}\n")
+    return big, export, count
+
+
+# Run in a fresh process, so the peak is the command's own; VmHWM, as ru_maxrss starts at the parent's peak.
+_PEAK = """
+import re, sys
+from pathlib import Path
+from engine.dataset import ConvertOptions, convert_file, validate_file
+def peak():
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+action, path, warm, out = sys.argv[1:]
+validate_file(warm)
+before = peak()
+validate_file(path) if action == "validate" else convert_file(path, out, ConvertOptions())
+print(before, peak())
+"""
+
+
+def peak_memory(workdir: Path) -> list[dict[str, Any]]:
+    if not Path("/proc/self/status").exists():
+        return []
+    source = _sources()[-1]
+    big, export, conversations = _large_files(source, workdir)
+    results = []
+    for path, shape in ((big, "document"), (export, "JSONL export")):
+        size = path.stat().st_size
+        for action in ("validate", "convert"):
+            command = [sys.executable, "-c", _PEAK, action, str(path), str(SAMPLE), str(workdir / "large-out")]
+            before, peak = map(int, subprocess.run(command, check=True, capture_output=True, text=True).stdout.split())
+            results.append(
+                {
+                    "name": f"{action} peak memory, {size / 1e6:.0f} MB {shape}",
+                    "value": f"{peak / 1e6:.0f} MB",
+                    "unit": f"peak RSS, {peak / size:.2f}× the file ({(peak - before) / size:.2f}× above start-up)",
+                    "target": "<= 2× the file",
+                    "conditions": (
+                        f"{conversations:,} conversations: {source.name}'s repeated, each copy's texts its own; "
+                        f"a new process, {before / 1e6:.0f} MB once the dataset code is loaded"
+                    ),
+                }
+            )
+        path.unlink()
+    return results
 
 
 def modes(tokenizer: ChatTokenizer, tokenizer_note: str) -> list[dict[str, Any]]:
@@ -197,4 +272,4 @@ def run() -> list[dict[str, Any]]:
         tokenizer = ChatTokenizer.load(workdir / "tokenizer")
         trained_on = " and ".join(source.name for source in sources)
         note = f"demo tokenizer: byte-level BPE, 4,096 tokens, trained on the text of {trained_on}"
-        return [*validate_and_convert(workdir, tokenizer), *modes(tokenizer, note)]
+        return [*validate_and_convert(workdir, tokenizer), *peak_memory(workdir), *modes(tokenizer, note)]

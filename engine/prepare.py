@@ -7,14 +7,15 @@ validated and previewed.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.checksums import sha256_stream
 from engine.config import JobSpec
 from engine.dataset import ChatTokenizer, ConvertOptions, DatasetError, convert_file, load_examples
+from engine.dataset.source import open_regular
 from engine.dataset.stats import pack_best_fit_decreasing
 from engine.evaluation import EvalItem
 from engine.workdir import Workdir
@@ -35,16 +36,16 @@ class Prepared:
 
 def _check_source(spec: JobSpec) -> Path:
     path = Path(spec.dataset.dataset_path)
-    if not path.is_file():
+    if not path.exists():
         raise DatasetError(f"{path}: the dataset file is not there")
     expected = spec.dataset.dataset_sha256
-    if expected:
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
-        if actual != expected:
-            raise DatasetError(
-                f"{path}: the file changed since the job was created (sha256 {actual[:12]}…, expected "
-                f"{expected[:12]}…); start a new job for the new data"
-            )
+    with open_regular(path) as handle:
+        actual = sha256_stream(handle) if expected else ""
+    if expected and actual != expected:
+        raise DatasetError(
+            f"{path}: the file changed since the job was created (sha256 {actual[:12]}…, expected "
+            f"{expected[:12]}…); start a new job for the new data"
+        )
     return path
 
 

@@ -8,7 +8,6 @@ fight: a lease in the ledger lets one ingest while the others only watch what it
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.artifacts import is_store_uri
+from engine.checksums import sha256_file
 from engine.config import DEMO_MODEL, JobSpec, diff
 from engine.config import Provider as ProviderName
 from engine.dataset import validate_file
@@ -39,7 +39,7 @@ from store.budget import (
 from store.costs import Estimate, calibration, estimate
 from store.db import Ledger
 from store.events import list_events
-from store.files import register_file
+from store.files import register_validated
 from store.jobs import create_job, get_job, job_spec, short_id, transition
 from store.models import JobAttempt, TrainingJob
 from store.settings import Settings
@@ -130,8 +130,7 @@ class Supervisor:
         summary = report.to_dict()
         if not report.ok:
             raise SupervisorError(f"{path} has errors; fix them first:\n{report.format_text()}")
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256_file(path)
         if spec.dataset.dataset_sha256 not in (None, digest):
             raise SupervisorError(f"{path} changed since the spec was made (its sha256 differs)")
         spec = spec.model_copy(
@@ -141,18 +140,8 @@ class Supervisor:
                 )
             }
         )
-        training_file = register_file(
-            self.ledger,
-            name=path.name,
-            storage_path=str(path.resolve()),
-            sha256=digest,
-            format=str(summary.get("format")),
-            size_bytes=len(data),
-            conversation_count=int(summary.get("conversations") or 0),
-            total_training_pairs=int(summary.get("pairs") or 0),
-            trainable_pairs=int(summary.get("trainable_pairs") or 0),
-            token_count=summary.get("tokens"),
-            validation={k: summary.get(k) for k in ("ok", "format", "examples", "tokens", "warnings")},
+        training_file = register_validated(
+            self.ledger, path, sha256=digest, size_bytes=path.stat().st_size, report=summary
         )
         cost = self.estimate_for(spec, int(summary.get("tokens") or 0))
         high = cost.cost[1] if cost else 0.0

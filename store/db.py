@@ -24,6 +24,7 @@ from store.migrations import HEAD_REVISION
 
 BUSY_TIMEOUT_MS = 30_000
 _WRITE = "lorapod_write"
+_DAMAGE = {26: "is not an SQLite database", 11: "is damaged"}  # SQLITE_NOTADB, SQLITE_CORRUPT
 
 
 class Ledger:
@@ -39,6 +40,7 @@ class Ledger:
         event.listen(self.engine, "connect", _on_connect)
         event.listen(self.engine, "begin", _on_begin)
         self._writer = self.engine.execution_options(**{_WRITE: True})
+        self.recovery: str | None = None  # what opening it had to repair, for the user (store.recovery)
         if migrate:
             self.migrate()
 
@@ -78,14 +80,26 @@ class Ledger:
         try:
             if self.revision() == HEAD_REVISION:
                 return
-            with _file_lock(self.path.with_name(self.path.name + ".lock")):
+            with self.exclusive():
                 if self.revision() == HEAD_REVISION:
                     return
                 from store.migrations import migrate
 
                 migrate(self.engine)
         except SQLAlchemyError as exc:
+            damage = _DAMAGE.get(getattr(getattr(exc, "orig", None), "sqlite_errorcode", 0))
+            if damage:
+                raise LedgerError(
+                    f"the ledger {self.path} {damage} ({_reason(exc)}): restore it from a backup, or move it aside "
+                    "and lorapod starts a new one, rebuilding the jobs from their folders"
+                ) from None
             raise LedgerError(f"cannot migrate the ledger {self.path}: {_reason(exc)}") from exc
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The ledger's file lock, held by one process at a time: to migrate it, or to rebuild it."""
+        with ledger_lock(self.path):
+            yield
 
     def close(self) -> None:
         self.engine.dispose()
@@ -108,8 +122,9 @@ def _on_begin(conn: sa.Connection) -> None:
 
 
 @contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with path.open("a+") as handle:
+def ledger_lock(ledger_path: Path) -> Iterator[None]:
+    """The lock of the ledger at ``ledger_path`` (a file beside it), also before the ledger can be opened."""
+    with ledger_path.with_name(ledger_path.name + ".lock").open("a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import col, select
@@ -41,6 +42,25 @@ def register_file(
         row.updated_at = utcnow()
         session.add(row)
     return row
+
+
+def register_validated(
+    ledger: Ledger, path: Path, *, sha256: str, size_bytes: int, report: dict[str, Any]
+) -> TrainingFile:
+    """Record a dataset file with what its validation report (``ValidationReport.to_dict()``) found."""
+    return register_file(
+        ledger,
+        name=path.name,
+        storage_path=str(path.resolve()),
+        sha256=sha256,
+        format=str(report.get("format")),
+        size_bytes=size_bytes,
+        conversation_count=int(report.get("conversations") or 0),
+        total_training_pairs=int(report.get("pairs") or 0),
+        trainable_pairs=int(report.get("trainable_pairs") or 0),
+        token_count=report.get("tokens"),
+        validation={k: report.get(k) for k in ("ok", "format", "examples", "tokens", "warnings")},
+    )
 
 
 def get_file(ledger: Ledger, file_id: uuid.UUID) -> TrainingFile:

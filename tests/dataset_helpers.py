@@ -103,3 +103,31 @@ def to_jsonl_export(document: dict[str, Any], *, with_ids: bool = True) -> str:
                 exported["conversation_metadata"]["conversation_id"] = conversation_id
             lines.append(json.dumps(exported, ensure_ascii=False))
     return "\n".join(lines) + "\n"
+
+
+def big_document(megabytes: float) -> dict[str, Any]:
+    """The sample's conversations repeated to about ``megabytes`` of indented JSON, each copy with its own id and
+    texts (its history still repeating its earlier turns).
+
+    Replies carry an em dash, as the owner's files do: Python then holds the text at two bytes a character.
+    """
+    document = sample_document()
+    originals = document["conversations"]
+    for conversation in originals:
+        for pair in conversation["training_pairs"]:
+            if pair["target_response"]:
+                pair["target_response"] += " — one step at a time."
+    size = sum(len(json.dumps(c, indent=2, ensure_ascii=False).encode()) for c in originals) / len(originals)
+    conversations = []
+    for index in range(int(megabytes * 1e6 / size)):
+        conversation = copy.deepcopy(originals[index % len(originals)])
+        conversation["conversation_metadata"]["conversation_id"] = f"big-{index:06d}"
+        for pair in conversation["training_pairs"]:
+            for turn in pair["conversation_history"]:
+                turn["content"] += f" (#{index})"
+            pair["current_user_input"] += f" (#{index})"
+            if pair["target_response"]:
+                pair["target_response"] += f" (#{index})"
+        conversations.append(conversation)
+    document["conversations"] = conversations
+    return document

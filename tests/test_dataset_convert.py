@@ -270,3 +270,13 @@ def test_pairs_listed_out_of_order_still_make_one_example_per_conversation(tmp_p
     path = write_json(tmp_path / "reversed.json", document)
     shuffled = examples_of(path, DatasetMode.CONVERSATIONS)
     assert [e.messages for e in shuffled] == [e.messages for e in examples_of(SAMPLE, DatasetMode.CONVERSATIONS)]
+
+
+def test_a_write_that_fails_leaves_no_partial_files(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "eval.jsonl").mkdir(parents=True)  # a folder where the eval file goes: its write fails
+    result = run_cli("dataset", "convert", str(SAMPLE), "-o", str(out))
+    assert result.exit_code == 1
+    assert f"cannot write the converted dataset to {out}" in result.output
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".partial")) == []
+    assert not (out / "manifest.json").exists()

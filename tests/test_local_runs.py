@@ -122,6 +122,22 @@ def test_a_local_job_runs_to_completion_with_ledger_packages_and_downloads(home:
     assert refused.returncode == 1 and "checksum mismatch" in refused.stderr
     assert not list((tmp_path / "dl2").glob("*.zip"))
 
+    # A ledger emptied to 0 bytes is kept aside and the job rebuilt from its folder, as it was.
+    package.write_bytes(package.read_bytes().removesuffix(b"tampered"))
+    (home / "ledger.sqlite").write_bytes(b"")
+    listed = lorapod("jobs")
+    assert "was empty (0 bytes)" in listed.stderr and "rebuilt 1 job" in listed.stderr
+    assert len(list(home.glob("ledger.sqlite.empty-*Z"))) == 1  # its -wal and -shm, if any, beside it
+    rebuilt = show(job)
+    for key in ("status", "name", "progress", "loss", "evaluation"):
+        assert rebuilt[key] == details[key], key
+    assert [(a["kind"], a["path"]) for a in rebuilt["artifacts"]] == [
+        (a["kind"], a["path"]) for a in details["artifacts"]
+    ]
+    assert ledger_rows(home, f"select count(*) from job_events where job_id = '{job_hex}'") == [(len(events),)]
+    downloaded = lorapod("download", job, "--package", "adapter", "-o", str(tmp_path / "dl3"))
+    assert downloaded.returncode == 0 and "sha256 verified" in downloaded.stdout, downloaded.stderr
+
 
 def test_cancel_mid_run_ends_cancelled_with_a_checkpoint(home: Path) -> None:
     assert lorapod(*smoke("--detach")).returncode == 0

@@ -123,6 +123,7 @@ def test_auto_resume_keeps_the_rules_of_a_start(ledger: Ledger, monkeypatch) -> 
     monkeypatch.setenv("LORAPOD_PER_JOB_CEILING_USD", "50")
     launched: list[object] = []
     supervisor = Supervisor(ledger, load_settings())
+
     def launch(job_id: object, resume: bool = False) -> SimpleNamespace:
         launched.append(job_id)
         return SimpleNamespace(number=2)

@@ -23,7 +23,6 @@ from tui.commands import LorapodCommands
 from tui.following import Followers
 from tui.messages import JobChanged, JobFinished, LedgerSynced
 
-
 # How often the dashboard looks for live jobs it does not follow yet (started from another shell, say).
 DISCOVER_EVERY_S = 2.0
 

@@ -18,12 +18,12 @@ from store.alerts import acknowledge, list_alerts
 from store.artifacts import list_artifacts
 from store.attempts import list_attempts
 from store.budget import MonthSpend, month_alerts, month_spend, monthly_totals
-from store.db import Ledger
 from store.events import list_events
 from store.files import list_files
 from store.jobs import JobPage, JobQuery, get_job, job_spec, list_jobs
 from store.metrics import metrics_history
 from store.models import Alert, JobEvent, ModelArtifact, TrainingFile, TrainingJob, TrainingMetric, utcnow
+from store.recovery import open_ledger
 from store.settings import Settings, load_settings, write_setting
 from store.status import LIVE
 
@@ -81,7 +81,7 @@ class Backend:
 
     def __init__(self, settings: Settings | None = None, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.settings = settings or load_settings()
-        self.ledger = Ledger(self.settings.paths.ledger)
+        self.ledger = open_ledger(self.settings.paths)  # an emptied ledger is rebuilt, with an alert
         self.clock = clock
         self._supervisor: Supervisor | None = None
         self._lock = threading.Lock()

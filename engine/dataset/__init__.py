@@ -6,8 +6,10 @@ line, then one pair per line) and ``chat-jsonl`` (``{"messages": [...]}`` per li
 error with its place (line and column, or conversation, pair and field) and every suspicious kind of content
 as a counted warning; no input, however broken, raises. Conversion drops the duplicated user turn, builds one
 example per conversation (``conversations`` mode, the default) or per reply (``pairs``), splits over-long
-conversations at turn boundaries and holds out whole conversations for evaluation. The package imports no
-torch: the CLI and the dashboard use it too.
+conversations at turn boundaries and holds out whole conversations for evaluation. Only a regular file is
+read (a FIFO or a device is refused by name), a piece at a time: each conversation, or JSONL line, becomes
+records before the next is parsed and a text that recurs is held once, so memory holds the records, not the
+file. The package imports no torch: the CLI and the dashboard use it too.
 
 The API the engine and the CLI call::
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -11,7 +12,7 @@ from engine.dataset.schema import Checker, as_dict, describe, read_pair, strata_
 
 
 def read_brightrun_lines(
-    lines: list[tuple[int, Any]], file: str, findings: Findings
+    lines: Iterable[tuple[int, Any]], file: str, findings: Findings
 ) -> tuple[list[Conversation], dict[str, Any]]:
     """The JSONL export: an optional ``{"_meta": {...}}`` first line, then one pair per line.
 
@@ -20,7 +21,9 @@ def read_brightrun_lines(
     or template changes.
     """
     metadata: dict[str, Any] = {}
-    groups: dict[Any, list[tuple[Pair, dict[str, Any]]]] = {}
+    groups: dict[Any, list[Pair]] = {}
+    strata: dict[Any, tuple[str | None, ...]] = {}  # from each conversation's first pair
+    texts: dict[str, str] = {}
     previous: tuple[Any, ...] | None = None
     run = 0
     for position, (line, value) in enumerate(lines):
@@ -32,7 +35,7 @@ def read_brightrun_lines(
                 problem = "_meta: expected an object" if position == 0 else "a _meta line after the first line"
                 findings.error("wrong_shape", problem, where)
             continue
-        pair = read_pair(value, 0, where, findings)
+        pair = read_pair(value, 0, where, findings, texts)
         if pair is None:
             continue
         pair_meta = as_dict(value.get("conversation_metadata"))
@@ -42,12 +45,14 @@ def read_brightrun_lines(
             starts = previous is None or signature != previous[0] or (pair.turn_number or 0) <= (previous[1] or 0)
             run += starts
         previous = (signature, pair.turn_number)
-        groups.setdefault(explicit if explicit is not None else ("run", run), []).append((pair, pair_meta))
+        key = explicit if explicit is not None else ("run", run)
+        groups.setdefault(key, []).append(pair)
+        strata.setdefault(key, strata_of({}, pair_meta))
     conversations = []
     for index, (key, members) in enumerate(groups.items()):
         conversation_id = key if isinstance(key, str) else None
-        pairs = [replace(pair, index=i) for i, (pair, _) in enumerate(members)]
-        persona, arc, topic = strata_of({}, members[0][1])
+        pairs = [replace(pair, index=i) for i, pair in enumerate(members)]
+        persona, arc, topic = strata[key]
         conversations.append(
             Conversation(
                 index=index,
@@ -63,18 +68,19 @@ def read_brightrun_lines(
     return conversations, metadata
 
 
-def read_chat_lines(lines: list[tuple[int, Any]], file: str, findings: Findings) -> list[Conversation]:
+def read_chat_lines(lines: Iterable[tuple[int, Any]], file: str, findings: Findings) -> list[Conversation]:
     """Chat JSONL: ``{"messages": [{"role", "content"}, ...]}`` per line; each assistant message is a pair.
 
     An assistant message with ``"weight": 0`` (OpenAI's convention) is context, not a target.
     """
     conversations = []
+    texts: dict[str, str] = {}
     for index, (line, value) in enumerate(lines):
         where = Location(file=file, line=line)
         if not isinstance(value, dict):
             findings.error("wrong_shape", f"expected an object with a 'messages' list, found {describe(value)}", where)
             continue
-        check = Checker(findings)
+        check = Checker(findings, texts)
         raw_messages = check.field(value, "messages", (list,), where)
         if not isinstance(raw_messages, list):
             continue

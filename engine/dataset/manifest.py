@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -65,11 +66,15 @@ class Manifest(BaseModel):
     files: dict[str, str] = Field(default_factory=lambda: {"train": TRAIN_FILE, "eval": EVAL_FILE})
 
 
-def _write_atomic(path: Path, lines: list[str]) -> None:
+def _write_atomic(path: Path, lines: Iterable[str]) -> None:
+    """Written under a temporary name and renamed, so ``path`` is whole or untouched; the temporary never stays."""
     temporary = path.with_name(f".{path.name}.partial")
-    with temporary.open("w", encoding="utf-8", newline="\n") as handle:
-        handle.writelines(lines)
-    temporary.replace(path)
+    try:
+        with temporary.open("w", encoding="utf-8", newline="\n") as handle:
+            handle.writelines(lines)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def write_output(out_dir: Path, train: list[Example], held_out: list[Example], manifest: Manifest) -> None:
@@ -78,10 +83,12 @@ def write_output(out_dir: Path, train: list[Example], held_out: list[Example], m
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
         for name, examples in ((TRAIN_FILE, train), (EVAL_FILE, held_out)):
-            _write_atomic(out_dir / name, [json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in examples])
+            # One line at a time: the examples already hold every text, a list of their JSON would double it.
+            _write_atomic(out_dir / name, (json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in examples))
         _write_atomic(out_dir / MANIFEST_FILE, [manifest.model_dump_json(indent=2) + "\n"])
-    except OSError as exc:
-        raise OutputError(f"cannot write the converted dataset to {out_dir}: {exc.strerror or exc}") from None
+    except (OSError, UnicodeEncodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise OutputError(f"cannot write the converted dataset to {out_dir}: {reason}") from None
 
 
 def read_output(out_dir: Path) -> tuple[list[Example], list[Example], Manifest]:

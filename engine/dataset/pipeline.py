@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.config import DatasetFormat, DatasetMode, DatasetSpec, Hyperparameters
 from engine.dataset.checks import check_dataset
 from engine.dataset.convert import Repairs, build_examples
+from engine.dataset.document import read_document
 from engine.dataset.errors import DatasetError
 from engine.dataset.jsonl import read_brightrun_lines, read_chat_lines
 from engine.dataset.manifest import Counts, Manifest, SourceInfo, read_output, write_output
 from engine.dataset.model import Dataset, Example
-from engine.dataset.readers import Source, detect_format, parse_document, parse_lines, read_source
-from engine.dataset.report import Findings, ValidationReport, WarningGroup, plural
-from engine.dataset.schema import read_brightrun
+from engine.dataset.readers import detect_format, parse_lines
+from engine.dataset.report import Findings, Location, ValidationReport, WarningGroup, plural
+from engine.dataset.source import Source, open_regular, scan_source
 from engine.dataset.split import Split, split_conversations
+from engine.dataset.surrogates import check_value
 from engine.dataset.tokens import CharEstimate, ChatTokenizer, load_counter
 
 DEFAULT_MAX_SEQ_LENGTH = Hyperparameters.model_fields["max_seq_length"].default
@@ -83,24 +87,45 @@ class Prepared:
 
 
 def read_dataset(path: Path, format: DatasetFormat, findings: Findings) -> tuple[Source | None, Dataset | None]:
-    """The file as records (those that pass their checks); every problem a finding."""
-    source = read_source(path, findings)
-    if source is None:
-        return None, None
-    chosen = detect_format(source.text) if format is DatasetFormat.AUTO else format
-    dataset = Dataset(path, chosen, [])
-    if chosen is DatasetFormat.BRIGHTRUN:
-        parsed, data = parse_document(source, findings)
-        if not parsed:
-            return source, None
-        dataset.conversations, dataset.metadata = read_brightrun(data, path.name, findings)
-    elif chosen is DatasetFormat.BRIGHTRUN_JSONL:
-        dataset.conversations, dataset.metadata = read_brightrun_lines(
-            parse_lines(source, findings), path.name, findings
-        )
-    else:
-        dataset.conversations = read_chat_lines(parse_lines(source, findings), path.name, findings)
-    return source, dataset
+    """The file as records (those that pass their checks); every problem a finding.
+
+    The file is read twice, a piece at a time: checked as text, then parsed record by record, so what is held
+    is the records, not the file's text and every parsed object besides.
+    """
+    try:
+        with open_regular(path) as handle:
+            source = scan_source(handle, path, findings)
+            if source is None:
+                return None, None
+            chosen = detect_format(handle) if format is DatasetFormat.AUTO else format
+            dataset = Dataset(path, chosen, [])
+            if chosen is DatasetFormat.BRIGHTRUN:
+                handle.seek(0)
+                read = read_document(handle, path.name, findings, check_text=source.may_hold_surrogates)
+                if read is None:
+                    return source, None
+                dataset.conversations, dataset.metadata = read
+                return source, dataset
+            lines = parse_lines(handle, path.name, findings)
+            if source.may_hold_surrogates:
+                lines = _checked(lines, path.name, findings, pairs=chosen is DatasetFormat.BRIGHTRUN_JSONL)
+            if chosen is DatasetFormat.BRIGHTRUN_JSONL:
+                dataset.conversations, dataset.metadata = read_brightrun_lines(lines, path.name, findings)
+            else:
+                dataset.conversations = read_chat_lines(lines, path.name, findings)
+            return source, dataset
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:  # it was checked as UTF-8 a moment before
+        raise DatasetError(f"{path} changed while it was being read; validate it again") from None
+
+
+def _checked(
+    lines: Iterator[tuple[int, Any]], file: str, findings: Findings, *, pairs: bool
+) -> Iterator[tuple[int, Any]]:
+    for number, value in lines:
+        check_value(value, Location(file=file, line=number), findings, pair=pairs)
+        yield number, value
 
 
 def prepare(path: str | Path, options: ConvertOptions, *, tokenizer: TokenizerArg = None) -> Prepared:
@@ -183,7 +208,7 @@ def convert_file(
     train, held_out = prepared.train, prepared.held_out
     manifest = Manifest(
         source=SourceInfo(
-            path=str(Path(path).resolve()), sha256=prepared.source.sha256(), size_bytes=prepared.source.size
+            path=str(Path(path).resolve()), sha256=prepared.source.sha256, size_bytes=prepared.source.size
         ),
         format=prepared.dataset.format,
         mode=options.mode,

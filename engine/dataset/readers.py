@@ -1,4 +1,4 @@
-"""Reading a dataset file: bytes to text (UTF-8, BOM, CRLF), format detection, and JSON / JSONL parsing.
+"""Parsing a dataset file: format detection, JSONL line by line, and JSON errors placed by line and column.
 
 Nothing here raises on bad input: problems become findings located by line and column, with the offending line
 and a caret under JSON's own error position.
@@ -6,65 +6,21 @@ and a caret under JSON's own error position.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 from engine.config import DatasetFormat
-from engine.dataset.errors import DatasetError
 from engine.dataset.report import Findings, Location
 
 EXCERPT_WIDTH = 72  # characters of the offending line shown around the error position
 _SAMPLE_LINES = 5  # non-empty lines looked at to tell JSONL from one JSON document
-_LONG_LINE = 1_000_000
+_LONG_LINE = 4_000_000  # bytes: a first line longer than this is a one-line document, not a JSONL record
 
 
-@dataclass(slots=True)
-class Source:
-    path: Path
-    text: str
-    data: bytes
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
-
-
-def read_source(path: Path, findings: Findings) -> Source | None:
-    """The file's text; None (with a finding) when it is empty, binary or not UTF-8; DatasetError if unreadable."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
-    where = Location(file=path.name)
-    if not data or data.isspace():
-        findings.error("empty_file", "the file is empty: there is nothing to train", where)
-        return None
-    if b"\x00" in data[:65536]:
-        findings.error("not_text", "the file holds binary data, not JSON text", where)
-        return None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        findings.error(
-            "not_text",
-            f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be decoded (save the file as UTF-8)",
-            Location(file=path.name, line=line, column=column),
-        )
-        return None
-    return Source(path, text, data)
-
-
-def detect_format(text: str) -> DatasetFormat:
+def detect_format(handle: BinaryIO) -> DatasetFormat:
     """brightrun-lora-v4 (one JSON document), its JSONL export, or chat JSONL, from the first lines."""
-    for line in _first_lines(text):
+    for line in _first_lines(handle):
         try:
             value = json.loads(line)
         except (ValueError, RecursionError):
@@ -80,51 +36,50 @@ def detect_format(text: str) -> DatasetFormat:
     return DatasetFormat.BRIGHTRUN
 
 
-def _first_lines(text: str) -> list[str]:
+def _first_lines(handle: BinaryIO) -> list[str]:
     """Up to _SAMPLE_LINES non-empty lines from the start; none past a very long line (a one-line document)."""
+    handle.seek(0)
     lines: list[str] = []
-    start = 0
-    while start < len(text) and len(lines) < _SAMPLE_LINES:
-        end = text.find("\n", start, start + _LONG_LINE)
-        if end < 0 and len(text) - start > _LONG_LINE:
+    encoding = "utf-8-sig"
+    while len(lines) < _SAMPLE_LINES:
+        line = handle.readline(_LONG_LINE + 1)
+        if not line or len(line) > _LONG_LINE:
             break
-        end = len(text) if end < 0 else end
-        if text[start:end].strip():
-            lines.append(text[start:end])
-        start = end + 1
+        text = line.decode(encoding, "replace")
+        encoding = "utf-8"
+        if text.strip():
+            lines.append(text)
     return lines
 
 
-def parse_document(source: Source, findings: Findings) -> tuple[bool, Any]:
-    """(True, value) for the whole file as one JSON value; (False, None) with a located finding otherwise."""
-    try:
-        return True, json.loads(source.text)
-    except json.JSONDecodeError as exc:
-        _parse_error(source, exc, findings)
-    except RecursionError:
-        findings.error("not_json", "the JSON nests too deeply to read", Location(file=source.path.name))
-    return False, None
+def parse_lines(handle: BinaryIO, file: str, findings: Findings) -> Iterator[tuple[int, Any]]:
+    """Each non-empty line as a JSON value, with its 1-based line number; bad lines become findings.
 
-
-def parse_lines(source: Source, findings: Findings) -> list[tuple[int, Any]]:
-    """Each non-empty line as a JSON value, with its 1-based line number; bad lines become findings."""
-    values = []
-    for number, line in enumerate(source.text.splitlines(), start=1):
-        if not line.strip():
+    One line at a time, so a line's values can become records before the next is read.
+    """
+    handle.seek(0)
+    for number, line in enumerate(handle, start=1):
+        text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+        if not text.strip():
             continue
         try:
-            values.append((number, json.loads(line)))
+            yield number, json.loads(text)
         except json.JSONDecodeError as exc:
-            _parse_error(source, exc, findings, line_offset=number - 1, line_text=line)
+            parse_error(file, exc, findings, line=number, line_text=text)
         except RecursionError:
-            findings.error("not_json", "the JSON nests too deeply to read", Location(source.path.name, number))
-    return values
+            findings.error("not_json", "the JSON nests too deeply to read", Location(file, number))
 
 
-def _parse_error(
-    source: Source, exc: json.JSONDecodeError, findings: Findings, *, line_offset: int = 0, line_text: str | None = None
+def parse_error(
+    file: str,
+    exc: json.JSONDecodeError,
+    findings: Findings,
+    *,
+    line: int | None = None,
+    column: int | None = None,
+    line_text: str | None = None,
 ) -> None:
-    line = exc.lineno + line_offset
+    """JSON's error as a finding: at ``line`` and ``column`` in the file when ``exc`` saw only part of it."""
     if line_text is None:
         start = exc.doc.rfind("\n", 0, exc.pos) + 1
         end = exc.doc.find("\n", exc.pos)
@@ -136,7 +91,7 @@ def _parse_error(
     findings.error(
         "not_json",
         message,
-        Location(file=source.path.name, line=line, column=exc.colno),
+        Location(file=file, line=exc.lineno if line is None else line, column=exc.colno if column is None else column),
         _excerpt(line_text, exc.colno),
     )
 

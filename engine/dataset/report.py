@@ -114,6 +114,16 @@ class Findings:
         if code in self.warnings:
             self.warnings[code].message = message(self.warnings[code].count)
 
+    def merge(self, other: Findings) -> None:
+        """Take in what ``other`` found (read apart, to be kept or dropped whole)."""
+        for finding in other.errors:
+            self.error(finding.code, finding.message, finding.location, finding.excerpt)
+        self.errors_omitted += other.errors_omitted
+        for code, group in other.warnings.items():
+            mine = self.warnings.setdefault(code, WarningGroup(code, group.message))
+            mine.count += group.count
+            mine.locations.extend(group.locations[: MAX_LOCATIONS - len(mine.locations)])
+
     @property
     def has_errors(self) -> bool:
         return bool(self.errors) or self.errors_omitted > 0

@@ -47,9 +47,14 @@ def _is(value: Any, kinds: tuple[type, ...]) -> bool:
 class Checker:
     """Field checks that report into ``findings`` and tell the caller whether the record is usable."""
 
-    def __init__(self, findings: Findings) -> None:
+    def __init__(self, findings: Findings, texts: dict[str, str] | None = None) -> None:
         self.findings = findings
         self.failed = False
+        self.texts = {} if texts is None else texts
+
+    def share(self, text: str) -> str:
+        """The one string kept for this text: each pair repeats the history before it, so most texts recur."""
+        return self.texts.setdefault(text, text)
 
     def field(
         self, obj: dict[str, Any], key: str, kinds: tuple[type, ...], where: Location, path: str = "", **options: bool
@@ -82,7 +87,7 @@ class Checker:
             if type(item) is dict:
                 role, content = item.get("role"), item.get("content")
                 if type(role) is str and role in ROLES and type(content) is str:
-                    turns.append(Turn(role, content))
+                    turns.append(Turn(role, self.share(content)))
                     continue
             at = f"{path}[{i}]"
             if not isinstance(item, dict):
@@ -95,7 +100,7 @@ class Checker:
                     "unknown_role", f"{at}.role: {role!r} is not a role ({', '.join(ROLES)})", replace(where, field=at)
                 )
             elif isinstance(role, str) and isinstance(content, str):
-                turns.append(Turn(role, content))
+                turns.append(Turn(role, self.share(content)))
         return turns
 
 
@@ -107,12 +112,17 @@ def text_id(value: Any) -> str | None:
     return None
 
 
-def read_pair(raw: Any, index: int, where: Location, findings: Findings) -> Pair | None:
-    """A brightrun-lora-v4 pair; None (with findings) when a field it needs is missing or of the wrong type."""
+def read_pair(
+    raw: Any, index: int, where: Location, findings: Findings, texts: dict[str, str] | None = None
+) -> Pair | None:
+    """A brightrun-lora-v4 pair; None (with findings) when a field it needs is missing or of the wrong type.
+
+    ``texts``: the texts already read, so a text that recurs is held once.
+    """
     if not isinstance(raw, dict):
         findings.error("wrong_type", f"expected a pair (an object), found {describe(raw)}", where)
         return None
-    check = Checker(findings)
+    check = Checker(findings, texts)
     pair_id = text_id(raw.get("id"))
     if pair_id is None and "id" not in raw:
         check.field(raw, "id", (str, int), where)
@@ -139,10 +149,10 @@ def read_pair(raw: Any, index: int, where: Location, findings: Findings) -> Pair
     return Pair(
         index=index,
         id=pair_id or f"#{index}",
-        system_prompt=system_prompt,
+        system_prompt=check.share(system_prompt),
         history=history,
-        user_input=user_input,
-        target=target,
+        user_input=check.share(user_input),
+        target=check.share(target) if target is not None else None,
         turn_number=turn_number,
         quality_score=float(score) if score is not None else None,
         line=where.line,
@@ -169,63 +179,57 @@ def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def read_brightrun(data: Any, file: str, findings: Findings) -> tuple[list[Conversation], dict[str, Any]]:
-    """A brightrun-lora-v4 document: ``{training_file_metadata, consultant_profile, conversations: [...]}``."""
-    top = Location(file=file)
-    if not isinstance(data, dict):
-        hint = ""
-        if isinstance(data, list) and data and isinstance(data[0], dict) and "messages" in data[0]:
-            hint = " (a list of chats: write one per line and use --format chat-jsonl)"
-        findings.error(
-            "wrong_shape",
-            f"the top level is {describe(data)}: a brightrun-lora-v4 file is an object with a "
-            f"'conversations' list{hint}",
-            top,
-        )
-        return [], {}
-    raw_conversations = data.get("conversations")
-    if not isinstance(raw_conversations, list):
-        found = (
-            "no 'conversations'" if raw_conversations is None else f"'conversations' is {describe(raw_conversations)}"
-        )
-        findings.error(
-            "wrong_shape",
-            f"{found}: a brightrun-lora-v4 file lists its conversations there",
-            replace(top, field="conversations"),
-        )
-        return [], {}
-    conversations = []
-    for index, raw in enumerate(raw_conversations):
-        where = Location(conversation_index=index)
-        if not isinstance(raw, dict):
-            findings.error("wrong_type", f"expected a conversation (an object), found {describe(raw)}", where)
-            continue
-        meta = as_dict(raw.get("conversation_metadata"))
-        conversation_id = text_id(meta.get("conversation_id"))
-        where = replace(where, conversation_id=conversation_id)
-        check = Checker(findings)
-        raw_pairs = check.field(raw, "training_pairs", (list,), where)
-        check.field(raw, "conversation_metadata", (dict,), where, required=False, nullable=True)
-        if not isinstance(raw_pairs, list):
-            continue
-        pairs = [
-            pair
-            for i, item in enumerate(raw_pairs)
-            if (pair := read_pair(item, i, Location(None, None, None, index, conversation_id, i), findings)) is not None
-        ]
-        first_meta = (
-            as_dict(raw_pairs[0].get("conversation_metadata")) if raw_pairs and isinstance(raw_pairs[0], dict) else {}
-        )
-        persona, arc, topic = strata_of(meta, first_meta)
-        conversations.append(
-            Conversation(
-                index=index,
-                id=conversation_id or f"#{index}",
-                pairs=pairs,
-                persona=persona,
-                emotional_arc=arc,
-                topic=topic,
-                has_id=conversation_id is not None,
-            )
-        )
-    return conversations, {k: v for k, v in data.items() if k != "conversations"}
+def wrong_top_level(data: Any, file: str, findings: Findings) -> None:
+    """The error for a document that is not an object (a brightrun-lora-v4 file is one)."""
+    hint = ""
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "messages" in data[0]:
+        hint = " (a list of chats: write one per line and use --format chat-jsonl)"
+    findings.error(
+        "wrong_shape",
+        f"the top level is {describe(data)}: a brightrun-lora-v4 file is an object with a 'conversations' list{hint}",
+        Location(file=file),
+    )
+
+
+def wrong_conversations(value: Any, file: str, findings: Findings, *, missing: bool = False) -> None:
+    """The error for a document whose 'conversations' is missing or not a list."""
+    found = "no 'conversations'" if missing else f"'conversations' is {describe(value)}"
+    findings.error(
+        "wrong_shape",
+        f"{found}: a brightrun-lora-v4 file lists its conversations there",
+        Location(file=file, field="conversations"),
+    )
+
+
+def read_conversation(raw: Any, index: int, findings: Findings, texts: dict[str, str]) -> Conversation | None:
+    """conversations[index] of a brightrun-lora-v4 document: its metadata and training pairs."""
+    where = Location(conversation_index=index)
+    if not isinstance(raw, dict):
+        findings.error("wrong_type", f"expected a conversation (an object), found {describe(raw)}", where)
+        return None
+    meta = as_dict(raw.get("conversation_metadata"))
+    conversation_id = text_id(meta.get("conversation_id"))
+    where = replace(where, conversation_id=conversation_id)
+    check = Checker(findings, texts)
+    raw_pairs = check.field(raw, "training_pairs", (list,), where)
+    check.field(raw, "conversation_metadata", (dict,), where, required=False, nullable=True)
+    if not isinstance(raw_pairs, list):
+        return None
+    pairs = [
+        pair
+        for i, item in enumerate(raw_pairs)
+        if (pair := read_pair(item, i, replace(where, pair_index=i), findings, texts)) is not None
+    ]
+    first_meta = (
+        as_dict(raw_pairs[0].get("conversation_metadata")) if raw_pairs and isinstance(raw_pairs[0], dict) else {}
+    )
+    persona, arc, topic = strata_of(meta, first_meta)
+    return Conversation(
+        index=index,
+        id=conversation_id or f"#{index}",
+        pairs=pairs,
+        persona=persona,
+        emotional_arc=arc,
+        topic=topic,
+        has_id=conversation_id is not None,
+    )

@@ -10,7 +10,6 @@ import click
 
 from presets.gpus import catalogue
 from store.costs import calibration, estimate
-from store.db import Ledger
 from store.settings import load_settings
 from store.throughput import (
     clear_measurements,
@@ -20,6 +19,7 @@ from store.throughput import (
     read_report,
     record_measurement,
 )
+from tui.cli.common import open_ledger
 from tui.cli.output import emit_json
 
 
@@ -60,7 +60,7 @@ def calibrate(report: Path | None, gpu: str | None, force: bool, clear: bool, as
         document, gpu_id=gpu, force=force, source=source, file_date=file_date
     )
     record_measurement(data_dir, measurement)
-    jobs = calibration(Ledger(settings.paths.ledger))
+    jobs = calibration(open_ledger(settings))
     # What a reference-size job on this GPU now rests on (the jobs' figures where they exist).
     now = estimate(0, catalogue().throughput.reference_model_b, measurement.gpu_id, settings=settings, calibration=jobs)
     for warning in warnings:

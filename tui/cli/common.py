@@ -12,6 +12,7 @@ import click
 from store.db import Ledger
 from store.jobs import get_job, short_id
 from store.models import TrainingJob, utcnow
+from store.recovery import open_ledger as open_installed_ledger
 from store.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -35,7 +36,15 @@ class Context:
 
 def open_context() -> Context:
     settings = load_settings()
-    return Context(settings, Ledger(settings.paths.ledger))
+    return Context(settings, open_ledger(settings))
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """The installation's ledger; what opening it had to repair (an emptied file, jobs rebuilt) goes to stderr."""
+    ledger = open_installed_ledger(settings.paths)
+    if ledger.recovery:
+        click.secho(f"warning: {ledger.recovery}", err=True, fg="yellow")
+    return ledger
 
 
 JOB_ARGUMENT = click.argument("job_id", metavar="JOB")

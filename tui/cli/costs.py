@@ -11,10 +11,10 @@ import click
 from store.budget import may_start, month_alerts, month_spend, monthly_totals
 from store.costs import calibration, throughput_summary
 from store.costs import estimate as estimate_cost
-from store.db import Ledger
 from store.settings import load_settings
 from store.throughput import figure
 from tui.cli.calibrate import calibrate
+from tui.cli.common import open_ledger
 from tui.cli.output import emit_json, hours, money, print_table, warn
 from tui.cli.presets import SET_HELP, resolve_preset
 
@@ -76,7 +76,7 @@ def estimate(
     model_b = spec.parameters_b()
     if model_b is None:
         raise click.UsageError(f"cannot tell the size of {spec.base_model!r}; add --set model_size_b=N (billions)")
-    ledger = Ledger(settings.paths.ledger)
+    ledger = open_ledger(settings)
     result = estimate_cost(
         tokens * spec.hyperparameters.num_epochs,
         model_b,
@@ -168,7 +168,7 @@ def costs(ctx: click.Context, months: int, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     settings = load_settings()
-    ledger = Ledger(settings.paths.ledger)
+    ledger = open_ledger(settings)
     month = month_spend(ledger)
     history = monthly_totals(ledger, months)
     alerts = month_alerts(settings, month)

@@ -12,6 +12,7 @@ from store.jobs import SORT_KEYS, JobQuery, JobRow, list_jobs, short_id
 from store.models import utcnow
 from store.settings import Settings, load_settings
 from store.status import GROUPS, JobStatus
+from tui.cli.common import open_ledger
 from tui.cli.output import emit_json, money, print_table
 
 STATUS_CHOICES = [*GROUPS, *(s.value for s in JobStatus if s.value not in GROUPS)]
@@ -89,7 +90,7 @@ def jobs(status: str, search: str | None, sort: str, asc: bool, limit: int, as_j
         descending=not asc,
         limit=limit,
     )
-    ledger = Ledger(settings.paths.ledger)
+    ledger = open_ledger(settings)
     _catch_up_active(ledger, settings)
     page = list_jobs(ledger, query)
     if as_json:

@@ -40,14 +40,14 @@ def sync(direction: str | None, as_json: bool, batch_size: int, print_sql: str |
             "no SUPABASE_DB_URL: set it to the project's Postgres URL (Supabase dashboard → Connect), e.g. "
             "postgresql://postgres.REF:PASSWORD@aws-0-REGION.pooler.supabase.com:6543/postgres"
         )
-    from store.db import Ledger
     from store.sync import sync as run_sync
+    from tui.cli.common import open_ledger
 
     def progress(table: str, step: str, rows: int) -> None:
         click.echo(f"{table}: {step}ed {rows:,} rows", err=True)
 
     report = run_sync(
-        Ledger(settings.paths.ledger),
+        open_ledger(settings),
         settings.supabase_db_url.get_secret_value(),
         push=direction != "pull",
         pull=direction != "push",
