@@ -130,3 +130,12 @@ def test_top_level_overrides_reach_the_job_spec(tmp_path: Path) -> None:
     assert (printed["webhook_url"], printed["name"]) == ("http://127.0.0.1:9/hook", "first proof")
     named = run_cli("spec", "--preset", "smoke", "--dataset", str(dataset), "--set", "name=a", "--name", "b")
     assert json.loads(named.stdout)["name"] == "b"
+
+
+def test_spec_refuses_a_fifo_by_name(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "data.json"
+    os.mkfifo(fifo)
+    result = run_cli("spec", "--preset", "smoke", "--dataset", str(fifo))
+    assert result.exit_code == 1 and "not a regular file" in result.stderr

@@ -34,6 +34,9 @@ def spec(
     """Print the JobSpec JSON of a preset applied to a dataset, with overrides."""
     from store.settings import load_settings
 
+    from engine.dataset.source import open_regular
+
+    open_regular(dataset).close()  # a FIFO or a device is refused by name here, not hashed forever
     extra = [f"dataset_sha256={sha256_file(dataset)}"]
     if base_model:
         extra.append(f"base_model={base_model}")
