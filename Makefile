@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint types contracts format pytest bench clean constraints
+.PHONY: setup services demo test lint types contracts format pytest bench clean constraints
 
 # A virtual environment with lorapod, its training stack and the dev tools. constraints.txt pins every
 # package (torch at its CPU build), so no step can swap in a multi-GB CUDA build.
@@ -21,7 +21,12 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/lorapod run --preset smoke --dataset samples/brightrun-sample.json --name demo
 
-test: setup lint pytest
+test: setup services lint pytest
+
+# The servers and programs the tests start (sshd, PostgreSQL, tmux, node): installed when missing and
+# possible, else the command to run is named.
+services:
+	bash tests/ensure-services.sh
 
 pytest: setup
 	$(BIN)/pytest
