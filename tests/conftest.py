@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from store.db import Ledger
+from tests.standins.postgres import PostgresServer, PostgresUnavailable, find_binaries
 from tui.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,29 @@ def lorapod_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     from store.settings import resolve_paths
 
     stop(resolve_paths({"LORAPOD_HOME": str(home)}), timeout=15)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL on 127.0.0.1 with Supabase's schemas stubbed: CI must have it, elsewhere it may skip."""
+    if find_binaries() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run these tests: PostgreSQL's initdb and postgres are missing (see .ci/run)")
+        pytest.skip("PostgreSQL's initdb and postgres are not installed here (apt-get install postgresql)")
+    try:
+        server = PostgresServer().start()
+    except PostgresUnavailable as exc:  # pragma: no cover — find_binaries said yes
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def two_ledgers(tmp_path: Path) -> Iterator[tuple[Ledger, Ledger]]:
+    a, b = Ledger(tmp_path / "a.sqlite"), Ledger(tmp_path / "b.sqlite")
+    yield a, b
+    a.close()
+    b.close()
 
 
 @pytest.fixture
