@@ -166,6 +166,9 @@ def test_row_level_security_shows_users_only_their_own_jobs(db: str, ledger: Led
                     str(r[0]) for r in conn.execute("SELECT DISTINCT job_id FROM lorapod.training_metrics_history")
                 },
                 "objects": {r[0].split("/")[1] for r in conn.execute("SELECT name FROM storage.objects")},
+                # the web app's read-only views: the reader's own row-level security
+                "views": {str(r[0]) for r in conn.execute("SELECT id FROM lorapod.web_training_jobs")}
+                | {str(r[0]) for r in conn.execute("SELECT DISTINCT job_id FROM lorapod.web_metrics_points")},
             }
 
     assert visible(alice) == {
@@ -173,10 +176,17 @@ def test_row_level_security_shows_users_only_their_own_jobs(db: str, ledger: Led
         "events": {str(mine)},
         "metrics": {str(mine)},
         "objects": {str(mine)},
+        "views": {str(mine)},
     }
-    assert visible(bob) == {"jobs": {str(bobs)}, "events": {str(bobs)}, "metrics": set(), "objects": {str(bobs)}}
+    assert visible(bob) == {
+        "jobs": {str(bobs)},
+        "events": {str(bobs)},
+        "metrics": set(),
+        "objects": {str(bobs)},
+        "views": {str(bobs)},
+    }
     everyone = visible(None, "service_role")
-    assert everyone["jobs"] == {str(mine), str(bobs)}
+    assert everyone["jobs"] == everyone["views"] == {str(mine), str(bobs)}
     assert visible(None)["jobs"] == set()  # signed in as nobody: nothing
 
     with psycopg.connect(db) as conn:
@@ -196,6 +206,14 @@ def test_row_level_security_shows_users_only_their_own_jobs(db: str, ledger: Led
         _as_user(conn, None, "anon")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT id FROM lorapod.training_jobs")
+    with psycopg.connect(db) as conn:
+        _as_user(conn, None, "anon")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT id FROM lorapod.web_training_jobs")
+    with psycopg.connect(db) as conn:
+        _as_user(conn, alice)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # the views are read-only
+            conn.execute("UPDATE lorapod.web_training_jobs SET name = 'x'")
 
 
 # --- sync ----------------------------------------------------------------------------------------------
