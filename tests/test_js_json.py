@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.js_json import stringify
@@ -115,7 +115,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None)
 @given(value=JSON_VALUES)
 def test_stringify_agrees_with_node(node: subprocess.Popen[str], value: Any) -> None:
     assert stringify(json.loads(json.dumps(value))) == _through_node(node, value)
