@@ -162,6 +162,9 @@ class JobSpec(_Section):
     base_model: str = Field(DEFAULT_BASE_MODEL, min_length=1, description="Hub id or local path.")
     model_size_b: float | None = Field(None, gt=0.0, description="Parameters (billions); unset: from name.")
     webhook_url: str | None = Field(None, description="Receives signed stage and status webhooks.")
+    webhook_signature: Literal["seed", "prefixed"] = Field(
+        "seed", description="X-Webhook-Signature: the bare hex HMAC (seed) or sha256=<hex> (prefixed)."
+    )
     dataset: DatasetSpec
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     resources: Resources = Field(default_factory=Resources)

@@ -240,7 +240,9 @@ class Job:
                 from engine.webhooks import WebhookSender
 
                 secret = os.environ.get("TRAINING_WEBHOOK_SECRET") or None
-                self.webhooks = WebhookSender(self.spec.webhook_url, secret, warn=self._webhook_warning)
+                self.webhooks = WebhookSender(
+                    self.spec.webhook_url, secret, warn=self._webhook_warning, signature=self.spec.webhook_signature
+                )
             self._adopt_workdir()
             self._pipeline()
             self.finish(Stage.COMPLETED, "the job finished; its packages are ready")

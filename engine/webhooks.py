@@ -2,17 +2,25 @@
 
 The engine hands every event to ``WebhookSender.on_event``, which returns at once: stage events, and each
 status event with the latest metrics, are queued and POSTed by a thread of their own, with retries. The body
-is the seed's payload::
+is the seed's payload, with the engine's own stage beside the seed's status::
 
-    {"job_id": "…", "status": "training", "step": 120, "total_steps": 900,
-     "metrics": {"loss": 1.23, "learning_rate": 0.0002, "grad_norm": 0.41, "epoch": 0.4},
-     "timestamp": "2026-11-22T10:00:00.123456+00:00"}
+    {"job_id":"…","status":"training","stage":"evaluating","step":120,"total_steps":900,
+     "metrics":{"loss":1.23,"learning_rate":0.0002,"grad_norm":0.41,"epoch":0.4},
+     "timestamp":"2026-11-22T10:00:00.123456+00:00"}
 
-Each delivery is signed when a secret is set: ``X-Webhook-Signature: sha256=<hex>`` is the HMAC-SHA256 of the
-exact body bytes under ``TRAINING_WEBHOOK_SECRET``; ``X-Webhook-Timestamp`` repeats, in Unix seconds, the
-body's ``timestamp`` (the time of signing, fresh on every try). Receivers check both with ``verify_signature``
-(it reads the time from the signed body, so a replayed body is refused once it is old). ``X-Webhook-Id`` (job
-and seq) is the same on every try of one delivery, for receivers that want to ignore duplicates.
+``status`` speaks the seed's vocabulary (queued, preprocessing, model_loaded, training, completed, failed,
+cancelled): model loading is still ``preprocessing``, and ``model_loaded`` is sent once it is done, before the
+next stage; evaluating, packaging and uploading are ``training`` until the job completes. The body is written
+exactly as ``JSON.stringify`` writes the parsed payload (engine.js_json), so a Node receiver that re-serialises
+what it parsed signs the same bytes.
+
+Each delivery is signed when a secret is set, with the HMAC-SHA256 of the exact body bytes under
+``TRAINING_WEBHOOK_SECRET``: ``X-Webhook-Signature`` is its bare hex (``webhook_signature = "seed"``, the
+default: the seed's contract) or ``sha256=<hex>`` (``"prefixed"``, GitHub's style). ``X-Webhook-Timestamp``
+repeats, in Unix seconds, the body's ``timestamp`` (the time of signing, fresh on every try). Receivers check
+both with ``verify_signature`` (either style; it reads the time from the signed body, so a replayed body is
+refused once it is old). ``X-Webhook-Id`` (job and seq) is the same on every try of one delivery, for
+receivers that want to ignore duplicates.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import httpx
 from pydantic import BaseModel
 
 from engine.events import WarningEvent
+from engine.js_json import stringify
 
 SECRET_VARIABLE = "TRAINING_WEBHOOK_SECRET"
 SIGNATURE_HEADER = "X-Webhook-Signature"
@@ -42,13 +51,27 @@ TIMESTAMP_HEADER = "X-Webhook-Timestamp"
 ID_HEADER = "X-Webhook-Id"
 QUEUE_SIZE = 256
 _RETRIED_CLIENT_ERRORS = frozenset({408, 425, 429})
+SIGNATURE_STYLES = ("seed", "prefixed")
+SEED_STATUSES = ("queued", "preprocessing", "model_loaded", "training", "completed", "failed", "cancelled")
+# The engine's stages in the seed's words; the stage itself travels beside the status.
+_SEED_STATUS = {
+    "preprocessing": "preprocessing", "model_loading": "preprocessing", "training": "training",
+    "evaluating": "training", "packaging": "training", "uploading": "training",
+    "completed": "completed", "failed": "failed", "cancelled": "cancelled",
+}  # fmt: skip
 
 log = logging.getLogger("engine.webhooks")
 
 
-def sign(body: bytes, secret: str) -> str:
-    """The ``X-Webhook-Signature`` value of ``body``: ``sha256=`` and the hex HMAC-SHA256 under ``secret``."""
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+def sign(body: bytes, secret: str, style: str = "seed") -> str:
+    """The ``X-Webhook-Signature`` value of ``body``: the hex HMAC-SHA256 under ``secret``, bare or ``sha256=``."""
+    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    return digest if style == "seed" else f"sha256={digest}"
+
+
+def seed_status(stage: str | None) -> str:
+    """The seed's status for an engine stage (None, before the first stage: queued)."""
+    return _SEED_STATUS.get(stage or "", "queued")
 
 
 def verify_signature(
@@ -57,14 +80,15 @@ def verify_signature(
     """Whether a webhook is genuine and fresh: for receivers.
 
     ``body`` is the request body exactly as received (bytes, before any JSON parsing), ``header`` the
-    ``X-Webhook-Signature`` value. True only when the signature matches (compared in constant time) and the
-    ``timestamp`` inside the signed body lies within ``tolerance_s`` seconds of ``now`` (default: the clock),
-    so a captured delivery cannot be replayed later. Receivers that must not act twice also remember the
-    ``X-Webhook-Id`` values they have seen within the tolerance.
+    ``X-Webhook-Signature`` value, in either style. True only when the signature matches (compared in
+    constant time) and the ``timestamp`` inside the signed body lies within ``tolerance_s`` seconds of ``now``
+    (default: the clock), so a captured delivery cannot be replayed later. Receivers that must not act twice
+    also remember the ``X-Webhook-Id`` values they have seen within the tolerance.
     """
     if not header or not secret:
         return False
-    if not hmac.compare_digest(header.strip().encode("utf-8"), sign(body, secret).encode("utf-8")):
+    given = header.strip().removeprefix("sha256=")
+    if not hmac.compare_digest(given.encode("utf-8"), sign(body, secret).encode("utf-8")):
         return False
     try:
         stamp = datetime.fromisoformat(json.loads(body)["timestamp"])
@@ -101,10 +125,14 @@ class WebhookSender:
         backoff: Sequence[float] = (1, 2, 4),
         timeout: float = 10,
         queue_size: int = QUEUE_SIZE,
+        signature: str = "seed",
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("webhook_url must be an http(s) URL")
+        if signature not in SIGNATURE_STYLES:
+            raise ValueError(f"webhook_signature must be one of {', '.join(SIGNATURE_STYLES)}, not {signature!r}")
+        self._signature = signature
         self._url = url
         self._host = parts.hostname  # the only part of the URL messages show: the rest may carry a token
         self._secret = secret or None
@@ -131,21 +159,33 @@ class WebhookSender:
         data = event.model_dump(mode="json") if isinstance(event, BaseModel) else event
         kind = data.get("type")
         with self._cond:
+            before = self._state["stage"]
             self._track(data)
             if kind not in ("stage", "status") or self._closing:
                 return
-            status = data.get("stage") if kind == "stage" else self._state["stage"] or "training"
-            payload = {
-                "job_id": self._state["job_id"],
-                "status": status,
-                "step": self._state["step"],
-                "total_steps": self._state["total_steps"],
-                "metrics": dict(self._metrics),
-            }
-            seq = data.get("seq") or (status if kind == "stage" else f"step-{self._state['step']}")
-            key = f"{self._state['job_id']}:{seq}"
+            job = self._state["job_id"]
+            if kind == "stage":
+                stage = data.get("stage")
+                if before == "model_loading" and stage not in ("model_loading", "failed", "cancelled"):
+                    self._enqueue(_Delivery("stage", f"{job}:model_loaded", self._payload("model_loaded", before)))
+                payload = self._payload(seed_status(stage), stage)
+                key = f"{job}:{data.get('seq') or stage}"
+            else:
+                stage = self._state["stage"] or "training"
+                payload = self._payload(seed_status(stage), stage)
+                key = f"{job}:{data.get('seq') or 'step-' + str(self._state['step'])}"
             self._enqueue(_Delivery(kind, key, payload))
             self._cond.notify_all()
+
+    def _payload(self, status: str, stage: str | None) -> dict[str, Any]:
+        return {
+            "job_id": self._state["job_id"],
+            "status": status,
+            "stage": stage,
+            "step": self._state["step"],
+            "total_steps": self._state["total_steps"],
+            "metrics": dict(self._metrics),
+        }
 
     def _track(self, data: dict[str, Any]) -> None:
         self._state["job_id"] = data.get("job_id") or self._state["job_id"]
@@ -258,8 +298,7 @@ class WebhookSender:
     def _post(self, delivery: _Delivery) -> tuple[str, bool]:
         """One try: an empty problem on success, else what went wrong and whether trying again may help."""
         signed_at = datetime.now(UTC)
-        body = json.dumps({**delivery.payload, "timestamp": signed_at.isoformat()}, separators=(",", ":"))
-        data = body.encode("utf-8")
+        data = stringify({**delivery.payload, "timestamp": signed_at.isoformat()}).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "lorapod-webhooks",
@@ -267,7 +306,7 @@ class WebhookSender:
             ID_HEADER: delivery.key,
         }
         if self._secret is not None:
-            headers[SIGNATURE_HEADER] = sign(data, self._secret)
+            headers[SIGNATURE_HEADER] = sign(data, self._secret, self._signature)
         try:
             response = self._client.post(self._url, content=data, headers=headers)
         except httpx.HTTPError as exc:

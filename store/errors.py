@@ -12,7 +12,8 @@
     │   └── CalibrationError   a bench report that cannot calibrate the cost model (store.throughput)
     └── SyncError              a sync with the Supabase database that cannot be done (store.sync)
         ├── SyncUnavailable    the database cannot be reached: offline, local work goes on
-        └── SyncSchemaMissing  the database lacks lorapod's tables (apply the migration)
+        ├── SyncSchemaMissing  the database lacks lorapod's schema or tables (apply the migration)
+        └── SyncSchemaConflict a table of another app stands where lorapod's should
 """
 
 from __future__ import annotations
@@ -59,4 +60,8 @@ class SyncUnavailable(SyncError):
 
 
 class SyncSchemaMissing(SyncError):
-    """The shared Postgres lacks lorapod's tables: store/supabase/migrations has the SQL to apply."""
+    """The shared Postgres lacks lorapod's schema or tables: store/supabase/migrations has the SQL to apply."""
+
+
+class SyncSchemaConflict(SyncError):
+    """A table in lorapod's schema that lorapod did not make (no marker, no sync_xid): nothing is written into it."""

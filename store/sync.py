@@ -2,8 +2,11 @@
 
     sync(ledger, db_url) → SyncReport          (also ``lorapod sync [--push|--pull]`` and the dashboard)
 
-**Push** sends what changed here since the last push, in batches: training files (when the project has
-the web app's ``training_files`` table) and jobs by ``(updated_at, id)``, each job with its attempts and
+lorapod's tables there live in the schema ``lorapod``, beside the web app's tables of the same names in
+``public``; a database without them raises ``SyncSchemaMissing`` or ``SyncSchemaConflict`` (store.sync_schema).
+
+**Push** sends what changed here since the last push, in batches: training files (when the web app's
+``public.training_files`` has the ledger's shape) and jobs by ``(updated_at, id)``, each job with its attempts and
 artifacts; metrics and events by their local row id (new rows only — they are append-only). **Pull** takes
 what was written there since the last pull, by ``sync_xid``, the id of the transaction that last wrote the
 row (a trigger keeps it): rows are read up to the oldest transaction still open, so one written late — by a

@@ -14,19 +14,15 @@ from sqlmodel import select
 
 from store import sync_rules as rules
 from store.db import Ledger
-from store.errors import SyncError, SyncSchemaMissing
+from store.errors import SyncError
 from store.models import SyncState, utcnow
+from store.supabase import SCHEMA
+from store.sync_schema import check_remote_schema
 
 if TYPE_CHECKING:
     from store.sync import Progress, SyncReport
 
 log = logging.getLogger("store.sync")
-
-REMOTE_TABLES = ("training_jobs", "job_attempts", "model_artifacts", "training_metrics_history", "job_events")
-MIGRATION_HINT = (
-    'apply the migration first: `lorapod sync --print-sql migration | psql "$SUPABASE_DB_URL"`, or paste it '
-    "into the SQL editor (docs/supabase.md)"
-)
 
 
 def uuid_text(value: Any) -> str | None:
@@ -92,7 +88,9 @@ class SyncContext:
         on_progress: Progress | None,
     ) -> None:
         self.ledger = ledger
-        self.remote = connection
+        # lorapod's tables are defined without a schema (the ledger's SQLite has none): there, they are in
+        # lorapod's own, beside the web app's tables of the same names in public.
+        self.remote = connection.execution_options(schema_translate_map={None: SCHEMA})
         self.report = report
         self.owner = owner
         self.batch = max(1, batch_size)
@@ -107,31 +105,29 @@ class SyncContext:
 
     def prepare(self) -> None:
         with self.remote.begin():
-            found = set(
-                self.remote.execute(
-                    sa.text(
-                        "SELECT table_name FROM information_schema.columns WHERE table_schema = 'public' "
-                        "AND column_name = 'sync_xid' AND table_name = ANY(:names)"
-                    ),
-                    {"names": list(REMOTE_TABLES)},
-                ).scalars()
-            )
-            missing = [name for name in REMOTE_TABLES if name not in found]
-            if missing:
-                raise SyncSchemaMissing(
-                    f"the Supabase database at {self.report.remote} lacks lorapod's tables ({', '.join(missing)}): "
-                    + MIGRATION_HINT
-                )
-            if self.remote.execute(sa.text("SELECT to_regclass('public.training_files') IS NOT NULL")).scalar():
-                self.files_table = sa.Table(
-                    "training_files", sa.MetaData(), autoload_with=self.remote, resolve_fks=False
-                )
-                self.file_columns = [c.name for c in rules.FILES.columns if c.name in self.files_table.c]
-                if "id" not in self.file_columns or "updated_at" not in self.file_columns:
-                    self.files_table = None
+            check_remote_schema(self.remote, self.report.remote)
+            self.files_table, self.file_columns = self._web_app_files()
             if self.owner is not None and not self._user_exists(self.owner):
                 raise SyncError(f"supabase_user_id {self.owner} is not a user of this Supabase project")
         self.cursors = Cursors(self.ledger, self._identity())
+
+    def _web_app_files(self) -> tuple[sa.Table | None, list[str]]:
+        """The web app's training_files when its rows can be the ledger's files; else files do not travel."""
+        if not self.remote.execute(sa.text("SELECT to_regclass('public.training_files') IS NOT NULL")).scalar():
+            return None, []
+        table = sa.Table("training_files", sa.MetaData(), schema="public", autoload_with=self.remote, resolve_fks=False)
+        columns = [c.name for c in rules.FILES.columns if c.name in table.c]
+        needed = {"id", "name", "storage_path", "sha256", "format", "updated_at"}  # see local_file
+        # A column it requires that the ledger cannot fill (the Bright Run app's json_file_path, say) would
+        # refuse every row: such a table is the app's alone.
+        unfillable = [
+            c.name for c in table.columns
+            if not c.nullable and c.server_default is None and c.name not in columns
+        ]  # fmt: skip
+        if not needed <= set(columns) or unfillable:
+            log.info("the web app's training_files has a shape of its own: files are not synced")
+            return None, []
+        return table, columns
 
     def _user_exists(self, user_id: str) -> bool:
         try:

@@ -42,6 +42,37 @@ def lorapod_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     stop(resolve_paths({"LORAPOD_HOME": str(home)}), timeout=15)
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL on 127.0.0.1 with Supabase's schemas stubbed: CI must have it, elsewhere it may skip."""
+    if find_binaries() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run these tests: PostgreSQL's initdb and postgres are missing (see .ci/run)")
+        pytest.skip("PostgreSQL's initdb and postgres are not installed here (apt-get install postgresql)")
+    try:
+        server = PostgresServer().start()
+    except PostgresUnavailable as exc:  # pragma: no cover — find_binaries said yes
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def db(postgres: PostgresServer) -> str:
+    """A fresh database with Supabase's auth and storage stubbed and lorapod's migration applied."""
+    url = postgres.database()
+    execute_script(url, migration_sql())
+    return url
+
+
+@pytest.fixture
+def two_ledgers(tmp_path: Path) -> Iterator[tuple[Ledger, Ledger]]:
+    a, b = Ledger(tmp_path / "a.sqlite"), Ledger(tmp_path / "b.sqlite")
+    yield a, b
+    a.close()
+    b.close()
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     """Async tests (the dashboard's Pilot tests) run on asyncio, as Textual does."""
@@ -77,26 +108,3 @@ def run_lorapod(*args: str, env: dict[str, str] | None = None, **kwargs: object)
     return subprocess.run(
         command, check=False, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120, **kwargs
     )  # type: ignore[call-overload]
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL cluster for the session, where the tests that sync meet."""
-    if find_binaries() is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run these tests: PostgreSQL's initdb and postgres are missing (see .ci/run)")
-        pytest.skip("PostgreSQL's initdb and postgres are not installed here (apt-get install postgresql)")
-    try:
-        server = PostgresServer().start()
-    except PostgresUnavailable as exc:  # pragma: no cover — find_binaries said yes
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def db(postgres: PostgresServer) -> str:
-    """A fresh database with Supabase's auth and storage stubbed and lorapod's migration applied."""
-    url = postgres.database()
-    execute_script(url, migration_sql())
-    return url

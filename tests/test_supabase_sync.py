@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,24 +21,26 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-import presets
 from store import sync as sync_module
-from store import sync_rules as rules
-from store.attempts import accrue, start_attempt
 from store.db import Ledger
 from store.errors import SyncSchemaMissing, SyncUnavailable
-from store.files import register_file
 from store.ingest import ingest
-from store.jobs import acquire_lease, create_job, get_job, transition, update_job
+from store.jobs import acquire_lease, get_job, transition, update_job
 from store.status import JobStatus
 from store.supabase import migration_sql, rollback_sql
 from store.sync import sync
 from tests.conftest import run_cli
 from tests.standins.postgres import PostgresServer, execute_script
+from tests.supabase_helpers import (
+    TABLES,
+    job_events_for,
+    make_job,
+    pg_rows,
+    snapshot_ledger,
+    snapshot_remote,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("training_jobs", "job_attempts", "model_artifacts", "training_metrics_history", "job_events")
-TS = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 # The web app's own table of datasets, as the seed's schema has it.
 WEB_APP_TRAINING_FILES = """
 CREATE TABLE public.training_files (
@@ -50,113 +51,6 @@ CREATE TABLE public.training_files (
     created_by uuid, created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now()
 )
 """
-
-
-@pytest.fixture
-def two_ledgers(tmp_path: Path) -> Iterator[tuple[Ledger, Ledger]]:
-    a, b = Ledger(tmp_path / "a.sqlite"), Ledger(tmp_path / "b.sqlite")
-    yield a, b
-    a.close()
-    b.close()
-
-
-def _rows(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
-
-
-# --- building ledgers ----------------------------------------------------------------------------------
-
-
-def _events(job_id: uuid.UUID, *, steps: int, finish: bool) -> list[dict[str, Any]]:
-    stamp = TS.isoformat()
-    events: list[dict[str, Any]] = [
-        {"type": "stage", "stage": "preprocessing"},
-        {"type": "dataset", "total_steps": steps, "examples": 5},
-        {"type": "stage", "stage": "model_loading"},
-        {"type": "stage", "stage": "training"},
-    ]
-    for step in range(1, steps + 1):
-        events.append(
-            {"type": "metrics", "step": step, "total_steps": steps, "epoch": step / steps, "loss": 3 - step / steps}
-        )
-    events.append({"type": "metrics", "step": steps, "total_steps": steps, "epoch": 1.0, "eval_loss": 2.4})
-    if finish:
-        events += [
-            {"type": "stage", "stage": "evaluating"},
-            {"type": "eval", "base_perplexity": 9.0, "adapter_perplexity": 7.0, "eval_loss": 1.9},
-            {"type": "stage", "stage": "packaging"},
-            {"type": "artifact", "kind": "adapter", "path": f"/w/{job_id}/a.zip", "size_bytes": 9, "sha256": "a" * 64},
-            {"type": "stage", "stage": "uploading"},
-            {"type": "stage", "stage": "completed"},
-        ]
-    return [{"seq": seq, "ts": stamp, **event} for seq, event in enumerate(events, start=1)]
-
-
-def _job(
-    ledger: Ledger, name: str, *, steps: int = 5, finish: bool = True, parent: uuid.UUID | None = None
-) -> uuid.UUID:
-    digest = uuid.uuid5(uuid.NAMESPACE_URL, name).hex * 2
-    dataset = register_file(
-        ledger, name=f"{name}.json", storage_path=f"/data/{name}.json", sha256=digest, format="brightrun", size_bytes=10
-    )
-    job = create_job(
-        ledger, presets.get("smoke").to_spec("d.json"), name=name, training_file_id=dataset.id, parent_job_id=parent
-    )
-    attempt = start_attempt(ledger, job.id, provider="local", handle={"pid": 1}, rate_usd_per_hour=1.0, gpu_count=0)
-    transition(ledger, job.id, JobStatus.PROVISIONING)
-    ingest(ledger, job.id, _events(job.id, steps=steps, finish=finish))
-    accrue(ledger, attempt.id or 0, outcome="completed" if finish else None)
-    return job.id
-
-
-def _snapshot_ledger(ledger: Ledger) -> dict[str, dict[Any, Any]]:
-    with ledger.read() as session:
-        conn = session.connection()
-        return {
-            name: _index(name, [dict(r) for r in conn.execute(sa.select(_table(name))).mappings()]) for name in TABLES
-        }
-
-
-def _snapshot_remote(url: str) -> dict[str, dict[Any, Any]]:
-    engine = sa.create_engine(sync_module.database_url(url), connect_args={"prepare_threshold": None})
-    tables = {"training_jobs": rules.remote_jobs_table()}
-    try:
-        with engine.connect() as conn:
-            out = {}
-            for name in TABLES:
-                table = tables.get(name, _table(name))
-                out[name] = _index(name, [dict(r) for r in conn.execute(sa.select(table)).mappings()])
-            return out
-    finally:
-        engine.dispose()
-
-
-def _table(name: str) -> sa.Table:
-    return {
-        "training_jobs": rules.JOBS, "job_attempts": rules.ATTEMPTS, "model_artifacts": rules.ARTIFACTS,
-        "training_metrics_history": rules.METRICS, "job_events": rules.EVENTS,
-    }[name]  # fmt: skip
-
-
-def _index(name: str, rows: list[dict[str, Any]]) -> dict[Any, Any]:
-    """Rows by their natural key, with only the columns that travel, in comparable form."""
-    table = _table(name)
-    keys = rules.LOCAL_IDS.get(name, ("id",))
-    columns = [c for c in rules.synced_columns(table) if c not in ("training_file_id", "created_by")]
-    indexed = {}
-    for row in rows:
-        key = tuple(str(row[k]) for k in keys)
-        indexed[key] = {c: _plain(row[c]) for c in columns}
-    return indexed
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value
 
 
 # --- the migration -------------------------------------------------------------------------------------
@@ -170,40 +64,47 @@ def test_migration_applies_twice_and_rolls_back(postgres: PostgresServer, with_t
     execute_script(url, migration_sql())
     execute_script(url, migration_sql())  # idempotent
 
-    present = {r[0] for r in _rows(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    present = {r[0] for r in pg_rows(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'lorapod'")}
     assert set(TABLES) <= present
-    secured = dict(_rows(url, "SELECT relname, relrowsecurity FROM pg_class WHERE relname = ANY(%s)", list(TABLES)))
+    secured = dict(
+        pg_rows(
+            url,
+            "SELECT relname, relrowsecurity FROM pg_class WHERE relnamespace = 'lorapod'::regnamespace "
+            "AND relname = ANY(%s)",
+            list(TABLES),
+        )
+    )
     assert secured == dict.fromkeys(TABLES, True)
-    assert _rows(url, "SELECT id, public FROM storage.buckets") == [("model-artifacts", False)]
-    policies = _rows(url, "SELECT count(*) FROM pg_policies WHERE policyname LIKE 'lorapod:%%'")[0][0]
+    assert pg_rows(url, "SELECT id, public FROM storage.buckets") == [("model-artifacts", False)]
+    policies = pg_rows(url, "SELECT count(*) FROM pg_policies WHERE policyname LIKE 'lorapod:%%'")[0][0]
     assert policies == 2 + 2 * 4 + 3  # jobs, the four child tables, storage.objects — none doubled
-    foreign_key = _rows(
+    foreign_key = pg_rows(
         url,
         "SELECT count(*) FROM pg_constraint WHERE conname = 'fk_training_jobs_training_file_id_training_files'",
     )[0][0]
-    assert foreign_key == (1 if with_training_files else 0)
-    checks = {r[0] for r in _rows(url, "SELECT conname FROM pg_constraint WHERE conname LIKE 'ck_%%'")}
+    assert foreign_key == 0  # lorapod's schema refers to no table of the web app's
+    checks = {r[0] for r in pg_rows(url, "SELECT conname FROM pg_constraint WHERE conname LIKE 'ck_%%'")}
     assert {"ck_training_jobs_status", "ck_model_artifacts_artifact_type", "ck_model_artifacts_sha256"} <= checks
 
     execute_script(url, rollback_sql())
     execute_script(url, rollback_sql())  # idempotent too
-    left = {r[0] for r in _rows(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert not set(TABLES) & left
+    assert pg_rows(url, "SELECT to_regnamespace('lorapod')") == [(None,)]
+    left = {r[0] for r in pg_rows(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert ("training_files" in left) is with_training_files
-    assert _rows(url, "SELECT count(*) FROM storage.buckets")[0][0] == 0
-    assert _rows(url, "SELECT count(*) FROM pg_policies WHERE policyname LIKE 'lorapod:%%'")[0][0] == 0
+    assert pg_rows(url, "SELECT count(*) FROM storage.buckets")[0][0] == 0
+    assert pg_rows(url, "SELECT count(*) FROM pg_policies WHERE policyname LIKE 'lorapod:%%'")[0][0] == 0
     execute_script(url, migration_sql())  # and it applies again after a rollback
 
 
 def test_migration_checks_refuse_bad_rows(db: str) -> None:
     job = uuid.uuid4()
-    execute_script(db, f"INSERT INTO training_jobs (id, base_model) VALUES ('{job}', 'm')")
+    execute_script(db, f"INSERT INTO lorapod.training_jobs (id, base_model) VALUES ('{job}', 'm')")
     for bad in (
-        f"UPDATE training_jobs SET status = 'running' WHERE id = '{job}'",
-        f"INSERT INTO model_artifacts (job_id, artifact_type, storage_path) VALUES ('{job}', 'weights', 'p')",
-        "INSERT INTO model_artifacts (job_id, artifact_type, storage_path, sha256) "
+        f"UPDATE lorapod.training_jobs SET status = 'running' WHERE id = '{job}'",
+        f"INSERT INTO lorapod.model_artifacts (job_id, artifact_type, storage_path) VALUES ('{job}', 'weights', 'p')",
+        "INSERT INTO lorapod.model_artifacts (job_id, artifact_type, storage_path, sha256) "
         f"VALUES ('{job}', 'adapter', 'p', 'xyz')",
-        f"INSERT INTO training_metrics_history (job_id, step) VALUES ('{job}', -1)",
+        f"INSERT INTO lorapod.training_metrics_history (job_id, step) VALUES ('{job}', -1)",
     ):
         with pytest.raises(psycopg.errors.CheckViolation):
             execute_script(db, bad)
@@ -212,8 +113,8 @@ def test_migration_checks_refuse_bad_rows(db: str) -> None:
 def test_rollback_keeps_a_bucket_that_still_holds_files(db: str) -> None:
     execute_script(db, "INSERT INTO storage.objects (bucket_id, name) VALUES ('model-artifacts', 'jobs/x/a.zip')")
     execute_script(db, rollback_sql())
-    assert _rows(db, "SELECT id FROM storage.buckets") == [("model-artifacts",)]
-    assert _rows(db, "SELECT count(*) FROM pg_policies WHERE policyname LIKE 'lorapod:%%'")[0][0] == 0
+    assert pg_rows(db, "SELECT id FROM storage.buckets") == [("model-artifacts",)]
+    assert pg_rows(db, "SELECT count(*) FROM pg_policies WHERE policyname LIKE 'lorapod:%%'")[0][0] == 0
 
 
 # --- row-level security --------------------------------------------------------------------------------
@@ -229,15 +130,15 @@ def test_row_level_security_shows_users_only_their_own_jobs(db: str, ledger: Led
     alice, bob = uuid.uuid4(), uuid.uuid4()
     execute_script(db, f"INSERT INTO auth.users (id, email) VALUES ('{alice}', 'a@x'), ('{bob}', 'b@x')")
     # Alice's jobs arrive by sync (owner stamped on push); Bob's are written by the web app as him.
-    mine = _job(ledger, "alice-1")
+    mine = make_job(ledger, "alice-1")
     sync(ledger, db, owner=str(alice))
     bobs = uuid.uuid4()
     with psycopg.connect(db) as conn:
         _as_user(conn, bob)
         conn.execute(
-            "INSERT INTO training_jobs (id, base_model) VALUES (%s, 'm')", (bobs,)
+            "INSERT INTO lorapod.training_jobs (id, base_model) VALUES (%s, 'm')", (bobs,)
         )  # created_by defaults to him
-        conn.execute("INSERT INTO job_events (job_id, seq, type) VALUES (%s, 1, 'stage')", (bobs,))
+        conn.execute("INSERT INTO lorapod.job_events (job_id, seq, type) VALUES (%s, 1, 'stage')", (bobs,))
         conn.commit()
     with psycopg.connect(db) as conn:  # uploads come from the engine, with the service-role key
         _as_user(conn, None, "service_role")
@@ -251,10 +152,15 @@ def test_row_level_security_shows_users_only_their_own_jobs(db: str, ledger: Led
         with psycopg.connect(db) as conn:
             _as_user(conn, user, role)
             return {
-                "jobs": {str(r[0]) for r in conn.execute("SELECT id FROM training_jobs")},
-                "events": {str(r[0]) for r in conn.execute("SELECT DISTINCT job_id FROM job_events")},
-                "metrics": {str(r[0]) for r in conn.execute("SELECT DISTINCT job_id FROM training_metrics_history")},
+                "jobs": {str(r[0]) for r in conn.execute("SELECT id FROM lorapod.training_jobs")},
+                "events": {str(r[0]) for r in conn.execute("SELECT DISTINCT job_id FROM lorapod.job_events")},
+                "metrics": {
+                    str(r[0]) for r in conn.execute("SELECT DISTINCT job_id FROM lorapod.training_metrics_history")
+                },
                 "objects": {r[0].split("/")[1] for r in conn.execute("SELECT name FROM storage.objects")},
+                # the web app's read-only views: the reader's own row-level security
+                "views": {str(r[0]) for r in conn.execute("SELECT id FROM lorapod.web_training_jobs")}
+                | {str(r[0]) for r in conn.execute("SELECT DISTINCT job_id FROM lorapod.web_metrics_points")},
             }
 
     assert visible(alice) == {
@@ -262,28 +168,44 @@ def test_row_level_security_shows_users_only_their_own_jobs(db: str, ledger: Led
         "events": {str(mine)},
         "metrics": {str(mine)},
         "objects": {str(mine)},
+        "views": {str(mine)},
     }
-    assert visible(bob) == {"jobs": {str(bobs)}, "events": {str(bobs)}, "metrics": set(), "objects": {str(bobs)}}
+    assert visible(bob) == {
+        "jobs": {str(bobs)},
+        "events": {str(bobs)},
+        "metrics": set(),
+        "objects": {str(bobs)},
+        "views": {str(bobs)},
+    }
     everyone = visible(None, "service_role")
-    assert everyone["jobs"] == {str(mine), str(bobs)}
+    assert everyone["jobs"] == everyone["views"] == {str(mine), str(bobs)}
     assert visible(None)["jobs"] == set()  # signed in as nobody: nothing
 
     with psycopg.connect(db) as conn:
         _as_user(conn, alice)
-        assert conn.execute("UPDATE training_jobs SET name = 'mine now' WHERE id = %s", (bobs,)).rowcount == 0
-        assert conn.execute("DELETE FROM training_jobs WHERE id = %s", (bobs,)).rowcount == 0
+        assert conn.execute("UPDATE lorapod.training_jobs SET name = 'mine now' WHERE id = %s", (bobs,)).rowcount == 0
+        assert conn.execute("DELETE FROM lorapod.training_jobs WHERE id = %s", (bobs,)).rowcount == 0
         with pytest.raises(psycopg.errors.InsufficientPrivilege):  # a job in Bob's name
             conn.execute(
-                "INSERT INTO training_jobs (id, base_model, created_by) VALUES (%s, 'm', %s)", (uuid.uuid4(), bob)
+                "INSERT INTO lorapod.training_jobs (id, base_model, created_by) VALUES (%s, 'm', %s)",
+                (uuid.uuid4(), bob),
             )
     with psycopg.connect(db) as conn:
         _as_user(conn, alice)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):  # an event on Bob's job
-            conn.execute("INSERT INTO job_events (job_id, seq, type) VALUES (%s, 2, 'log')", (bobs,))
+            conn.execute("INSERT INTO lorapod.job_events (job_id, seq, type) VALUES (%s, 2, 'log')", (bobs,))
     with psycopg.connect(db) as conn:
         _as_user(conn, None, "anon")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("SELECT id FROM training_jobs")
+            conn.execute("SELECT id FROM lorapod.training_jobs")
+    with psycopg.connect(db) as conn:
+        _as_user(conn, None, "anon")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT id FROM lorapod.web_training_jobs")
+    with psycopg.connect(db) as conn:
+        _as_user(conn, alice)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # the views are read-only
+            conn.execute("UPDATE lorapod.web_training_jobs SET name = 'x'")
 
 
 # --- sync ----------------------------------------------------------------------------------------------
@@ -291,36 +213,36 @@ def test_row_level_security_shows_users_only_their_own_jobs(db: str, ledger: Led
 
 def test_two_ledgers_syncing_through_one_database_converge(db: str, two_ledgers: tuple[Ledger, Ledger]) -> None:
     a, b = two_ledgers
-    first = _job(a, "a-first")
-    _job(a, "a-retry", parent=first)  # a retry refers to its parent job
-    running = _job(a, "a-running", finish=False)
-    _job(b, "b-first", steps=8)
-    _job(b, "b-live", finish=False)
+    first = make_job(a, "a-first")
+    make_job(a, "a-retry", parent=first)  # a retry refers to its parent job
+    running = make_job(a, "a-running", finish=False)
+    make_job(b, "b-first", steps=8)
+    make_job(b, "b-live", finish=False)
 
     report = sync(a, db)
     assert report.table("training_jobs").sent == 3 and report.table("job_events").sent > 0
     sync(b, db)
     sync(a, db)
-    remote = _snapshot_remote(db)
+    remote = snapshot_remote(db)
     assert len(remote["training_jobs"]) == 5
-    assert _snapshot_ledger(a) == remote == _snapshot_ledger(b)
+    assert snapshot_ledger(a) == remote == snapshot_ledger(b)
 
     # Changes on either side keep converging: A's job finishes, B renames one of A's jobs.
-    ingest(a, running, _events(running, steps=5, finish=True)[-6:])
+    ingest(a, running, job_events_for(running, steps=5, finish=True)[-6:])
     update_job(b, first, stage="renamed elsewhere")
     for ledger in (a, b, a):
         sync(ledger, db)
-    assert _snapshot_ledger(a) == _snapshot_remote(db) == _snapshot_ledger(b)
+    assert snapshot_ledger(a) == snapshot_remote(db) == snapshot_ledger(b)
     assert get_job(b, running).status == "completed"
     assert get_job(a, first).stage == "renamed elsewhere"
 
     # B never supervises A's jobs: a live job pulled from elsewhere is leased to its own ledger, until it ends.
-    a_live = _job(a, "a-live-2", finish=False)
+    a_live = make_job(a, "a-live-2", finish=False)
     sync(a, db)
     sync(b, db)
     assert not acquire_lease(b, a_live, "b-supervisor")
     assert acquire_lease(a, a_live, "a-supervisor")
-    ingest(a, a_live, _events(a_live, steps=5, finish=True)[-6:])
+    ingest(a, a_live, job_events_for(a_live, steps=5, finish=True)[-6:])
     sync(a, db)
     sync(b, db)
     assert acquire_lease(b, a_live, "b-supervisor")  # finished: nothing left to supervise, the lease is free
@@ -333,11 +255,11 @@ def test_jobs_carry_their_training_files_when_the_web_app_has_that_table(
     execute_script(db, WEB_APP_TRAINING_FILES)
     execute_script(db, migration_sql())
     a, b = two_ledgers
-    job = _job(a, "with-a-file")
+    job = make_job(a, "with-a-file")
     sync(a, db)
     sync(b, db)
     dataset = get_job(a, job).training_file_id
-    assert _rows(db, "SELECT training_file_id FROM training_jobs WHERE id = %s", job)[0][0] == dataset
+    assert pg_rows(db, "SELECT training_file_id FROM lorapod.training_jobs WHERE id = %s", job)[0][0] == dataset
     assert get_job(b, job).training_file_id == dataset
     with b.read() as session:
         assert session.connection().execute(sa.text("SELECT name FROM training_files")).scalars().all() == [
@@ -346,41 +268,41 @@ def test_jobs_carry_their_training_files_when_the_web_app_has_that_table(
 
 
 def test_a_sync_repeated_sends_nothing_new_and_changes_nothing(db: str, ledger: Ledger) -> None:
-    _job(ledger, "once")
+    make_job(ledger, "once")
     sync(ledger, db)
-    before = _rows(db, "SELECT sum(sync_xid::text::bigint) FROM training_jobs")
+    before = pg_rows(db, "SELECT sum(sync_xid::text::bigint) FROM lorapod.training_jobs")
     again = sync(ledger, db)
     assert again.table("job_events").sent == 0 and again.table("training_metrics_history").sent == 0
     assert sum(t.changed_remote for t in again.tables.values()) == 0
     assert sum(t.changed_local for t in again.tables.values()) == 0
-    assert _rows(db, "SELECT sum(sync_xid::text::bigint) FROM training_jobs") == before
+    assert pg_rows(db, "SELECT sum(sync_xid::text::bigint) FROM lorapod.training_jobs") == before
 
 
 def test_rows_written_late_by_an_offline_ledger_still_reach_the_others(
     db: str, two_ledgers: tuple[Ledger, Ledger]
 ) -> None:
     a, b = two_ledgers
-    offline = _job(a, "made-offline")  # older updated_at than anything B syncs below
+    offline = make_job(a, "made-offline")  # older updated_at than anything B syncs below
     for index in range(3):
-        _job(b, f"b-{index}")
+        make_job(b, f"b-{index}")
         sync(b, db)
     sync(a, db)  # A comes back online
     sync(b, db)
     assert get_job(b, offline).status == "completed"
-    assert _snapshot_ledger(a) == _snapshot_ledger(b)
+    assert snapshot_ledger(a) == snapshot_ledger(b)
 
 
 def test_a_terminal_status_never_regresses(db: str, two_ledgers: tuple[Ledger, Ledger]) -> None:
     a, b = two_ledgers
-    job = _job(a, "finishes", finish=False)
+    job = make_job(a, "finishes", finish=False)
     sync(a, db)
     sync(b, db)  # B now holds a stale copy: training
-    ingest(a, job, _events(job, steps=5, finish=True)[-6:])
+    ingest(a, job, job_events_for(job, steps=5, finish=True)[-6:])
     sync(a, db)  # completed there
     # B changes its stale copy later than A finished: its updated_at is newer, its status must still lose.
     update_job(b, job, stage="stale edit", actual_cost_usd=99.0)
     sync(b, db)
-    assert _rows(db, "SELECT status, stage, actual_cost_usd FROM training_jobs WHERE id = %s", job)[0] == (
+    assert pg_rows(db, "SELECT status, stage, actual_cost_usd FROM lorapod.training_jobs WHERE id = %s", job)[0] == (
         "completed", "completed", 99.0,
     )  # fmt: skip
     assert get_job(b, job).status == "completed"
@@ -389,19 +311,20 @@ def test_a_terminal_status_never_regresses(db: str, two_ledgers: tuple[Ledger, L
     # and its next push puts the terminal status back.
     later = datetime.now(UTC) + timedelta(minutes=5)
     execute_script(
-        db, f"UPDATE training_jobs SET status = 'training', updated_at = '{later.isoformat()}' WHERE id = '{job}'"
+        db,
+        f"UPDATE lorapod.training_jobs SET status = 'training', updated_at = '{later.isoformat()}' WHERE id = '{job}'",
     )
     sync(a, db, push=False)
     assert get_job(a, job).status == "completed"
     sync(a, db)
-    assert _rows(db, "SELECT status FROM training_jobs WHERE id = %s", job)[0][0] == "completed"
+    assert pg_rows(db, "SELECT status FROM lorapod.training_jobs WHERE id = %s", job)[0][0] == "completed"
 
     # Two terminal statuses meet: completed outranks cancelled, on both sides.
-    other = _job(b, "raced", finish=False)
+    other = make_job(b, "raced", finish=False)
     sync(b, db)
     sync(a, db)
     transition(a, other, JobStatus.CANCELLED)
-    ingest(b, other, _events(other, steps=5, finish=True)[-6:])
+    ingest(b, other, job_events_for(other, steps=5, finish=True)[-6:])
     for ledger in (a, b, a):
         sync(ledger, db)
     assert get_job(a, other).status == get_job(b, other).status == "completed"
@@ -409,14 +332,14 @@ def test_a_terminal_status_never_regresses(db: str, two_ledgers: tuple[Ledger, L
 
 def _big_ledger(ledger: Ledger, jobs: int, steps: int) -> None:
     for index in range(jobs):
-        _job(ledger, f"big-{index}", steps=steps)
+        make_job(ledger, f"big-{index}", steps=steps)
 
 
 def test_a_push_cut_off_half_way_resumes_without_duplicates(
     db: str, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _big_ledger(ledger, jobs=3, steps=400)
-    local = _snapshot_ledger(ledger)
+    local = snapshot_ledger(ledger)
     original = sync_module._Run._send_events
     calls = {"n": 0}
 
@@ -429,18 +352,16 @@ def test_a_push_cut_off_half_way_resumes_without_duplicates(
     monkeypatch.setattr(sync_module._Run, "_send_events", dies_on_the_fourth_batch)
     with pytest.raises(RuntimeError, match="connection cut"):
         sync(ledger, db, batch_size=100)
-    assert _rows(db, "SELECT count(*) FROM job_events")[0][0] == 300
+    assert pg_rows(db, "SELECT count(*) FROM lorapod.job_events")[0][0] == 300
 
     monkeypatch.setattr(sync_module._Run, "_send_events", original)
     resumed = sync(ledger, db, batch_size=100)
     total = sum(len(v) for k, v in local.items() if k == "job_events")
     assert resumed.table("job_events").sent == total - 300  # it went on from the cut, not from the start
     assert resumed.table("training_jobs").sent == 0
-    assert _snapshot_remote(db) == local
-    assert (
-        _rows(db, "SELECT count(*) FROM (SELECT 1 FROM job_events GROUP BY job_id, seq HAVING count(*) > 1) d")[0][0]
-        == 0
-    )
+    assert snapshot_remote(db) == local
+    doubled = "SELECT count(*) FROM (SELECT 1 FROM lorapod.job_events GROUP BY job_id, seq HAVING count(*) > 1) d"
+    assert pg_rows(db, doubled)[0][0] == 0
 
 
 def test_a_pull_cut_off_half_way_resumes_without_duplicates(
@@ -467,7 +388,7 @@ def test_a_pull_cut_off_half_way_resumes_without_duplicates(
     monkeypatch.setattr(sync_module._Run, "_apply", original)
     resumed = sync(b, db, batch_size=100)
     assert resumed.table("training_metrics_history").received == 2 * 300 - 200  # the rest, once
-    assert _snapshot_ledger(b) == _snapshot_ledger(a) == _snapshot_remote(db)
+    assert snapshot_ledger(b) == snapshot_ledger(a) == snapshot_remote(db)
 
 
 def test_a_sync_killed_with_sigkill_resumes_without_duplicates(db: str, ledger: Ledger, lorapod_home: Path) -> None:
@@ -482,14 +403,14 @@ def test_a_sync_killed_with_sigkill_resumes_without_duplicates(db: str, ledger: 
             break
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL
-    partial = _rows(db, "SELECT count(*) FROM job_events")[0][0]
-    total = len(_snapshot_ledger(ledger)["job_events"])
+    partial = pg_rows(db, "SELECT count(*) FROM lorapod.job_events")[0][0]
+    total = len(snapshot_ledger(ledger)["job_events"])
     assert 0 < partial < total
     result = run_cli("sync", "--push", "--json", env={"SUPABASE_DB_URL": db})
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["tables"]["job_events"]["sent"] <= total - partial + 200
-    assert _snapshot_remote(db) == _snapshot_ledger(ledger)
+    assert snapshot_remote(db) == snapshot_ledger(ledger)
 
 
 def test_an_unreachable_database_is_a_plain_message_and_local_work_goes_on(ledger: Ledger) -> None:
@@ -499,7 +420,7 @@ def test_an_unreachable_database_is_a_plain_message_and_local_work_goes_on(ledge
     message = str(caught.value)
     assert "127.0.0.1:9/postgres" in message and "s3cret-pw" not in message
     assert "local work goes on" in message.lower()
-    job = _job(ledger, "still-works")
+    job = make_job(ledger, "still-works")
     assert get_job(ledger, job).status == "completed"
 
     result = run_cli("sync", env={"SUPABASE_DB_URL": url})
@@ -516,7 +437,7 @@ def test_sync_needs_the_migration_and_a_database_url(postgres: PostgresServer, l
 
 
 def test_sync_command_reports_what_it_did(db: str, ledger: Ledger) -> None:
-    _job(ledger, "cli")
+    make_job(ledger, "cli")
     result = run_cli("sync", "--json", env={"SUPABASE_DB_URL": db})
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -566,9 +487,9 @@ async def test_the_open_dashboard_pushes_its_jobs_and_shows_jobs_others_pushed(
     db: str, ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SUPABASE_DB_URL", db)
-    mine = _job(ledger, "mine")
+    mine = make_job(ledger, "mine")
     other = Ledger(tmp_path / "colleague.sqlite")
-    _job(other, "theirs")
+    make_job(other, "theirs")
     sync(other, db)
 
     app = _dashboard()
@@ -577,7 +498,7 @@ async def test_the_open_dashboard_pushes_its_jobs_and_shows_jobs_others_pushed(
         await _until(pilot, lambda: "synced just now" in _summary(app), "that it synced")
         assert {"mine", "theirs"} <= _table_names(app)
     other.close()
-    assert (str(mine),) in _snapshot_remote(db)["training_jobs"]
+    assert (str(mine),) in snapshot_remote(db)["training_jobs"]
 
 
 @pytest.mark.anyio
@@ -586,7 +507,7 @@ async def test_the_dashboard_offline_says_so_once_and_keeps_working(
 ) -> None:
     monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://postgres:hunter2-secret@127.0.0.1:9/postgres")
     monkeypatch.setenv("LORAPOD_SYNC_INTERVAL_S", "0.5")
-    _job(ledger, "local work")
+    make_job(ledger, "local work")
 
     app = _dashboard()
     async with app.run_test(size=(120, 40)) as pilot:

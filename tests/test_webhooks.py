@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -14,7 +16,8 @@ from typing import Any
 import pytest
 
 from engine.events import EventWriter, MetricsEvent, StageEvent, StatusEvent, WarningEvent, read_events
-from engine.webhooks import WebhookSender, sign, verify_signature
+from engine.js_json import stringify
+from engine.webhooks import SEED_STATUSES, WebhookSender, sign, verify_signature
 
 SECRET = "whsec-test-4b9e1d"
 FAST = (0.01, 0.02, 0.04)
@@ -92,7 +95,7 @@ def test_deliveries_carry_the_seed_payload_and_verify(receiver: Receiver) -> Non
     assert warnings == []
     assert [p["status"] for p in receiver.payloads()] == ["training", "training", "completed"]
     status = receiver.payloads()[1]
-    assert set(status) == {"job_id", "status", "step", "total_steps", "metrics", "timestamp"}
+    assert list(status) == ["job_id", "status", "stage", "step", "total_steps", "metrics", "timestamp"]
     assert (status["job_id"], status["step"], status["total_steps"]) == ("job-1", 10, 100)
     assert status["metrics"] == {"loss": 1.5, "learning_rate": 2e-4, "grad_norm": 0.4, "epoch": 0.25}
     for headers, body in receiver.requests:
@@ -100,6 +103,56 @@ def test_deliveries_carry_the_seed_payload_and_verify(receiver: Receiver) -> Non
         stamp = datetime.fromisoformat(json.loads(body)["timestamp"])
         assert int(headers["x-webhook-timestamp"]) == int(stamp.timestamp())
     assert [h["x-webhook-id"] for h, _ in receiver.requests] == ["job-1:1", "job-1:3", "job-1:4"]
+
+
+def test_statuses_speak_the_seeds_vocabulary_with_the_engines_stage_beside(receiver: Receiver) -> None:
+    sender = WebhookSender(receiver.url, SECRET, warn=lambda _: None, backoff=FAST)
+    stages = ["preprocessing", "model_loading", "training", "evaluating", "packaging", "uploading", "completed"]
+    for seq, stage in enumerate(stages, start=1):
+        sender.on_event(_event(StageEvent(stage=stage), seq))
+    sender.close(timeout=10)
+    sent = [(p["status"], p["stage"]) for p in receiver.payloads()]
+    assert sent == [
+        ("preprocessing", "preprocessing"),
+        ("preprocessing", "model_loading"),
+        ("model_loaded", "model_loading"),  # once loaded: the next stage has begun
+        ("training", "training"),
+        ("training", "evaluating"),
+        ("training", "packaging"),
+        ("training", "uploading"),
+        ("completed", "completed"),
+    ]
+    assert {status for status, _ in sent} <= set(SEED_STATUSES)
+
+
+def test_a_model_that_never_loaded_is_never_model_loaded(receiver: Receiver) -> None:
+    sender = WebhookSender(receiver.url, SECRET, warn=lambda _: None, backoff=FAST)
+    sender.on_event(_event(StageEvent(stage="model_loading"), 1))
+    sender.on_event(_event(StageEvent(stage="failed"), 2))
+    sender.close(timeout=10)
+    assert [p["status"] for p in receiver.payloads()] == ["preprocessing", "failed"]
+
+
+@pytest.mark.parametrize("style", ["seed", "prefixed"])
+def test_the_signature_is_the_bare_hex_of_the_body_or_prefixed(receiver: Receiver, style: str) -> None:
+    kwargs = {} if style == "seed" else {"signature": style}  # seed: the default
+    sender = WebhookSender(receiver.url, SECRET, warn=lambda _: None, backoff=FAST, **kwargs)
+    sender.on_event(_event(StageEvent(stage="training"), 1))
+    sender.on_event(_event(MetricsEvent(step=1, total_steps=9, epoch=0.1, learning_rate=5e-05, loss=2.0, elapsed=1), 2))
+    sender.on_event(_event(StatusEvent(step=1, total_steps=9, epoch=0.1, message="step 1/9"), 3))
+    sender.close(timeout=10)
+    headers, body = receiver.requests[-1]
+    digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert headers["x-webhook-signature"] == (digest if style == "seed" else f"sha256={digest}")
+    assert verify_signature(body, headers["x-webhook-signature"], SECRET)
+    # The body is what JSON.stringify writes for it: a Node receiver re-serialising it signs the same bytes.
+    assert body == stringify(json.loads(body)).encode("utf-8")
+    assert b'"learning_rate":0.00005' in body and b'"loss":2,' in body
+
+
+def test_an_unknown_signature_style_is_refused() -> None:
+    with pytest.raises(ValueError, match="webhook_signature must be one of seed, prefixed"):
+        WebhookSender("http://127.0.0.1:9/", SECRET, warn=lambda _: None, signature="bare")
 
 
 def test_pydantic_events_are_accepted_too(receiver: Receiver) -> None:

@@ -1,15 +1,19 @@
 """The SQL that prepares a Supabase project for lorapod: migrations and their rollbacks, shipped with the package.
 
-``migrations/001_lorapod.sql`` creates the tables, row-level security and the ``model-artifacts`` bucket;
-``rollback/001_lorapod.sql`` removes them. Apply them in the SQL editor or with psql (docs/supabase.md);
-``lorapod sync --print-sql migration`` prints the newest.
+``migrations/002_lorapod_schema.sql`` creates lorapod's tables in the schema ``lorapod`` (beside the web
+app's in ``public``), with row-level security, read-only views for the web app and the ``model-artifacts``
+bucket, and moves there the tables an earlier ``001_lorapod.sql`` made in ``public``. ``rollback/…`` remove
+only what lorapod made. Apply them in the SQL editor or with psql (docs/supabase.md); ``lorapod sync
+--print-sql migration`` prints the newest.
 """
 
 from __future__ import annotations
 
 from importlib import resources
 
-MIGRATIONS = ("001_lorapod",)
+MIGRATIONS = ("001_lorapod", "002_lorapod_schema")
+SCHEMA = "lorapod"  # where lorapod's tables live in the Supabase database
+MARKER = "lorapod"  # how every comment lorapod writes on its objects begins
 
 
 def migration_sql(name: str = MIGRATIONS[-1]) -> str:

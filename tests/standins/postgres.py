@@ -4,7 +4,7 @@ The server runs from a fresh ``initdb`` in a temporary folder, as the ``postgres
 root (PostgreSQL refuses to run as root), with trust authentication on 127.0.0.1 only. Each test takes its
 own database, with ``auth`` and ``storage`` stubbed as Supabase has them: ``auth.users``, ``auth.uid()``
 (read from the request's JWT claims, as PostgREST sets them), ``storage.buckets`` and ``storage.objects``,
-and the roles anon, authenticated and service_role.
+the roles anon, authenticated and service_role, and the extensions Supabase enables (pgcrypto, uuid-ossp).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ BEGIN
 END
 $$;
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
+CREATE EXTENSION IF NOT EXISTS "uuid-ossp";
 CREATE SCHEMA IF NOT EXISTS auth;
 CREATE TABLE IF NOT EXISTS auth.users (id uuid PRIMARY KEY, email text);
 CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$

@@ -7,8 +7,17 @@
 -- wrote a row, set by a trigger; `lorapod sync` pulls by it, so rows written late (a ledger that was
 -- offline) are never skipped. `training_files` belongs to the web app: jobs reference it when it exists.
 -- Rollback: ../rollback/001_lorapod.sql.
+--
+-- Superseded by 002, which keeps lorapod's tables in a schema of their own beside the web app's and moves
+-- these there, rows included. Kept so that projects which applied it can be upgraded; apply 002 instead.
 
 BEGIN;
+
+-- The tables already there are not lorapod's to mark (the web app may own a training_jobs).
+CREATE TEMP TABLE lorapod_preexisting ON COMMIT DROP AS
+    SELECT relname FROM pg_class
+    WHERE relnamespace = 'public'::regnamespace
+      AND relname IN ('training_jobs', 'job_attempts', 'model_artifacts', 'training_metrics_history', 'job_events');
 
 -- ---------------------------------------------------------------------------------------------------
 -- Tables
@@ -285,5 +294,20 @@ CREATE POLICY "lorapod: service role manages job artifacts" ON storage.objects
     FOR ALL TO service_role
     USING (bucket_id = 'model-artifacts')
     WITH CHECK (bucket_id = 'model-artifacts');
+
+-- The marker later migrations and rollbacks look for before they move or drop a table: lorapod made it.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['training_jobs', 'job_attempts', 'model_artifacts', 'training_metrics_history',
+                             'job_events'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM lorapod_preexisting WHERE relname = t) THEN
+            EXECUTE format('COMMENT ON TABLE public.%I IS %L', t, 'lorapod 001: ' || t);
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION public.lorapod_stamp_sync_xid() IS 'lorapod 001: stamps sync_xid';
 
 COMMIT;
