@@ -3,9 +3,12 @@
 The engine ships alone in the pod image, so it imports nothing of ``tui``, ``store`` or ``remote``.
 Importing this package is cheap; torch and the training stack load only in the modules that train.
 
-Exceptions::
+Exceptions (``LorapodError`` is the root of every error lorapod raises on purpose, in every package: the
+engine's, ``store.errors.StoreError``, ``remote.provider.ProviderError`` and
+``remote.supervisor.SupervisorError``; its message is written for the user)::
 
-    EngineError                     base of everything the engine raises on purpose
+    LorapodError
+    └── EngineError                 base of everything the engine raises on purpose
     ├── SpecError                   a job specification that cannot be run (field, value, allowed range)
     ├── DatasetError                a dataset that cannot be read or converted (engine.dataset)
     │   ├── TokenizerError          a tokenizer that cannot be loaded or lacks the Llama 3 tokens
@@ -36,7 +39,12 @@ import time
 PROCESS_STARTED = time.monotonic()
 
 
-class EngineError(Exception):
+class LorapodError(Exception):
+    """The root of every error lorapod raises on purpose, whichever package raises it; the message says what
+    went wrong and what to do, for the user."""
+
+
+class EngineError(LorapodError):
     """Base class of the engine's own errors; the message is meant for the user."""
 
 

@@ -21,12 +21,13 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine import LorapodError
 from engine.artifacts import ChecksumMismatch, copy_hashed
 from engine.config import JobSpec
 from engine.limits import Limits
 
 
-class ProviderError(Exception):
+class ProviderError(LorapodError):
     """A run that cannot be launched, reached or stopped."""
 
 

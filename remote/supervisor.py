@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine import LorapodError
 from engine.artifacts import is_store_uri
 from engine.checksums import sha256_file
 from engine.config import DEMO_MODEL, JobSpec, diff
@@ -48,7 +49,7 @@ from store.status import LIVE, TERMINAL, JobStatus
 log = logging.getLogger(__name__)
 
 
-class SupervisorError(Exception):
+class SupervisorError(LorapodError):
     """A job action that cannot be done; the message says why and what to do."""
 
 

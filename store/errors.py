@@ -18,8 +18,10 @@
 
 from __future__ import annotations
 
+from engine import LorapodError
 
-class StoreError(Exception):
+
+class StoreError(LorapodError):
     """Base class of the store's errors."""
 
 

@@ -105,3 +105,20 @@ def test_unexpected_ledger_problems_are_reported_without_a_traceback(lorapod_hom
     result = run_lorapod("jobs")
     assert result.returncode == 1
     assert "ledger" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_package_error_shares_one_root() -> None:
+    """The engine's, the store's, a provider's and the supervisor's errors are all LorapodError, which the
+    command line and the dashboard show as a message."""
+    from engine import EngineError, LorapodError
+    from remote.provider import ProviderError
+    from remote.runpod.errors import NoCapacity
+    from remote.supervisor import BudgetRefused, SupervisorError
+    from store.errors import StoreError, SyncError
+    from tui.cli import as_failure
+
+    for error in (EngineError, StoreError, SyncError, ProviderError, NoCapacity, SupervisorError, BudgetRefused):
+        assert issubclass(error, LorapodError), error
+    failure = as_failure(SupervisorError("job 1234 is already completed"))
+    assert failure is not None and failure.message == "job 1234 is already completed"
+    assert as_failure(KeyError("internal")) is None

@@ -69,16 +69,10 @@ class LazyGroup(click.Group):
 
 def as_failure(exc: BaseException) -> click.ClickException | None:
     """lorapod's own errors as a clean message and exit code 1; None for anything unexpected."""
-    from engine import EngineError
-    from store.errors import StoreError
+    from engine import LorapodError
 
-    if isinstance(exc, (EngineError, StoreError)):
+    if isinstance(exc, LorapodError):
         return click.ClickException(str(exc))
-    # A provider's or the supervisor's error exists only once its module is loaded: look there, import nothing.
-    for module, name in (("remote.provider", "ProviderError"), ("remote.supervisor", "SupervisorError")):
-        error_class = getattr(sys.modules.get(module), name, None)
-        if isinstance(error_class, type) and isinstance(exc, error_class):
-            return click.ClickException(str(exc))
     return None
 
 
