@@ -8,6 +8,7 @@ from the workdir.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import JobSpec
-from engine.events import read_events
 from engine.limits import Limits
 from engine.workdir import Workdir, engine_alive
 from remote.provider import EventStream, Provider, ProviderError, RunHandle, RunState, copy_verified
@@ -42,27 +42,34 @@ class FileEventStream:
     def poll(self, timeout: float) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while True:
-            found = []
-            for offset, event in read_events(self.path, after_seq=self.after_seq, offset=self.offset):
-                self.offset = offset
-                found.append(event)
-            if not found:  # nothing new: remember how far the file has been read anyway
-                self.offset = max(self.offset, self._complete_size())
+            found = self._read()
             if found or time.monotonic() >= deadline:
                 if found:
                     self.after_seq = int(found[-1]["seq"])
                 return found
             time.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
 
-    def _complete_size(self) -> int:
-        """Bytes up to the last newline (a half-written line is read again next time)."""
+    def _read(self) -> list[dict[str, Any]]:
+        """The complete lines after the offset, which moves past exactly the lines read: a line finished
+        between two looks at the file is never stepped over unread (that lost events)."""
+        found: list[dict[str, Any]] = []
         try:
-            with self.path.open("rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
+            handle = self.path.open("rb")
         except FileNotFoundError:
-            return self.offset
-        return self.offset + data.rfind(b"\n") + 1
+            return found
+        with handle:
+            handle.seek(self.offset)
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    break  # still being written: read again next time
+                self.offset += len(raw)
+                try:
+                    event = json.loads(raw)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(event, dict) and int(event.get("seq", 0)) > self.after_seq:
+                    found.append(event)
+        return found
 
     def close(self) -> None:
         pass

@@ -14,7 +14,7 @@ import pytest
 import presets
 from engine.packaging import verify_package
 from store.db import Ledger
-from store.events import record_events
+from store.events import list_events, record_events
 from store.jobs import create_job, transition
 from store.settings import load_settings
 from store.status import JobStatus
@@ -80,6 +80,9 @@ async def test_wizard_starts_a_smoke_job_the_monitor_follows_it_and_the_deploy_p
         job = backend.job(monitor.job_id)
         assert job.name == "from the wizard" and job.preset == "smoke"
         assert monitor.last_step == job.total_steps  # the charts got every step
+        seqs = [event.seq for event in list_events(backend.ledger, job.id)]
+        assert seqs == list(range(1, len(seqs) + 1))  # none lost, the first included
+        assert {"preprocessing", "model_loading", "training"} <= monitor.stages_seen
 
         await pilot.press("d")
         await pilot.pause(0.3)
