@@ -37,7 +37,8 @@ class JobView:
             self._say(
                 "this process now supervises the job"
                 if update.supervising
-                else "watching: another lorapod process supervises this job; showing what it records"
+                else "watching: another lorapod process supervises this job (the background supervisor, say); "
+                "showing what it records"
             )
         self.supervising = update.supervising
         for event in update.events:
