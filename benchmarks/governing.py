@@ -68,8 +68,15 @@ def limit_figures() -> list[dict[str, Any]]:
     stops: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        subprocess.run([*LORAPOD, "config", "set", "supervisor_idle_exit_minutes", "0"],
-                       env={**os.environ, "LORAPOD_HOME": str(home)}, check=True, capture_output=True)  # fmt: skip
+        # Only the job's own max_cost_usd may stop it: the month's remainder and the hard cap are set out of reach.
+        for name, value in (
+            ("supervisor_idle_exit_minutes", "0"),
+            ("monthly_budget_usd", "1000000"),
+            ("hard_cap_usd", "1000000"),
+            ("per_job_ceiling_usd", "1000000"),
+        ):
+            subprocess.run([*LORAPOD, "config", "set", name, value],
+                           env={**os.environ, "LORAPOD_HOME": str(home)}, check=True, capture_output=True)  # fmt: skip
         _run(home, longer)  # builds the demo model, so the runs measured start alike
         clock = _engine_clock(_run(home, longer))
         # Cross mid-way through loading the model, and mid-way through training, as a reference run had them.
