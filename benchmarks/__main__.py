@@ -52,7 +52,8 @@ def main(argv: list[str]) -> int:
         record = {"suite": name, "when": _now(), "machine": machine(), "results": SUITES[name]()}
         (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
         print_results(record["results"])
-    REPORT.write_text(with_table(REPORT.read_text(), table(load_results())))
+    report = REPORT.read_text()
+    REPORT.write_text(with_table(report, table(load_results(), kept=table_rows(report))))
     print(f"\n{machine()}; figures in {RESULTS}/, table in {REPORT.name}", file=sys.stderr)
     return 0
 
@@ -80,9 +81,28 @@ def load_results() -> list[dict[str, Any]]:
     return records
 
 
-def table(records: list[dict[str, Any]]) -> str:
+def table_rows(report: str) -> dict[str, list[str]]:
+    """The rows of the table now in BENCHMARKS.md, by suite."""
+    if BEGIN not in report or END not in report:
+        return {}
+    body = report.partition(BEGIN)[2].partition(END)[0]
+    rows: dict[str, list[str]] = {}
+    for line in body.splitlines()[2:]:
+        if line.startswith("| "):
+            rows.setdefault(line[2:].split(" | ", 1)[0], []).append(line)
+    return rows
+
+
+def table(records: list[dict[str, Any]], kept: dict[str, list[str]] | None = None) -> str:
+    """The table of every suite's latest figures; a suite with no results here keeps its rows from ``kept``
+    (the table as it was), so running one suite never drops the others' figures."""
     lines = ["| suite | figure | value | target | conditions | measured |", "|---|---|---|---|---|---|"]
-    for record in records:
+    by_suite = {record["suite"]: record for record in records}
+    for name in [*SUITES, *(suite for suite in by_suite if suite not in SUITES)]:
+        record = by_suite.get(name)
+        if record is None:
+            lines.extend((kept or {}).get(name, []))
+            continue
         when = f"{record['when'][:16].replace('T', ' ')} UTC, {record['machine']}"
         for r in record["results"]:
             cells = [record["suite"], r["name"], f"{r['value']} {r['unit']}", r.get("target") or "—", r["conditions"]]

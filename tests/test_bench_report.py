@@ -32,3 +32,17 @@ def test_the_table_is_added_once_then_replaced_keeping_the_hand_written_sections
     assert "| old |" not in second and "| new |" in second
     assert second.count(BEGIN) == second.count(END) == 1
     assert second.endswith("## Written after\n") and "prose" in second
+
+
+def test_running_one_suite_keeps_the_other_suites_rows() -> None:
+    """The table was rebuilt from result files alone: one suite's run dropped every other suite's figures."""
+    from benchmarks.__main__ import table, table_rows, with_table
+
+    record = {"suite": "cli", "when": "2026-12-05T05:00:00+00:00", "machine": "m",
+              "results": [{"name": "help", "value": 50, "unit": "ms", "target": "", "conditions": "c"}]}  # fmt: skip
+    before = with_table("# Benchmarks\n", table([record, {**record, "suite": "ledger"}]))
+    newer = {**record, "when": "2026-12-06T05:00:00+00:00", "results": [{**record["results"][0], "value": 40}]}
+    after = with_table(before, table([newer], kept=table_rows(before)))
+    rows = [line for line in after.splitlines() if line.startswith("| cli") or line.startswith("| ledger")]
+    assert [row.split(" | ")[0] for row in rows] == ["| cli", "| ledger"]
+    assert "40 ms" in rows[0] and "50 ms" in rows[1]
