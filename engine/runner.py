@@ -260,6 +260,7 @@ class Job:
         cuda = device() == "cuda"
         check_machine(spec.hyperparameters, cuda=cuda)  # before anything slow: a refused setting fails at once
         self.info(describe(spec.hyperparameters, cuda=cuda))
+        parallelism = self._parallelism(cuda)  # likewise: a mode this machine cannot run fails here
         distributed.init(use_cpu=not cuda)
         model_path = resolve_base_model(spec.base_model, self.models_dir)
         tokenizer = load_tokenizer(model_path, token)
@@ -282,7 +283,7 @@ class Job:
         model = load_model(spec, model_path, token)
         use_cpu = not cuda
 
-        self.enter(Stage.TRAINING, world_size=self.world_size, parallelism=self._parallelism(cuda))
+        self.enter(Stage.TRAINING, world_size=self.world_size, parallelism=parallelism)
         self.progress = Progress()
         trainer, cancel = build_trainer(
             spec, workdir, model, tokenizer, prepared.train, prepared.evaluation,
@@ -292,6 +293,8 @@ class Job:
         if checkpoint is not None:
             self.info(f"resuming from {checkpoint.name} (same spec {spec.training_hash()[:12]}…)")
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if self.world_size > 1:
+            log.info("rank %d trained as %s", self.rank, type(trainer.model_wrapped).__name__)
         if cancel.stopped:
             raise JobCancelled(cancel.stopped)
         if self.rank != 0:

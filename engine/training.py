@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from engine import distributed
+from engine import SpecError, distributed
 from engine.config import JobSpec
 from engine.events import CheckpointEvent, MetricsEvent, StatusEvent, WarningEvent
 from engine.failures import NonFiniteLoss
@@ -91,6 +91,13 @@ def parallelism(spec: JobSpec, ranks: int, *, cuda: bool) -> str | None:
     if ranks <= 1:
         return None
     chosen = spec.resources.parallelism
+    if chosen == "fsdp" and not cuda:
+        # accelerate (1.15) turns FSDP on for accelerator processes only: for CPU ranks its AcceleratorState drops
+        # the FSDP plugin and the Trainer wraps the model in DistributedDataParallel, unsharded, without a word.
+        raise SpecError(
+            "parallelism=fsdp: FSDP shards the model across GPUs, and this machine has none (accelerate runs CPU "
+            "ranks as plain data parallel); set parallelism=ddp or auto"
+        )
     # auto: data parallel unless the memory preflight says a copy does not fit one GPU; that preflight is not
     # in the engine yet, so auto means ddp (70B in NF4 fits one 80 GB GPU).
     return "fsdp" if chosen == "fsdp" else "ddp"
@@ -101,13 +108,15 @@ def fsdp_settings(spec: JobSpec, ranks: int, *, cuda: bool) -> dict[str, Any]:
     compute dtype (engine.model) so FSDP can flatten them with the rest."""
     if parallelism(spec, ranks, cuda=cuda) != "fsdp":
         return {}
+    # FSDP2 (per-parameter sharding): LoRA's trainable weights sit beside frozen ones in each shard as they are.
     return {
-        "fsdp": "full_shard auto_wrap",
+        "fsdp": True,
         "fsdp_config": {
+            "version": 2,
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
             "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
-            "use_orig_params": True,  # LoRA's trainable weights sit beside frozen ones in each shard
-            "cpu_ram_efficient_loading": True,
-            "sync_module_states": True,
+            "reshard_after_forward": True,
+            "state_dict_type": "FULL_STATE_DICT",  # checkpoints and the adapter stay whole, as one rank saves them
         },
     }
 

@@ -135,3 +135,16 @@ def test_fsdp_needs_several_gpus_and_the_rank_count_is_part_of_the_training(demo
     two = tiny_spec(demo_model, SAMPLE, "gpu_count=2")
     assert two.training_hash() != one.training_hash()  # another global batch: another count of steps
     assert tiny_spec(demo_model, SAMPLE, "gpu_count=1").training_hash() == one.training_hash()
+
+
+def test_fsdp_on_cpu_ranks_is_refused_by_name(demo_model: Path, tmp_path: Path) -> None:
+    # accelerate would run CPU ranks as plain DDP under an FSDP setting; the job says so instead of pretending.
+    spec = _two_ranks(demo_model, "parallelism=fsdp")
+    result = run_engine(write_spec(spec, tmp_path / "spec.json"), tmp_path / "job")
+    assert result.returncode != 0
+    items = events(tmp_path / "job")
+    assert stages(items)[-1] == "failed"
+    error = of_type(items, "error")
+    assert len(error) == 1 and error[0]["category"] == "spec"
+    assert "parallelism=fsdp" in error[0]["message"] and "this machine has none" in error[0]["message"]
+    assert "Traceback" not in result.stdout
