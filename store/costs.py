@@ -245,7 +245,7 @@ def scaling_basis(gpu_count: int, measurements: Sequence[BenchMeasurement], cat:
     else:
         efficiency = cat.throughput.multi_gpu_efficiency
         label = (
-            f"an assumption, not measured by lorapod: {efficiency:.0%} efficiency per added GPU "
+            f"an assumption, not measured by lorapod: each GPU at {efficiency:.0%} of one alone "
             "(presets/gpus.toml multi_gpu_efficiency); no bench measurement on that many GPUs is recorded"
         )
         kind = "assumption"
