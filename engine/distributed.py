@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from engine import PROCESS_STARTED
+from engine import PROCESS_STARTED, SpecError
 from engine.workdir import Workdir
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,12 @@ def init(use_cpu: bool) -> None:
     if world_size() <= 1 or dist.is_initialized():
         return
     if not use_cpu:
+        # Every rank finds this before any of them waits for another: rank 0 fails the job by name.
+        if torch.cuda.device_count() < world_size():
+            raise SpecError(
+                f"gpu_count={world_size()}: this machine has {torch.cuda.device_count()} GPU(s); set gpu_count to "
+                "at most that, or rent a pod with more"
+            )
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend="gloo" if use_cpu else "cpu:gloo,cuda:nccl")
 
