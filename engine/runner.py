@@ -3,7 +3,8 @@
 prepare → load → train → evaluate → package → upload (to the artifact store the environment names, if
 any), then completed; or failed (classified, with a hint) or cancelled (after a checkpoint). The workdir is
 the job's whole record: restarting the engine on it resumes from the newest checkpoint of the same spec, and
-refuses a different one.
+refuses a different one. With ``gpu_count`` above one, this command launches the job's ranks (engine.distributed)
+and each of them runs the same stages; rank 0 alone writes the record.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ class Job:
         beat = self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()
         try:
-            if self.spec.webhook_url:
+            if self.spec.webhook_url and self.rank == 0:  # webhooks follow the record, which rank 0 keeps
                 from engine.webhooks import WebhookSender
 
                 secret = os.environ.get("TRAINING_WEBHOOK_SECRET") or None
