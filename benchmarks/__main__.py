@@ -16,7 +16,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cli, dataset, governing, ledger, local_run, notices, projection, runpod, supabase, training, tui
+from benchmarks import (
+    cli,
+    dataset,
+    governing,
+    ledger,
+    local_run,
+    notices,
+    projection,
+    ranks,
+    runpod,
+    supabase,
+    training,
+    tui,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -28,6 +41,7 @@ SUITES: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "dataset": dataset.run,
     "local_run": local_run.run,
     "training": training.run,
+    "ranks": ranks.run,
     "runpod": runpod.run,
     "supabase": supabase.run,
     "tui": tui.run,

@@ -28,15 +28,18 @@ Modules: ``config`` (the JobSpec), ``chat`` (the Llama 3 format), ``dataset`` (v
 calls — ``prepare``, ``model``, ``training``, ``evaluation``, ``packaging`` — plus ``serve`` (the pod API, with
 ``event_log`` and ``inputs``), ``webhooks``, ``partials`` (files written before they are renamed into place),
 ``artifacts`` (where packages are stored: a folder or Supabase Storage, with ``tus`` and ``supabase_storage``),
-``limits`` (the cost and duration limits a job keeps by itself), ``speed`` (the training-speed settings),
+``limits`` (the cost and duration limits a job keeps by itself), ``distributed`` (a job's ranks on several
+GPUs), ``speed`` (the training-speed settings),
 ``demo`` (the offline demo model) and ``bench`` (the GPU benchmark, its model in ``bench_model``).
 """
 
+import os
 import time
 
 # When this process began, as near as Python lets us know: ``python -m engine`` imports this package first,
-# and the engine's wall time (so its cost) counts from here.
-PROCESS_STARTED = time.monotonic()
+# and the engine's wall time (so its cost) counts from here. A rank of a multi-GPU job counts from its launcher's
+# start instead (the monotonic clock is the system's, shared by every process).
+PROCESS_STARTED = float(os.environ.get("LORAPOD_LAUNCHER_STARTED") or time.monotonic())
 
 
 class LorapodError(Exception):

@@ -144,7 +144,12 @@ class Resources(_Section):
         default_factory=lambda: list(DEFAULT_GPU_TYPES), description="RunPod GPU type ids, in priority order."
     )
     cloud_type: CloudType = Field(CloudType.SECURE, description="RunPod cloud: SECURE or COMMUNITY.")
-    gpu_count: int = Field(1, ge=1, le=8, description="GPUs per pod.")
+    gpu_count: int = Field(1, ge=1, le=8, description="GPUs per pod; more than one trains as that many ranks.")
+    parallelism: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto",
+        description="Several GPUs: ddp (each holds the whole 4-bit model; LoRA gradients reduced), fsdp (each "
+        "holds a shard, for a model that does not fit one GPU); auto: ddp.",
+    )
     interruptible: bool = Field(False, description="Rent an interruptible pod where still offered.")
     max_hours: float | None = Field(None, gt=0.0, le=720.0, description="Wall-clock limit; unset: settings.")
     max_cost_usd: float | None = Field(None, gt=0.0, description="Per-job cost limit; unset: settings.")
@@ -173,15 +178,19 @@ class JobSpec(_Section):
     def _check_resources(self) -> JobSpec:
         if self.resources.provider is Provider.RUNPOD and not self.resources.gpu_types:
             raise ValueError("gpu_types: a RunPod job needs at least one GPU type")
+        if self.resources.parallelism == "fsdp" and self.resources.gpu_count < 2:
+            raise ValueError("parallelism: fsdp shards the model across GPUs; set gpu_count=2 or more, or auto")
         return self
 
     def training_hash(self) -> str:
         """sha256 of what determines the trained weights; a workdir's checkpoints resume only under it."""
-        material = {
+        material: dict[str, Any] = {
             "base_model": self.base_model,
             "dataset": self.dataset.model_dump(mode="json"),
             "hyperparameters": self.hyperparameters.model_dump(mode="json"),
         }
+        if self.resources.gpu_count > 1:  # the global batch is per-GPU batch × GPUs: another count of steps
+            material["ranks"] = self.resources.gpu_count
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
     def parameters_b(self) -> float | None:

@@ -55,6 +55,8 @@ class StageEvent(_Event):
     stage: Stage
     message: str | None = None
     limit: Literal["cost", "duration"] | None = None  # on ``cancelled``: the limit the job stopped at
+    world_size: int | None = None  # on ``training``: how many ranks (GPUs, or CPU processes) train the job
+    parallelism: Literal["ddp", "fsdp"] | None = None  # on ``training`` with several ranks: how they share it
 
 
 class DatasetEvent(_Event):
@@ -84,7 +86,8 @@ class MetricsEvent(_Event):
     learning_rate: float | None = None
     grad_norm: float | None = None
     tokens_per_second: float | None = None
-    gpu_memory_gb: float | None = None
+    gpu_memory_gb: float | None = None  # the peak of the rank that used the most
+    gpu_memory_gb_per_rank: list[float | None] | None = None  # each rank's peak, with several ranks
     elapsed: float = Field(description="seconds since training started")
     eta: float | None = Field(None, description="seconds until training ends")
 

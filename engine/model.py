@@ -46,6 +46,13 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def placement() -> str:
+    """Where this process puts the model: its own GPU (one per rank), or the CPU."""
+    from engine.distributed import local_rank
+
+    return f"cuda:{local_rank()}" if device() == "cuda" else "cpu"
+
+
 def compute_dtype(spec: JobSpec) -> torch.dtype:
     import torch
 
@@ -72,7 +79,7 @@ def load_model(spec: JobSpec, model_path: str, token: str | None) -> PeftModel:
     kwargs: dict[str, Any] = {
         "dtype": dtype,
         "token": token,
-        "device_map": {"": device()},
+        "device_map": {"": placement()},
         "attn_implementation": attention(hp),
     }
     if hp.load_in_4bit:
@@ -97,7 +104,7 @@ def load_model(spec: JobSpec, model_path: str, token: str | None) -> PeftModel:
     log.info(
         "loaded %s on %s (%s, %s, attention %s): %s trainable of %s parameters",
         model_path,
-        device(),
+        placement(),
         "4-bit " + hp.bnb_4bit_quant_type if hp.load_in_4bit else "no quantization",
         str(dtype).removeprefix("torch."),
         model.config._attn_implementation,

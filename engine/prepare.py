@@ -7,7 +7,6 @@ validated and previewed.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ from engine.checksums import sha256_stream
 from engine.config import JobSpec
 from engine.dataset import ChatTokenizer, ConvertOptions, DatasetError, convert_file, load_examples
 from engine.dataset.source import open_regular
-from engine.dataset.stats import pack_best_fit_decreasing
+from engine.dataset.stats import pack_best_fit_decreasing, steps_for
 from engine.evaluation import EvalItem
 from engine.workdir import Workdir
 
@@ -49,14 +48,21 @@ def _check_source(spec: JobSpec) -> Path:
     return path
 
 
-def prepare(spec: JobSpec, workdir: Workdir, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+def prepare(
+    spec: JobSpec, workdir: Workdir, tokenizer: PreTrainedTokenizerBase, *, world_size: int = 1, convert: bool = True
+) -> Prepared:
+    """The job's examples, tokenized, and what they make: ``convert`` False reads the workdir's converted dataset
+    as another rank wrote it."""
     from datasets import Dataset
 
     hp = spec.hyperparameters
-    source = _check_source(spec)
-    options = ConvertOptions.from_spec(spec.dataset, hp.max_seq_length)
     chat = ChatTokenizer(tokenizer.backend_tokenizer)
-    convert_file(source, workdir.dataset, options, tokenizer=chat)
+    if convert:
+        source = _check_source(spec)
+        options = ConvertOptions.from_spec(spec.dataset, hp.max_seq_length)
+        convert_file(source, workdir.dataset, options, tokenizer=chat)
+    else:
+        source = Path(spec.dataset.dataset_path)
     train_examples, eval_examples, _ = load_examples(workdir.dataset)
     if not train_examples:
         raise DatasetError(f"{source}: no trainable examples after conversion")
@@ -75,9 +81,8 @@ def prepare(spec: JobSpec, workdir: Workdir, tokenizer: PreTrainedTokenizerBase)
         for r, e in zip(eval_rows, eval_examples, strict=True)
     ]
     lengths = [len(r["input_ids"]) for r in train_rows]
-    # A single process trains (several GPUs hold one model between them), so a step takes batch × accumulation.
     packs = len(pack_best_fit_decreasing(lengths, hp.max_seq_length)) if hp.packing else len(lengths)
-    steps_per_epoch = max(1, math.ceil(packs / (hp.batch_size * hp.gradient_accumulation_steps)))
+    steps_per_epoch = steps_for(packs, hp.batch_size, hp.gradient_accumulation_steps, world_size)
     system = next((m["content"] for m in train_examples[0].messages if m["role"] == "system"), None)
     stats = {
         "examples": len(train_examples) + len(eval_examples),

@@ -3,7 +3,8 @@
 prepare → load → train → evaluate → package → upload (to the artifact store the environment names, if
 any), then completed; or failed (classified, with a hint) or cancelled (after a checkpoint). The workdir is
 the job's whole record: restarting the engine on it resumes from the newest checkpoint of the same spec, and
-refuses a different one.
+refuses a different one. With ``gpu_count`` above one, this command launches the job's ranks (engine.distributed)
+and each of them runs the same stages; rank 0 alone writes the record.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -20,10 +20,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pydantic import ValidationError
-
-from engine import SpecError
-from engine.config import JobSpec, describe_validation_error
+from engine import SpecError, distributed
+from engine.config import JobSpec
 from engine.events import (
     ArtifactEvent,
     CostEvent,
@@ -35,10 +33,10 @@ from engine.events import (
     LogEvent,
     Stage,
     StageEvent,
-    read_events,
 )
 from engine.failures import JobCancelled, SpecMismatch, classify
 from engine.limits import Limits, process_elapsed
+from engine.startup import already_finished, check_same_training, load_spec, setup_logging
 from engine.workdir import Workdir
 
 log = logging.getLogger("engine")
@@ -52,53 +50,6 @@ SECRET_ENV = (
 )  # fmt: skip
 
 
-def load_spec(spec_path: Path | None) -> JobSpec:
-    """The spec from a file, or from $LORAPOD_SPEC (how a pod receives it); SpecError when invalid."""
-    if spec_path is not None:
-        try:
-            text = spec_path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SpecError(f"{spec_path}: {exc.strerror or exc}") from None
-    else:
-        text = os.environ.get("LORAPOD_SPEC", "")
-        if not text:
-            raise SpecError("no spec: pass --spec FILE or set LORAPOD_SPEC")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"{spec_path or 'LORAPOD_SPEC'}: not JSON (line {exc.lineno}, column {exc.colno})") from None
-    try:
-        return JobSpec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(f"{spec_path or 'LORAPOD_SPEC'}:\n{describe_validation_error(exc)}") from None
-
-
-def _setup_logging(workdir: Workdir) -> None:
-    workdir.logs.mkdir(parents=True, exist_ok=True)
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    file_handler = logging.FileHandler(workdir.log_file, encoding="utf-8")
-    stream_handler = logging.StreamHandler(sys.stderr)
-    root = logging.getLogger()
-    root.handlers[:] = [file_handler, stream_handler]
-    for handler in root.handlers:
-        handler.setFormatter(formatter)
-    root.setLevel(logging.INFO)
-    logging.captureWarnings(True)  # library warnings go to the log, not the terminal
-    for noisy in ("httpx", "httpcore", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        import datasets
-        import transformers
-
-        transformers.utils.logging.disable_default_handler()
-        transformers.utils.logging.enable_propagation()
-        transformers.utils.logging.set_verbosity_warning()
-        transformers.utils.logging.disable_progress_bar()
-        datasets.disable_progress_bars()
-    except ImportError:  # the training stack is not installed: the job fails at loading, with its reason
-        pass
-
-
 class Job:
     """One run of the engine over one workdir."""
 
@@ -106,7 +57,9 @@ class Job:
         self.spec = spec
         self.workdir = workdir
         self.models_dir = models_dir
-        self.writer = EventWriter(workdir.events, spec.job_id or "")
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        # Rank 0 alone keeps the record; the other ranks' events go nowhere.
+        self.writer = EventWriter(workdir.events, spec.job_id or "") if self.rank == 0 else None
         self.stage: Stage | None = None
         self.cancel_reason: str | None = None
         self.progress: Any = None  # the trainer's Progress once training starts
@@ -121,16 +74,18 @@ class Job:
     # --- events -----------------------------------------------------------------------------------------
 
     def emit(self, event: Any) -> Any:
+        if self.writer is None:
+            return event
         stamped = self.writer.emit(event)
         if self.webhooks is not None:
             self.webhooks.on_event(stamped)
         return stamped
 
-    def enter(self, stage: Stage, message: str | None = None) -> None:
+    def enter(self, stage: Stage, message: str | None = None, **extra: Any) -> None:
         self.check_cancel()
         self.stage = stage
         log.info("stage: %s%s", stage, f" — {message}" if message else "")
-        self.emit(StageEvent(stage=stage, message=message))
+        self.emit(StageEvent(stage=stage, message=message, **extra))
 
     def finish(self, stage: Stage, message: str, *, limit: str | None = None) -> None:
         """Write the terminal stage event: the job's last word, after the cost it ran up (the heartbeat is
@@ -141,13 +96,16 @@ class Job:
         if self.limits.rate_usd_per_hour > 0:
             self._emit_cost(process_elapsed())
         self.stage = stage
-        log.info("stage: %s — %s", stage, message)
+        if self.rank == 0:
+            log.info("stage: %s — %s", stage, message)
+        else:
+            log.info("rank %d ends: %s (rank 0 records the job)", self.rank, stage)
         self.emit(StageEvent(stage=stage, message=message, limit=limit))
         self.finished = True
 
     def _webhook_warning(self, event: Any) -> None:
         # After the terminal event the record is closed; a late delivery failure goes to the log only.
-        if self.finished:
+        if self.finished or self.writer is None:
             log.warning("%s", getattr(event, "message", event))
         else:
             self.writer.emit(event)
@@ -180,6 +138,10 @@ class Job:
             raise JobCancelled(reason)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.world_size > 1:
+            # A rank is signalled by its launcher only, when another rank died: this one ends with no terminal
+            # event (cancels reach the ranks through the control file, which the launcher writes).
+            raise distributed.RankStopped(f"{signal.Signals(signum).name} from the launcher")
         # Every cancel ends in one checkpoint and ``cancelled``: a second signal (a second cancel, a limit stop
         # then the user's, a signal racing the control file) changes nothing. SIGKILL is the hard stop.
         if self.cancel_reason is not None:
@@ -232,11 +194,13 @@ class Job:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         signal.signal(INTERRUPT_SIGNAL, self._on_interrupt)
-        self.workdir.pid_file.write_text(str(os.getpid()))
+        pid_file = self.workdir.pid_file if self.world_size == 1 else self.workdir.rank_pid(self.rank)
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(str(os.getpid()))
         beat = self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()
         try:
-            if self.spec.webhook_url:
+            if self.spec.webhook_url and self.rank == 0:  # webhooks follow the record, which rank 0 keeps
                 from engine.webhooks import WebhookSender
 
                 secret = os.environ.get("TRAINING_WEBHOOK_SECRET") or None
@@ -251,6 +215,10 @@ class Job:
             self.finish(Stage.CANCELLED, str(cancelled), limit=self.limit_kind)
             return 0
         except BaseException as exc:  # every failure becomes an error event and a non-zero exit
+            if self.world_size > 1 and distributed.is_peer_failure(exc):
+                # Another rank is gone: no terminal event, so the job reads as interrupted and a restart resumes it.
+                log.error("rank %d stopped: another rank ended (%s); restart the job to resume it", self.rank, exc)
+                return distributed.PEER_LOST_EXIT
             failure = classify(exc, self.spec)
             log.error("failed (%s): %s\n%s", failure.category, failure.message, failure.traceback or "")
             self.emit(
@@ -271,8 +239,9 @@ class Job:
                 self.webhooks.close(timeout=15)
             # The handlers stay: a signal while the process winds down changes nothing (the default would kill
             # it with its record already closed, and exit code -15 would say it failed).
-            self.workdir.pid_file.unlink(missing_ok=True)
-            self.writer.close()
+            pid_file.unlink(missing_ok=True)
+            if self.writer is not None:
+                self.writer.close()
 
     def _adopt_workdir(self) -> None:
         """Record the spec the job runs (a restart has already been checked to bring the same one)."""
@@ -292,11 +261,18 @@ class Job:
         cuda = device() == "cuda"
         check_machine(spec.hyperparameters, cuda=cuda)  # before anything slow: a refused setting fails at once
         self.info(describe(spec.hyperparameters, cuda=cuda))
+        parallelism = self._parallelism(cuda)  # likewise: a mode this machine cannot run fails here
+        distributed.init(use_cpu=not cuda)
         model_path = resolve_base_model(spec.base_model, self.models_dir)
         tokenizer = load_tokenizer(model_path, token)
         from engine.prepare import prepare
 
-        prepared = prepare(spec, workdir, tokenizer)
+        # Rank 0 converts the dataset into the workdir; the others read what it wrote.
+        if self.rank == 0:
+            prepared = prepare(spec, workdir, tokenizer, world_size=self.world_size)
+        distributed.barrier()
+        if self.rank != 0:
+            prepared = prepare(spec, workdir, tokenizer, world_size=self.world_size, convert=False)
         self.emit(DatasetEvent(**prepared.stats))
         from engine.training import Progress, build_trainer, warn_if_few_steps
 
@@ -308,7 +284,7 @@ class Job:
         model = load_model(spec, model_path, token)
         use_cpu = not cuda
 
-        self.enter(Stage.TRAINING)
+        self.enter(Stage.TRAINING, world_size=self.world_size, parallelism=parallelism)
         self.progress = Progress()
         trainer, cancel = build_trainer(
             spec, workdir, model, tokenizer, prepared.train, prepared.evaluation,
@@ -318,8 +294,13 @@ class Job:
         if checkpoint is not None:
             self.info(f"resuming from {checkpoint.name} (same spec {spec.training_hash()[:12]}…)")
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if self.world_size > 1:
+            log.info("rank %d trained as %s", self.rank, type(trainer.model_wrapped).__name__)
         if cancel.stopped:
             raise JobCancelled(cancel.stopped)
+        if self.rank != 0:
+            log.info("rank %d trained its share; rank 0 evaluates and packages", self.rank)
+            return
         model.save_pretrained(str(workdir.adapter))  # the trained adapter (the trainer trained this very object)
         tokenizer.save_pretrained(workdir.adapter)
 
@@ -336,6 +317,11 @@ class Job:
 
         self.enter(Stage.UPLOADING)
         self.upload(packages)
+
+    def _parallelism(self, cuda: bool) -> str | None:
+        from engine.training import parallelism
+
+        return parallelism(self.spec, self.world_size, cuda=cuda)
 
     def upload(self, packages: list[Any]) -> None:
         """Copy the packages to the artifact store the environment names; each lands as an artifact event
@@ -385,32 +371,11 @@ class Job:
         return result
 
 
-def check_same_training(spec: JobSpec, workdir: Workdir) -> None:
-    """SpecMismatch when the workdir already belongs to a job with another training spec."""
-    if not workdir.spec.exists():
-        return
-    previous = JobSpec.model_validate_json(workdir.spec.read_text(encoding="utf-8"))
-    if previous.training_hash() != spec.training_hash() or (spec.job_id and previous.job_id != spec.job_id):
-        raise SpecMismatch(
-            f"{workdir.root} holds job {previous.job_id} with a different training spec "
-            f"({previous.training_hash()[:12]}…; this one is {spec.training_hash()[:12]}…): use a new workdir"
-        )
-
-
-def already_finished(workdir: Workdir) -> str | None:
-    """The terminal stage recorded in the workdir's events, if the job already ended successfully."""
-    last = None
-    for _, event in read_events(workdir.events):
-        if event.get("type") == "stage":
-            last = event.get("stage")
-    return last if last == Stage.COMPLETED else None
-
-
 def main(spec_path: Path | None, workdir_path: Path, *, models_dir: Path | None = None) -> int:
     """Run the job in ``workdir_path``; the exit code says how it ended (0 completed/cancelled, 1 failed, 2 spec)."""
     workdir = Workdir(workdir_path.absolute())
     workdir.root.mkdir(parents=True, exist_ok=True)
-    _setup_logging(workdir)
+    setup_logging(workdir)
     try:
         spec = load_spec(spec_path)
     except SpecError as exc:
@@ -427,4 +392,7 @@ def main(spec_path: Path | None, workdir_path: Path, *, models_dir: Path | None 
     if already_finished(workdir):
         log.info("job %s already completed in %s; nothing to do", spec.job_id, workdir.root)
         return 0
+    ranks = spec.resources.gpu_count
+    if ranks > 1 and not distributed.is_rank_process():
+        return distributed.launch(spec.model_dump_json(), workdir, models_dir, ranks)
     return Job(spec, workdir, models_dir or workdir.root / "models").run()

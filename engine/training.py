@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from engine import SpecError, distributed
 from engine.config import JobSpec
 from engine.events import CheckpointEvent, MetricsEvent, StatusEvent, WarningEvent
 from engine.failures import NonFiniteLoss
@@ -41,6 +42,7 @@ def sft_config(spec: JobSpec, workdir: Workdir, *, has_eval: bool, use_cpu: bool
     from trl import SFTConfig
 
     hp = spec.hyperparameters
+    ranks = distributed.world_size()
     return SFTConfig(
         output_dir=str(workdir.checkpoints),
         seed=hp.seed,
@@ -77,7 +79,46 @@ def sft_config(spec: JobSpec, workdir: Workdir, *, has_eval: bool, use_cpu: bool
         dataloader_num_workers=0,
         dataset_num_proc=None,
         remove_unused_columns=True,
+        # Several ranks: the gradients of LoRA's weights alone are reduced, and every one of them has one.
+        ddp_backend="gloo" if use_cpu and ranks > 1 else None,
+        ddp_find_unused_parameters=False if ranks > 1 else None,
+        **fsdp_settings(spec, ranks, cuda=not use_cpu),
     )
+
+
+def parallelism(spec: JobSpec, ranks: int, *, cuda: bool) -> str | None:
+    """How several ranks share a job: ``ddp`` (each holds the whole 4-bit model) or ``fsdp`` (each a shard)."""
+    if ranks <= 1:
+        return None
+    chosen = spec.resources.parallelism
+    if chosen == "fsdp" and not cuda:
+        # accelerate (1.15) turns FSDP on for accelerator processes only: for CPU ranks its AcceleratorState drops
+        # the FSDP plugin and the Trainer wraps the model in DistributedDataParallel, unsharded, without a word.
+        raise SpecError(
+            "parallelism=fsdp: FSDP shards the model across GPUs, and this machine has none (accelerate runs CPU "
+            "ranks as plain data parallel); set parallelism=ddp or auto"
+        )
+    # auto: data parallel unless the memory preflight says a copy does not fit one GPU; that preflight is not
+    # in the engine yet, so auto means ddp (70B in NF4 fits one 80 GB GPU).
+    return "fsdp" if chosen == "fsdp" else "ddp"
+
+
+def fsdp_settings(spec: JobSpec, ranks: int, *, cuda: bool) -> dict[str, Any]:
+    """The Trainer's FSDP arguments for FSDP-QLoRA: each decoder layer a shard, the 4-bit weights stored in the
+    compute dtype (engine.model) so FSDP can flatten them with the rest."""
+    if parallelism(spec, ranks, cuda=cuda) != "fsdp":
+        return {}
+    # FSDP2 (per-parameter sharding): LoRA's trainable weights sit beside frozen ones in each shard as they are.
+    return {
+        "fsdp": True,
+        "fsdp_config": {
+            "version": 2,
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
+            "reshard_after_forward": True,
+            "state_dict_type": "FULL_STATE_DICT",  # checkpoints and the adapter stay whole, as one rank saves them
+        },
+    }
 
 
 @dataclass
@@ -148,6 +189,9 @@ class EventsCallback(TrainerCallback):
             if not math.isfinite(loss):
                 raise NonFiniteLoss(state.global_step, loss)
             progress.loss = loss
+        # Every rank logs the same step: each one's peak memory is gathered before rank 0 writes the event.
+        memory = distributed.gather(_gpu_memory_gb())
+        known = [m for m in memory if m is not None]
         tokens_per_second = None
         if "num_tokens" in logs:
             progress.num_tokens = logs["num_tokens"]
@@ -164,7 +208,8 @@ class EventsCallback(TrainerCallback):
                 learning_rate=logs.get("learning_rate"),
                 grad_norm=logs.get("grad_norm"),
                 tokens_per_second=round(tokens_per_second, 1) if tokens_per_second else None,
-                gpu_memory_gb=_gpu_memory_gb(),
+                gpu_memory_gb=max(known) if known else None,
+                gpu_memory_gb_per_rank=memory if len(memory) > 1 else None,
                 elapsed=round(now - progress.started, 2),
                 eta=progress.eta(now),
             )
@@ -235,7 +280,7 @@ class CheckpointCallback(TrainerCallback):
             "saved_at": datetime.now(UTC).isoformat(),
             "spec": self.spec.model_dump(mode="json"),
         }
-        if path.is_dir():
+        if path.is_dir() and distributed.rank() == 0:
             (path / "lorapod.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         epoch = float(state.epoch or 0.0)
         self.emit(CheckpointEvent(step=state.global_step, epoch=epoch, path=str(path), reason=self.reason))
@@ -244,8 +289,14 @@ class CheckpointCallback(TrainerCallback):
         self.reason = "steps"
 
 
+CHECKPOINT_REASONS = ("steps", "time", "epoch", "final", "cancel")
+
+
 class CancelCallback(TrainerCallback):
-    """Stops after the current step with a checkpoint when ``should_stop()`` says so."""
+    """Stops after the current step with a checkpoint when ``should_stop()`` says so.
+
+    With several ranks, rank 0's decisions (stop, save, and why) hold for every rank at every step: a rank that
+    stopped or saved alone would leave the others waiting for it in the next collective."""
 
     def __init__(self, should_stop: Callable[[], str | None], checkpoints: CheckpointCallback) -> None:
         self.should_stop = should_stop
@@ -254,8 +305,12 @@ class CancelCallback(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
         reason = self.should_stop()
-        if reason and state.global_step < state.max_steps:
-            self.stopped = reason
+        wants_stop = bool(reason) and state.global_step < state.max_steps
+        why = CHECKPOINT_REASONS.index(self.checkpoints.reason)
+        stop, save, why = distributed.agree([int(wants_stop), int(control.should_save), why])
+        control.should_save, self.checkpoints.reason = bool(save), CHECKPOINT_REASONS[why]
+        if stop:
+            self.stopped = reason or "rank 0 stopped the job"
             control.should_save = True
             control.should_training_stop = True
             self.checkpoints.reason = "cancel"

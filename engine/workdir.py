@@ -16,7 +16,8 @@
     control/pod.pid         in a pod: the process id of ``python -m engine pod``
     inputs/                 in a pod: the dataset the supervisor uploaded
     logs/pod.log            in a pod: the entrypoint's own log (sshd, pod API, linger, deletion)
-    engine.pid              the engine's process id while it runs
+    engine.pid              the engine's process id while it runs (with several GPUs: their launcher's)
+    control/rank-<n>.pid    with several GPUs: the process id of each rank while it runs
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class Workdir:
     @property
     def pid_file(self) -> Path:
         return self.root / "engine.pid"
+
+    def rank_pid(self, rank: int) -> Path:
+        return self.root / "control" / f"rank-{rank}.pid"
 
     @property
     def engine_exit(self) -> Path:

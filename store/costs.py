@@ -70,6 +70,9 @@ class Estimate:
     # What the throughput rests on: {"kind": "jobs" | "bench" | "public anchors", "label", "reference_tokens_per_
     # second", and the measurement or the anchors}. ``throughput_source`` is its label.
     throughput_basis: dict[str, Any] = field(default_factory=dict)
+    # What the speed-up of several GPUs rests on: {"kind": "one GPU" | "measured" | "assumption", "efficiency",
+    # "speedup", "label"}.
+    scaling: dict[str, Any] = field(default_factory=dict)
 
     @property
     def hours(self) -> tuple[float, float]:
@@ -162,9 +165,9 @@ def reference_throughput(tokens_per_second: float, gpu: Gpu, model_b: float, gpu
     return tokens_per_second / scale
 
 
-def _pod_scale(gpu: Gpu, model_b: float, gpu_count: int, cat: Catalogue) -> float:
+def _pod_scale(gpu: Gpu, model_b: float, gpu_count: int, cat: Catalogue, efficiency: float | None = None) -> float:
     t = cat.throughput
-    gpus = gpu_count * (t.multi_gpu_efficiency if gpu_count > 1 else 1.0)
+    gpus = gpu_count * ((efficiency or t.multi_gpu_efficiency) if gpu_count > 1 else 1.0)
     return (gpu.bf16_tflops / cat.reference.bf16_tflops) * (t.reference_model_b / model_b) * gpus
 
 
@@ -195,7 +198,8 @@ def estimate(
         measurements = load_measurements(settings.paths.data_dir) if settings is not None else []
     basis = throughput_basis(gpu, model_b, calibration=calibration, measurements=measurements)
     ref_low, ref_high = basis["reference_tokens_per_second"]
-    scale = _pod_scale(gpu, model_b, gpu_count, cat)
+    scaling = scaling_basis(gpu_count, measurements, cat)
+    scale = _pod_scale(gpu, model_b, gpu_count, cat, scaling["efficiency"])
     tps = (ref_low * scale, ref_high * scale)
     # The slow end of throughput gives the long end of the duration.
     training = (tokens / tps[1] / 3600, tokens / tps[0] / 3600)
@@ -219,7 +223,39 @@ def estimate(
         training_hours=training,
         overhead_hours=overhead,
         throughput_basis=basis,
+        scaling=scaling,
     )
+
+
+def scaling_basis(gpu_count: int, measurements: Sequence[BenchMeasurement], cat: Catalogue) -> dict[str, Any]:
+    """The speed-up of ``gpu_count`` GPUs over one and what it rests on: a bench measurement on that many GPUs
+    (its conditions carry ``gpus`` and ``scaling_efficiency``), else the catalogue's assumption, named as such."""
+    if gpu_count <= 1:
+        return {"kind": "one GPU", "efficiency": 1.0, "speedup": 1.0, "label": "one GPU: no speed-up to assume"}
+    measured = [
+        m
+        for m in measurements
+        if int(m.conditions.get("gpus", 1)) == gpu_count and m.conditions.get("scaling_efficiency") is not None
+    ]
+    if measured:
+        newest = max(measured, key=lambda m: m.recorded_at)
+        efficiency = float(newest.conditions["scaling_efficiency"])
+        label = f"measured on {gpu_count} × {newest.device_name} ({newest.date}, {newest.source})"
+        kind = "measured"
+    else:
+        efficiency = cat.throughput.multi_gpu_efficiency
+        label = (
+            f"an assumption, not measured by lorapod: each GPU at {efficiency:.0%} of one alone "
+            "(presets/gpus.toml multi_gpu_efficiency); no bench measurement on that many GPUs is recorded"
+        )
+        kind = "assumption"
+    speedup = round(gpu_count * efficiency, 2)
+    return {
+        "kind": kind,
+        "efficiency": efficiency,
+        "speedup": speedup,
+        "label": f"{speedup:g}× on {gpu_count} GPUs, {label}",
+    }
 
 
 def throughput_basis(

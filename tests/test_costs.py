@@ -105,6 +105,30 @@ def test_estimate_command_uses_preset_epochs_and_checks_the_budget() -> None:
     assert "estimate:" in human.stdout and "$" in human.stdout
 
 
+def test_the_speed_up_of_several_gpus_rests_on_a_measurement_or_is_named_an_assumption() -> None:
+    from store.throughput import BenchMeasurement
+
+    assumed = estimate(1_000_000, 70, H100, gpu_count=2, measurements=[])
+    assert assumed.scaling["kind"] == "assumption" and assumed.scaling["speedup"] == pytest.approx(1.7)
+    assert "an assumption, not measured by lorapod" in assumed.scaling["label"]
+    assert estimate(1_000_000, 70, H100, measurements=[]).scaling["kind"] == "one GPU"
+    on_two = BenchMeasurement(
+        gpu_id=H100, model_b=70, tokens_per_second=700.0, measured_at="2026-12-01T00:00:00+00:00",
+        measured_at_from="report", recorded_at="2026-12-01T00:00:00+00:00", device_name="NVIDIA H100 80GB HBM3",
+        source="bench-2gpu.json", forced=False, conditions={"gpus": 2, "scaling_efficiency": 0.95},
+    )  # fmt: skip
+    measured = estimate(1_000_000, 70, H100, gpu_count=2, measurements=[on_two])
+    assert measured.scaling["kind"] == "measured" and measured.scaling["speedup"] == pytest.approx(1.9)
+    one = estimate(1_000_000, 70, H100, measurements=[on_two])
+    assert measured.tokens_per_second[0] == pytest.approx(1.9 * one.tokens_per_second[0])
+    # A measurement on two GPUs says nothing of four: that speed-up stays an assumption.
+    assert estimate(1_000_000, 70, H100, gpu_count=4, measurements=[on_two]).scaling["kind"] == "assumption"
+
+    human = run_cli("estimate", "--tokens", "1000000", "--gpu-count", "2")
+    assert human.exit_code == 0, human.output
+    assert "speed-up 1.7× on 2 GPUs, an assumption, not measured by lorapod" in human.stdout
+
+
 def test_estimate_command_refuses_an_unknown_gpu_cleanly() -> None:
     result = run_cli("estimate", "--tokens", "10", "--gpu", "RTX 9090")
     assert result.exit_code == 1

@@ -70,7 +70,9 @@ def test_runpod_jobs_need_a_gpu_type() -> None:
 
 def test_training_hash_ignores_identity_and_resources_but_not_training() -> None:
     base = _spec()
-    assert base.training_hash() == _spec(gpu_count="4", name="x").training_hash()
+    assert base.training_hash() == _spec(cloud_type="COMMUNITY", max_hours="2", name="x").training_hash()
+    # Each GPU takes its own batch: the global batch, so the steps, change with the count.
+    assert base.training_hash() != _spec(gpu_count="4").training_hash()
     assert base.training_hash() != _spec(lora_r="8").training_hash()
     assert base.training_hash() != _spec(eval_fraction="0.2").training_hash()
 

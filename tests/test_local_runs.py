@@ -294,3 +294,23 @@ def test_the_hard_cap_cancels_a_running_job_with_its_reason(home: Path) -> None:
     assert "hard cap" in stage["message"]
     alerts = ledger_rows(home, "select kind, message from alerts")
     assert any(kind == "limit_cost" and "hard cap" in message for kind, message in alerts)
+
+
+def test_a_killed_rank_of_a_two_rank_job_makes_it_interrupted_and_resume_completes_it(home: Path) -> None:
+    assert lorapod(*smoke("--detach", "--set", "gpu_count=2")).returncode == 0
+    job = only_job()
+    wait_for(lambda: any(e["type"] == "checkpoint" for e in workdir_events(home, job)), timeout=240)
+    (workdir,) = (home / "jobs").glob(f"{job}*")
+    os.kill(int((workdir / "control" / "rank-1.pid").read_text()), signal.SIGKILL)
+    watched = lorapod("watch", job)
+    assert watched.returncode == 1
+    assert "interrupted" in watched.stdout
+    assert show(job)["status"] == "interrupted"
+
+    resumed = lorapod("resume", job)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    details = show(job)
+    assert details["status"] == "completed"
+    assert [a["outcome"] for a in details["attempts"]] == ["interrupted", "completed"]
+    training = [e for e in workdir_events(home, job) if e["type"] == "stage" and e["stage"] == "training"]
+    assert [e["world_size"] for e in training] == [2, 2]

@@ -255,7 +255,7 @@ class Backend:
         prepared = prepare(path, options, tokenizer=tokenizer)
         if not prepared.report.ok or not prepared.examples:
             return DatasetInspection(prepared.report.to_dict(), prepared.report.format_text(), None, None)
-        stats = dataset_stats(prepared, spec.hyperparameters)
+        stats = dataset_stats(prepared, spec.hyperparameters, spec.resources.gpu_count)
         preview = preview_example(prepared.examples[0], tokenizer)
         return DatasetInspection(prepared.report.to_dict(), prepared.report.format_text(), stats.to_dict(), preview)
 

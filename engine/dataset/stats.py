@@ -53,6 +53,12 @@ def pack_best_fit_decreasing(lengths: Sequence[int], capacity: int, batch: int =
     return bins
 
 
+def steps_for(sequences: int, batch_size: int, accumulation: int, ranks: int = 1) -> int:
+    """Optimizer steps per epoch, the one count every figure uses: each step takes the global batch, batch_size ×
+    gradient_accumulation_steps sequences on each of ``ranks`` GPUs."""
+    return max(1, math.ceil(sequences / (batch_size * accumulation * ranks)))
+
+
 @dataclass(frozen=True, slots=True)
 class DatasetStats:
     mode: str
@@ -85,7 +91,6 @@ def dataset_stats(prepared: Prepared, hyperparameters: Hyperparameters, gpu_coun
     capacity = prepared.options.max_seq_length
     sequences = pack_best_fit_decreasing(lengths, capacity) if hyperparameters.packing else lengths
     slots = len(sequences) * capacity
-    per_step = hyperparameters.batch_size * hyperparameters.gradient_accumulation_steps * gpu_count
     return DatasetStats(
         mode=prepared.options.mode.value,
         max_seq_length=capacity,
@@ -103,6 +108,8 @@ def dataset_stats(prepared: Prepared, hyperparameters: Hyperparameters, gpu_coun
         batch_size=hyperparameters.batch_size,
         gradient_accumulation_steps=hyperparameters.gradient_accumulation_steps,
         gpu_count=gpu_count,
-        steps_per_epoch=math.ceil(len(sequences) / per_step),
+        steps_per_epoch=steps_for(
+            len(sequences), hyperparameters.batch_size, hyperparameters.gradient_accumulation_steps, gpu_count
+        ),
         epochs=hyperparameters.num_epochs,
     )

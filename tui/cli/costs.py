@@ -122,6 +122,8 @@ def estimate(
     )
     tps_low, tps_high = result.tokens_per_second
     click.echo(f"throughput {figure(tps_low)}–{figure(tps_high)} tokens/s, resting on {result.throughput_source}")
+    if result.gpu_count > 1:
+        click.echo(f"speed-up {result.scaling['label']}")
     click.echo(
         f"training {hours(result.training_hours[0])}–{hours(result.training_hours[1])}, "
         f"overheads {hours(result.overhead_hours[0])}–{hours(result.overhead_hours[1])}"
