@@ -6,12 +6,8 @@ after the last seq shown and metrics after the last step plotted.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -20,7 +16,6 @@ from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Select, Static, TabbedContent, TabPane
 
-from store.jobs import short_id
 from store.models import JobEvent, TrainingMetric
 from store.status import TERMINAL
 from tui.backend import JobDetail
@@ -28,59 +23,11 @@ from tui.cli.common import duration, job_title, seconds_text
 from tui.messages import JobChanged
 from tui.status import look
 from tui.widgets.charts import MetricChart, Series, measured
+from tui.widgets.job_views import EVENT_FILTERS, details_view, evaluation_view, event_detail, event_summary
 from tui.widgets.stepper import StageStepper
 
 if TYPE_CHECKING:
     from tui.app import LorapodApp
-
-EVENT_FILTERS = [
-    ("all but heartbeats", "-heartbeat"),
-    ("all", "*"),
-    ("stages", "stage"),
-    ("metrics", "metrics"),
-    ("checkpoints", "checkpoint"),
-    ("warnings", "warning"),
-    ("errors", "error"),
-    ("logs", "log"),
-    ("evaluation", "eval"),
-    ("artifacts", "artifact"),
-]
-
-
-def _metrics_line(p: dict[str, Any]) -> str:
-    parts = [f"step {p.get('step')}/{p.get('total_steps')}"]
-    for key, label in (("loss", "loss"), ("eval_loss", "eval"), ("learning_rate", "lr"), ("grad_norm", "grad")):
-        if p.get(key) is not None:
-            parts.append(f"{label} {p[key]:.4g}")
-    if p.get("tokens_per_second"):
-        parts.append(f"{p['tokens_per_second']:,.0f} tok/s")
-    return " · ".join(parts)
-
-
-_SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "stage": lambda p: f"{p.get('stage')}" + (f" — {p['message']}" if p.get("message") else ""),
-    "metrics": _metrics_line,
-    "status": lambda p: str(p.get("message")),
-    "checkpoint": lambda p: f"step {p.get('step')} ({p.get('reason')})",
-    "error": lambda p: f"{p.get('category')}: {p.get('message')} — select for the traceback and hint",
-    "warning": lambda p: f"{p.get('code')}: {p.get('message')}",
-    "eval": lambda p: (
-        f"perplexity base {p.get('base_perplexity') or 0:.2f} → adapter {p.get('adapter_perplexity') or 0:.2f}"
-    ),
-    "artifact": lambda p: f"{p.get('kind')} package, {int(p.get('size_bytes') or 0) / 1e6:.1f} MB",
-    "dataset": lambda p: (
-        f"{p.get('train_examples')} train / {p.get('eval_examples')} held-out examples, {p.get('total_steps')} steps"
-    ),
-    "heartbeat": lambda p: f"alive, {p.get('stage')}, {seconds_text(p.get('elapsed'))}",
-}
-
-
-def event_summary(event: JobEvent) -> str:
-    """One line for the event log."""
-    summarize = _SUMMARIES.get(event.type)
-    if summarize is not None:
-        return summarize(event.payload)
-    return str(event.payload.get("message") or json.dumps(event.payload)[:120])
 
 
 class MonitorScreen(Screen[None]):
@@ -301,90 +248,13 @@ class MonitorScreen(Screen[None]):
         found = next((e for e in self.events if e.seq == seq), None)
         if found is None:
             return
-        payload = dict(found.payload)
-        text = Text()
-        text.append(f"{found.type} · seq {found.seq} · {found.ts.isoformat(timespec='seconds')}\n", style="bold")
-        if found.type == "error":
-            text.append(f"{payload.get('category')}: {payload.get('message')}\n", style="bold red")
-            text.append(f"hint: {payload.get('hint')}\n", style="italic")
-            if payload.get("suggested"):
-                text.append(f"suggested for a retry: {payload['suggested']}\n")
-            text.append("\n" + str(payload.get("traceback") or "(no traceback)"), style="dim")
-        else:
-            text.append(json.dumps(payload, indent=2, default=str))
-        self.query_one("#event-detail", Static).update(text)
+        self.query_one("#event-detail", Static).update(event_detail(found))
 
     def _evaluation(self, detail: JobDetail) -> None:
-        evaluation = detail.evaluation
-        if not evaluation:
-            self.query_one("#evaluation", Static).update(
-                Text("No evaluation yet: it runs after training, on the held-out conversations.", style="dim")
-            )
-            return
-        table = Table(title="Held-out perplexity (lower is better)", title_justify="left")
-        table.add_column("")
-        table.add_column("base", justify="right")
-        table.add_column("adapter", justify="right")
-        table.add_row("overall", _fmt(evaluation.get("base_perplexity")), _fmt(evaluation.get("adapter_perplexity")))
-        for group, values in (evaluation.get("groups") or {}).items():
-            for name, pair in values.items():
-                table.add_row(
-                    f"{group}: {name}", _fmt(pair.get("base_perplexity")), _fmt(pair.get("adapter_perplexity"))
-                )
-        parts: list[Any] = [table]
-        for index, generation in enumerate(evaluation.get("generations") or [], start=1):
-            sample = Table(title=f"Generation {index}", title_justify="left", show_lines=True, expand=True)
-            sample.add_column("prompt / reference", ratio=1)
-            sample.add_column("base", ratio=1)
-            sample.add_column("adapter", ratio=1)
-            sample.add_row(
-                f"{generation.get('prompt')}\n\n— reference: {generation.get('reference')}",
-                generation.get("base") or "(nothing)",
-                generation.get("adapter") or "(nothing)",
-            )
-            parts.append(sample)
-        self.query_one("#evaluation", Static).update(Group(*parts))
+        self.query_one("#evaluation", Static).update(evaluation_view(detail.evaluation))
 
     def _details(self, detail: JobDetail) -> None:
-        job = detail.job
-        table = Table(show_header=False, box=None)
-        table.add_column(style="bold")
-        table.add_column()
-        if detail.spec is not None:
-            spec = detail.spec
-            table.add_row("dataset", spec.dataset.dataset_path)
-            table.add_row("sha256", spec.dataset.dataset_sha256 or "—")
-            hp = spec.hyperparameters
-            table.add_row(
-                "LoRA",
-                f"r {hp.lora_r}, alpha {hp.lora_alpha}, dropout {hp.lora_dropout}, {', '.join(hp.target_modules)}",
-            )
-            table.add_row(
-                "training",
-                f"lr {hp.learning_rate:g}, {hp.num_epochs} epochs, "
-                f"batch {hp.batch_size} × {hp.gradient_accumulation_steps}, seq {hp.max_seq_length}",
-            )
-            table.add_row(
-                "weights",
-                f"{'4-bit ' + hp.bnb_4bit_quant_type if hp.load_in_4bit else 'full precision'}, bf16 {hp.bf16}",
-            )
-            table.add_row(
-                "resources",
-                f"{spec.resources.provider}, {spec.resources.gpu_count} × {', '.join(spec.resources.gpu_types[:2])}",
-            )
-        table.add_row("workdir", job.workdir or "—")
-        for attempt in detail.attempts:
-            ended = attempt.ended_at.strftime("%H:%M:%S") if attempt.ended_at else "running"
-            table.add_row(
-                f"attempt {attempt.number}",
-                f"{attempt.started_at:%Y-%m-%d %H:%M:%S} → {ended}, ${attempt.cost_usd:,.2f}, "
-                f"{attempt.outcome or 'running'}",
-            )
-        for artifact in detail.artifacts:
-            table.add_row(f"package {artifact.artifact_type}", f"{artifact.storage_path}\nsha256 {artifact.sha256}")
-        if job.parent_job_id:
-            table.add_row("retry of", short_id(job.parent_job_id))
-        self.query_one("#details", Static).update(table)
+        self.query_one("#details", Static).update(details_view(detail))
 
     # --- actions --------------------------------------------------------------------------------------
 
@@ -429,7 +299,3 @@ class MonitorScreen(Screen[None]):
         for chart in self.query(MetricChart):
             window = chart.cycle_window()
         self.notify(f"charts: {'all steps' if window is None else f'last {window} steps'}", timeout=2)
-
-
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.2f}"
