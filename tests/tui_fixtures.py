@@ -143,7 +143,7 @@ def populate(ledger: Ledger, now: datetime = NOW) -> dict[str, uuid.UUID]:
             items += _stages("failed")
         elif status == "cancelled":
             items.append({"type": "checkpoint", "step": steps, "epoch": 0.3, "path": "/w/c", "reason": "cancel"})
-            items.append({"type": "stage", "stage": "cancelled", "message": "cancelled: cancelled by the user"})
+            items.append({"type": "stage", "stage": "cancelled", "message": "cancelled by the user"})
         events = _events(started, items)
         ingest(ledger, job.id, events)
         with ledger.write() as session:

@@ -182,6 +182,11 @@ class Backend:
     def cancel(self, job_id: Any, reason: str = "cancelled from the dashboard") -> TrainingJob:
         return self.supervisor.cancel(job_id, reason)
 
+    def resume(self, job_id: Any) -> TrainingJob:
+        """Restart an interrupted job from its newest checkpoint (BudgetRefused when the budget says no)."""
+        self.supervisor.resume(job_id)
+        return get_job(self.ledger, job_id)
+
     def retry_plan(self, job_id: Any, *, suggested: bool) -> tuple[JobSpec, list[FieldChange]]:
         return self.supervisor.retry_spec(job_id, suggested=suggested)
 

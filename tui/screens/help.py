@@ -34,6 +34,7 @@ next time it opens.
 | m | compare the marked jobs |
 | x | export the metrics of the marked jobs (or the one under the cursor) |
 | c / r | cancel / retry the job under the cursor |
+| R | resume the interrupted job under the cursor (budget permitting) |
 | s / S | sort by the next column / reverse the order (or click a header) |
 | / | search names, models, presets and ids |
 | f | filter by dates, training file, model |
@@ -44,6 +45,7 @@ next time it opens.
 |---|---|
 | c | cancel: the engine finishes its step, saves a checkpoint and stops |
 | r | retry with the same configuration, or the one its failure suggested (shown as a diff) |
+| R | resume an interrupted job from its newest checkpoint (budget permitting) |
 | d | download a package; its sha256 and manifest are verified |
 | y | copy the adapter's storage path |
 | e | export the metrics history as CSV |
@@ -53,7 +55,7 @@ next time it opens.
 ## Ideas
 - **Status** is always an icon and a word: ◌ queued, ◔ provisioning, ◑ preprocessing / loading, ▶ training,
   ◕ evaluating, ⇡ uploading, ✔ completed, ✖ failed, ⊘ cancelled, ⚠ interrupted (its process or pod was
-  lost: resume it from its newest checkpoint).
+  lost: `R` resumes it from its newest checkpoint; the Interrupted filter lists them).
 - **Cost** accrues while a job runs, from the provider's rate; a job that crosses the hard cap or its maximum
   duration is cancelled with the reason. Budget alerts appear at 80% and 95% of the month.
 - **Datasets** are validated before a job starts: errors block it, warnings are shown. Conversations mode

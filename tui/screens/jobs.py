@@ -30,6 +30,7 @@ GROUPS = [
     ("Completed", "completed"),
     ("Failed", "failed"),
     ("Cancelled", "cancelled"),
+    ("Interrupted", "interrupted"),
 ]
 SORT_LABELS = {key: header for header, key in COLUMNS if key} | {"created_at": "Created"}
 
@@ -44,6 +45,9 @@ class JobsScreen(Screen[None]):
         Binding("x", "export", "Export", show=False, id="jobs.export", tooltip="Export the metrics of the marked jobs"),
         Binding("c", "cancel_job", "Cancel", id="jobs.cancel", tooltip="Cancel the job under the cursor"),
         Binding("r", "retry", "Retry", id="jobs.retry", tooltip="Retry the job under the cursor"),
+        Binding(
+            "R", "resume", "Resume", show=False, id="jobs.resume", tooltip="Resume the interrupted job under the cursor"
+        ),
         Binding("s", "sort", "Sort", show=False, id="jobs.sort", tooltip="Sort by the next column"),
         Binding("S", "reverse", "Reverse", show=False, id="jobs.reverse", tooltip="Reverse the sort order"),
         Binding("f", "filters", "Filters", id="jobs.filters", tooltip="Filter by dates, training file or model"),
@@ -255,6 +259,11 @@ class JobsScreen(Screen[None]):
         job_id = self._current()
         if job_id:
             self.lorapod.retry_job(job_id)
+
+    def action_resume(self) -> None:
+        job_id = self._current()
+        if job_id:
+            self.lorapod.resume_job(job_id)
 
 
 def _sync_text(state: SyncState, now: datetime) -> Text:

@@ -19,11 +19,18 @@ from textual.widgets import DataTable, Footer, Header, ProgressBar, Select, Stat
 from store.models import JobEvent, TrainingMetric
 from store.status import TERMINAL
 from tui.backend import JobDetail
-from tui.cli.common import duration, job_title, seconds_text
+from tui.cli.common import job_title
 from tui.messages import JobChanged
 from tui.status import look
 from tui.widgets.charts import MetricChart, Series, measured
-from tui.widgets.job_views import EVENT_FILTERS, details_view, evaluation_view, event_detail, event_summary
+from tui.widgets.job_views import (
+    EVENT_FILTERS,
+    details_view,
+    evaluation_view,
+    event_detail,
+    event_summary,
+    stats_text,
+)
 from tui.widgets.stepper import StageStepper
 
 if TYPE_CHECKING:
@@ -35,6 +42,7 @@ class MonitorScreen(Screen[None]):
         Binding("escape", "app.pop_screen", "Back", id="monitor.back", tooltip="Back to the previous screen"),
         Binding("c", "cancel_job", "Cancel", id="monitor.cancel", tooltip="Cancel this job (it checkpoints first)"),
         Binding("r", "retry", "Retry", id="monitor.retry", tooltip="Retry: same config or the suggested one"),
+        Binding("R", "resume", "Resume", id="monitor.resume", tooltip="Resume an interrupted job from its checkpoint"),
         Binding("d", "download", "Download", id="monitor.download", tooltip="Download a package, checksums verified"),
         Binding("y", "copy_path", "Copy path", id="monitor.copy", tooltip="Copy the adapter's storage path"),
         Binding("e", "export", "Export", id="monitor.export", tooltip="Export the metrics history as CSV"),
@@ -154,8 +162,10 @@ class MonitorScreen(Screen[None]):
     def _progress(self, detail: JobDetail, now: Any) -> None:
         job = detail.job
         item = look(job.status)
+        ended = job.status in TERMINAL or job.status == "interrupted"
         epochs = detail.spec.hyperparameters.num_epochs if detail.spec else None
         stage = (job.stage or job.status).replace("_", " ").capitalize()
+        bar = self.query_one(ProgressBar)
         if job.total_steps:
             share = job.current_step / job.total_steps
             of_epochs = f" / {epochs}" if epochs else ""
@@ -163,36 +173,18 @@ class MonitorScreen(Screen[None]):
                 f"{stage}: {job.current_step} / {job.total_steps} steps ({share:.1%}) · "
                 f"epoch {job.current_epoch:.2f}{of_epochs}"
             )
-            self.query_one(ProgressBar).update(total=job.total_steps, progress=job.current_step)
+            bar.update(total=job.total_steps, progress=job.current_step)
+        elif ended:  # an ended job's bar stands still (an indeterminate one animates, 15 frames a second)
+            text = stage
+            bar.update(total=1, progress=1 if job.status == "completed" else 0)
         else:
             text = stage
-            self.query_one(ProgressBar).update(total=None)
+            bar.update(total=None)
         progress = Text()
         progress.append(f"{item.icon} {item.word}", style=item.color)
         progress.append(f"  {text}")
         self.query_one("#progress-text", Static).update(progress)
-        latest = next((m for m in reversed(self.metrics) if m.loss is not None), None)
-        last_eval = next((m for m in reversed(self.metrics) if m.eval_loss is not None), None)
-        tps = next((m.tokens_per_second for m in reversed(self.metrics) if m.tokens_per_second), None)
-        parts = []
-        if job.status not in TERMINAL and job.estimated_completion_at is not None and job.status == "training":
-            parts.append(f"ETA {seconds_text(max((job.estimated_completion_at - now).total_seconds(), 0))}")
-        parts.append(f"cost so far ${job.actual_cost_usd:,.2f}")
-        if job.estimated_cost_usd:
-            parts.append(f"estimate ${job.estimated_cost_usd:,.2f}")
-        parts.append(f"running {duration(job.started_at, job.completed_at or now)}")
-        if tps:
-            parts.append(f"{tps:,.0f} tokens/s")
-        if latest is not None:
-            parts.append(f"loss {latest.loss:.4f}")
-        if last_eval is not None:
-            parts.append(f"eval {last_eval.eval_loss:.4f}")
-        stats = Text(" · ".join(parts))
-        if job.status in ("failed", "interrupted", "cancelled") and job.error_message:
-            stats.append(f"\n{job.error_category or job.status}: {job.error_message}", style=item.color)
-            if job.error_hint:
-                stats.append(f"\nhint: {job.error_hint}", style="italic")
-        self.query_one("#stats", Static).update(stats)
+        self.query_one("#stats", Static).update(stats_text(detail, self.metrics, now))
 
     def _plot(self) -> None:
         steps = [float(m.step) for m in self.metrics]
@@ -263,6 +255,9 @@ class MonitorScreen(Screen[None]):
 
     def action_retry(self) -> None:
         self.lorapod.retry_job(self.job_id)
+
+    def action_resume(self) -> None:
+        self.lorapod.resume_job(self.job_id)
 
     def action_download(self) -> None:
         self.lorapod.download(self.job_id)

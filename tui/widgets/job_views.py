@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
@@ -11,8 +12,10 @@ from rich.table import Table
 from rich.text import Text
 
 from store.jobs import short_id
-from store.models import JobEvent
-from tui.cli.common import seconds_text
+from store.models import JobEvent, TrainingMetric
+from store.status import TERMINAL
+from tui.cli.common import duration, seconds_text
+from tui.status import look
 
 if TYPE_CHECKING:
     from tui.backend import JobDetail
@@ -155,3 +158,42 @@ def details_view(detail: JobDetail) -> RenderableType:
 
 def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:,.2f}"
+
+
+def ended_at(detail: JobDetail) -> datetime | None:
+    """When the job stopped running: its end, or for an interrupted one its last attempt's (no clock runs on)."""
+    job = detail.job
+    if job.completed_at is not None or job.status != "interrupted":
+        return job.completed_at
+    ends = [a.ended_at for a in detail.attempts if a.ended_at is not None]
+    return max(ends) if ends else job.updated_at
+
+
+def stats_text(detail: JobDetail, metrics: list[TrainingMetric], now: datetime) -> Text:
+    """ETA, cost, time, speed and the latest losses; for an ended job its final figures and why it ended."""
+    job = detail.job
+    ended = job.status in TERMINAL or job.status == "interrupted"
+    latest = next((m for m in reversed(metrics) if m.loss is not None), None)
+    last_eval = next((m for m in reversed(metrics) if m.eval_loss is not None), None)
+    tps = next((m.tokens_per_second for m in reversed(metrics) if m.tokens_per_second), None)
+    parts = []
+    if not ended and job.estimated_completion_at is not None and job.status == "training":
+        parts.append(f"ETA {seconds_text(max((job.estimated_completion_at - now).total_seconds(), 0))}")
+    parts.append(f"{'cost' if ended else 'cost so far'} ${job.actual_cost_usd:,.2f}")
+    if job.estimated_cost_usd:
+        parts.append(f"estimate ${job.estimated_cost_usd:,.2f}")
+    parts.append(f"{'ran' if ended else 'running'} {duration(job.started_at, ended_at(detail) or now)}")
+    if tps:
+        parts.append(f"{tps:,.0f} tokens/s")
+    if latest is not None:
+        parts.append(f"loss {latest.loss:.4f}")
+    if last_eval is not None:
+        parts.append(f"eval {last_eval.eval_loss:.4f}")
+    stats = Text(" · ".join(parts))
+    if job.status in ("failed", "interrupted", "cancelled") and job.error_message:
+        # The status word is shown above; a failure's category says more, a cancel's reason stands alone.
+        category = job.error_category if job.status == "failed" and job.error_category else None
+        stats.append("\n" + (f"{category}: " if category else "") + job.error_message, style=look(job.status).color)
+        if job.error_hint:
+            stats.append(f"\nhint: {job.error_hint}", style="italic")
+    return stats
