@@ -183,3 +183,26 @@ async def test_cancel_on_a_job_with_no_live_engine_says_so(backend: Backend) -> 
         assert any("had no live engine" in message for message in toasts), toasts
         assert get_job(ledger, job.id).status == "cancelled"
         assert get_job(ledger, job.id).error_message == "cancelled from the dashboard"
+
+
+async def test_a_followed_jobs_message_reaches_the_screen_once(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app forwards a follower's message to the screen on top, which must not send it back up: the two
+    passed every message between them forever, the dashboard's CPU burn after a followed job ended."""
+    from tui.messages import JobChanged
+    from tui.screens.jobs import JobsScreen
+
+    seen: list[str] = []
+    original = JobsScreen.on_job_changed
+
+    def counting(self: JobsScreen, message: JobChanged) -> None:
+        seen.append(message.status)
+        original(self, message)
+
+    monkeypatch.setattr(JobsScreen, "on_job_changed", counting)
+    async with app_for(backend).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        pilot.app.post_message(JobChanged(str(job_uuid(3)), "failed", 3))
+        await settle(pilot, 1.0)
+        assert seen == ["failed"]
