@@ -80,9 +80,11 @@ async def test_an_ended_job_shows_its_cost_and_time_frozen(backend: Backend, clo
             screen.refresh_data()
             await settle(pilot)
             assert text_of(screen.query_one("#stats")).splitlines()[0] == first.splitlines()[0], job
+            assert not screen.ticker._active.is_set(), job  # nothing left to poll for
             pilot.app.pop_screen()
         screen = await monitor_of(pilot, "00000002")
         assert "cost so far $" in text_of(screen.query_one("#stats"))
+        assert screen.ticker._active.is_set()
 
 
 async def test_a_job_that_failed_before_training_has_a_still_progress_bar(backend: Backend) -> None:
@@ -153,6 +155,7 @@ async def test_R_resumes_an_interrupted_job_and_says_why_when_refused(
         assert any(n.title == "Resumed" for n in pilot.app._notifications)
         assert isinstance(screen, MonitorScreen)
         assert "provisioning" in text_of(screen.query_one("#progress-text"))
+        assert screen.ticker._active.is_set()  # live again: the monitor polls again
 
 
 async def test_the_palette_offers_resume_for_interrupted_jobs_only(backend: Backend) -> None:

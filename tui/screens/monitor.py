@@ -119,7 +119,7 @@ class MonitorScreen(Screen[None]):
         self.query_one("#event-log", DataTable).add_columns("seq", "time", "type", "what")
         self.query_one("#chart-gpu", MetricChart).empty_message = "no GPU in this run"
         self.refresh_data()
-        self.set_interval(0.5, self.refresh_data)
+        self.ticker = self.set_interval(0.5, self.refresh_data)
 
     def on_job_changed(self, message: JobChanged) -> None:
         if message.job_id == self.job_id:
@@ -137,6 +137,7 @@ class MonitorScreen(Screen[None]):
             return
         self.detail = detail
         job = detail.job
+        self.job_id = str(job.id)  # opened by a prefix, followers' messages name the full id
         # Two refreshes can overlap (a worker already past its query is not cancelled): keep only what is new.
         fresh = [event for event in detail.events if event.seq > self.last_seq]
         if fresh:
@@ -155,6 +156,11 @@ class MonitorScreen(Screen[None]):
             self._plot()
         self.query_one("#job-title", Static).update(Text(job_title(job), style="bold"))
         self.query_one(StageStepper).show(job.status, job.stage, self.stages_seen)
+        # An ended job changes only when someone acts on it (a resume), and that arrives as a JobChanged.
+        if job.status in TERMINAL or job.status == "interrupted":
+            self.ticker.pause()
+        else:
+            self.ticker.resume()
         self._progress(detail, now)
         self._evaluation(detail)
         self._details(detail)
