@@ -228,7 +228,17 @@ async def test_costs_screen_saves_the_budget(backend: Backend, lorapod_home: Pat
         screen.query_one("#set-hard_cap_usd", Input).value = "-3"
         await pilot.press("ctrl+s")
         await settle(pilot)
-        assert "hard_cap_usd" in text_of(screen.query_one("#budget-problem"))
+        problem = text_of(screen.query_one("#budget-problem"))
+        assert "Runaway hard cap ($): '-3' must be 0 or more" in problem and "Input should" not in problem
+        screen.query_one("#set-hard_cap_usd", Input).value = "abc"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert "Runaway hard cap ($): 'abc' is not a number" in text_of(screen.query_one("#budget-problem"))
+        screen.query_one("#set-hard_cap_usd", Input).value = "1000"
+        screen.query_one("#set-alert_thresholds", Input).value = "0.8, x"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert "Alert thresholds: 'x' is not a number" in text_of(screen.query_one("#budget-problem"))
     assert "monthly_budget_usd = 250" in (lorapod_home / "config.toml").read_text()
 
 

@@ -50,7 +50,15 @@ next time it opens.
 | y | copy the adapter's storage path |
 | e | export the metrics history as CSV |
 | m | mark for compare |
-| z | chart window: all steps, or the last 1000, 200 or 50 |
+| z | charts: maximise one, then the next; after the last, all of them again |
+| w | chart window: all steps, or the last 1000, 200 or 50 |
+| s | charts: EMA smoothing on or off (evaluations stay as measured) |
+| l | charts: log scale on or off |
+
+Charts tell series apart without colour: each has its own marker, named in the legend under the plot
+(training loss a line, evaluations ◆). The loss chart marks ▲ where the eval loss rises while the training
+loss falls: the adapter has begun to learn the training set rather than the task. On a short terminal the
+monitor shows two taller charts; `z` brings up each of the others.
 
 ## Ideas
 - **Status** is always an icon and a word: ◌ queued, ◔ provisioning, ◑ preprocessing / loading, ▶ training,

@@ -12,7 +12,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Select, Static, TabbedContent, TabPane
 
@@ -22,7 +22,7 @@ from tui.backend import JobDetail
 from tui.cli.common import job_title
 from tui.messages import JobChanged
 from tui.status import look
-from tui.widgets.charts import MetricChart, Series, measured
+from tui.widgets.chart_grid import ChartGrid
 from tui.widgets.job_views import (
     EVENT_FILTERS,
     details_view,
@@ -47,7 +47,12 @@ class MonitorScreen(Screen[None]):
         Binding("y", "copy_path", "Copy path", id="monitor.copy", tooltip="Copy the adapter's storage path"),
         Binding("e", "export", "Export", id="monitor.export", tooltip="Export the metrics history as CSV"),
         Binding("m", "compare", "Compare", id="monitor.compare", tooltip="Mark for compare; compare the marked jobs"),
-        Binding("z", "zoom", "Zoom", id="monitor.zoom", tooltip="Charts: all steps, last 1000, 200 or 50"),
+        Binding("z", "maximise", "Maximise", id="monitor.maximise", tooltip="Charts: one alone, the next, then all"),
+        Binding(
+            "w", "window", "Window", show=False, id="monitor.window", tooltip="Charts: all steps, last 1000, 200, 50"
+        ),
+        Binding("s", "smooth", "Smooth", show=False, id="monitor.smooth", tooltip="Charts: EMA smoothing on or off"),
+        Binding("l", "log_scale", "Log scale", show=False, id="monitor.log", tooltip="Charts: log scale on or off"),
         Binding(
             "1", "tab('tab-charts')", "Charts", show=False, priority=True, id="monitor.charts", tooltip="The charts"
         ),
@@ -98,11 +103,8 @@ class MonitorScreen(Screen[None]):
         yield ProgressBar(total=100, show_eta=False, id="progress")
         yield Static(id="stats")
         with TabbedContent(id="tabs"):
-            with TabPane("1 Charts", id="tab-charts"), Grid(id="charts"):
-                yield MetricChart("Loss", id="chart-loss")
-                yield MetricChart("Learning rate", id="chart-lr")
-                yield MetricChart("Grad norm", id="chart-grad")
-                yield MetricChart("GPU memory (GB)", id="chart-gpu")
+            with TabPane("1 Charts", id="tab-charts"):
+                yield ChartGrid(id="charts")
             with TabPane("2 Events", id="tab-events"):
                 yield Select(EVENT_FILTERS, value="-heartbeat", allow_blank=False, id="event-filter")
                 with Horizontal(id="event-panes"):
@@ -117,7 +119,6 @@ class MonitorScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#event-log", DataTable).add_columns("seq", "time", "type", "what")
-        self.query_one("#chart-gpu", MetricChart).empty_message = "no GPU in this run"
         self.refresh_data()
         self.ticker = self.set_interval(0.5, self.refresh_data)
 
@@ -193,22 +194,7 @@ class MonitorScreen(Screen[None]):
         self.query_one("#stats", Static).update(stats_text(detail, self.metrics, now))
 
     def _plot(self) -> None:
-        steps = [float(m.step) for m in self.metrics]
-
-        def series(name: str) -> Series:
-            return measured(steps, [getattr(m, name) for m in self.metrics])
-
-        losses = {"loss": series("loss"), "eval": series("eval_loss")}
-        self.query_one("#chart-loss", MetricChart).set_series(losses)
-        self.query_one("#chart-lr", MetricChart).set_series({"lr": series("learning_rate")})
-        self.query_one("#chart-grad", MetricChart).set_series({"grad norm": series("grad_norm")})
-        gpu = series("gpu_memory_gb")
-        has_gpu = bool(gpu[0])
-        gpu_chart = self.query_one("#chart-gpu", MetricChart)
-        gpu_chart.display = has_gpu
-        self.query_one("#chart-grad", MetricChart).styles.column_span = 1 if has_gpu else 2
-        if has_gpu:
-            gpu_chart.set_series({"peak GB": gpu})
+        self.query_one(ChartGrid).plot(self.metrics)
 
     def _append_events(self, events: list[JobEvent]) -> None:
         table = self.query_one("#event-log", DataTable)
@@ -295,8 +281,18 @@ class MonitorScreen(Screen[None]):
         if tab == "tab-events":
             self.query_one("#event-log", DataTable).focus()
 
-    def action_zoom(self) -> None:
-        window = None
-        for chart in self.query(MetricChart):
-            window = chart.cycle_window()
+    def action_maximise(self) -> None:
+        shown = self.query_one(ChartGrid).cycle_maximised()
+        self.notify(f"charts: {'all' if shown is None else shown.removeprefix('chart-')}", timeout=2)
+
+    def action_window(self) -> None:
+        window = self.query_one(ChartGrid).cycle_window()
         self.notify(f"charts: {'all steps' if window is None else f'last {window} steps'}", timeout=2)
+
+    def action_smooth(self) -> None:
+        state = self.query_one(ChartGrid).toggle(smooth=True)
+        self.notify(f"charts: EMA smoothing {'on' if state else 'off'}", timeout=2)
+
+    def action_log_scale(self) -> None:
+        state = self.query_one(ChartGrid).toggle(log=True)
+        self.notify(f"charts: log scale {'on' if state else 'off'}", timeout=2)
