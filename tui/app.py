@@ -72,7 +72,8 @@ class LorapodApp(App[None]):
         severity: SeverityLevel = (
             "information" if message.status == "completed" else "error" if message.status == "failed" else "warning"
         )
-        self.notify(f"{message.label} {message.status}", title="Job finished", severity=severity, timeout=8)
+        text = f"{message.label} {message.status}" + (f"\n{message.reason}" if message.reason else "")
+        self.notify(text, title="Job finished", severity=severity, timeout=8 if not message.reason else 15)
 
     @work(thread=True, group="alerts", exclusive=True)
     def check_alerts(self) -> None:

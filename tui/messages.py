@@ -21,11 +21,12 @@ class JobChanged(Message, bubble=False):
 class JobFinished(Message, bubble=False):
     """A followed job reached a terminal status."""
 
-    def __init__(self, job_id: str, status: str, label: str) -> None:
+    def __init__(self, job_id: str, status: str, label: str, reason: str = "") -> None:
         super().__init__()
         self.job_id = job_id
         self.status = status
         self.label = label
+        self.reason = reason  # why it ended, with the failure's code ("out_of_memory: …"); "" when completed
 
 
 class JobStarted(Message):

@@ -12,13 +12,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from store.jobs import short_id
 from tui.backend import Backend, JobDetail
 from tui.cli.common import duration
 from tui.status import label
 from tui.widgets.charts import MetricChart, measured
+from tui.widgets.keyed import Footer
 
 if TYPE_CHECKING:
     from tui.app import LorapodApp

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
+from textual.widgets import Button, DataTable, Header, Input, Label, Static
 from textual_plotext import PlotextPlot
 
 from store.budget import MonthSpend
@@ -17,6 +17,7 @@ from store.jobs import JobPage
 from store.settings import SettingsError
 from tui.status import label
 from tui.widgets.cards import Card
+from tui.widgets.keyed import Footer, NavTable
 
 if TYPE_CHECKING:
     from tui.app import LorapodApp
@@ -78,7 +79,7 @@ class CostsScreen(Screen[None]):
         with Horizontal(id="costs-body"):
             with Vertical(id="costs-left"):
                 yield PlotextPlot(id="trend")
-                yield DataTable(id="job-costs", cursor_type="row")
+                yield NavTable(id="job-costs", cursor_type="row")
             with Vertical(id="budget-form"):
                 yield Static("Budget", classes="section-title")
                 for name, text in BUDGET_FIELDS:

@@ -7,7 +7,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
+
+from tui.widgets.keyed import Footer
 
 HELP = """
 # lorapod
@@ -36,9 +38,10 @@ next time it opens.
 | c / r | cancel / retry the job under the cursor |
 | R | resume the interrupted job under the cursor (budget permitting) |
 | s / S | sort by the next column / reverse the order (or click a header) |
-| / | search names, models, presets and ids |
+| / | search names, models, presets and ids (escape clears it) |
 | f | filter by dates, training file, model |
-| [ / ] | previous / next page (100 jobs a page) |
+| [ / ] | previous / next page (50 jobs a page) |
+| j / k, g / G, Home / End | down / up, first / last row (in every table) |
 
 ## Job monitor
 | key | does |

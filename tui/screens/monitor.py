@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, ProgressBar, Select, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, ProgressBar, Select, Static, TabbedContent, TabPane
 
 from store.models import JobEvent, TrainingMetric
 from store.status import TERMINAL
@@ -31,6 +31,7 @@ from tui.widgets.job_views import (
     event_summary,
     stats_text,
 )
+from tui.widgets.keyed import Footer, NavTable
 from tui.widgets.stepper import StageStepper
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class MonitorScreen(Screen[None]):
             with TabPane("2 Events", id="tab-events"):
                 yield Select(EVENT_FILTERS, value="-heartbeat", allow_blank=False, id="event-filter")
                 with Horizontal(id="event-panes"):
-                    yield DataTable(id="event-log", cursor_type="row")
+                    yield NavTable(id="event-log", cursor_type="row")
                     with VerticalScroll(id="event-detail-scroll"):
                         yield Static(id="event-detail")
             with TabPane("3 Evaluation", id="tab-eval"), VerticalScroll():

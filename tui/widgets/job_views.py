@@ -67,7 +67,7 @@ def event_summary(event: JobEvent) -> str:
     summarize = _SUMMARIES.get(event.type)
     if summarize is not None:
         return summarize(event.payload)
-    return str(event.payload.get("message") or json.dumps(event.payload)[:120])
+    return str(event.payload.get("message") or json.dumps(event.payload, ensure_ascii=False)[:120])
 
 
 def event_detail(event: JobEvent) -> Text:
@@ -82,7 +82,7 @@ def event_detail(event: JobEvent) -> Text:
             text.append(f"suggested for a retry: {payload['suggested']}\n")
         text.append("\n" + str(payload.get("traceback") or "(no traceback)"), style="dim")
     else:
-        text.append(json.dumps(payload, indent=2, default=str))
+        text.append(json.dumps(payload, indent=2, default=str, ensure_ascii=False))
     return text
 
 
