@@ -209,3 +209,20 @@ async def test_a_followed_jobs_message_reaches_the_screen_once(
         pilot.app.post_message(JobChanged(str(job_uuid(3)), "failed", 3))
         await settle(pilot, 1.0)
         assert seen == ["failed"]
+
+
+def test_a_resume_clears_the_interruption_message(backend: Backend) -> None:
+    from remote.supervisor import Supervisor
+    from tests.test_notices import ScriptedProvider
+
+    ledger = backend.ledger
+    job = create_job(ledger, presets.get("smoke").to_spec(DATASET), name="again")
+    transition(ledger, job.id, JobStatus.PROVISIONING)
+    transition(ledger, job.id, JobStatus.TRAINING)
+    transition(ledger, job.id, JobStatus.INTERRUPTED, error_category="interrupted", error_message="the engine ended")
+    Supervisor(ledger, backend.settings, providers={"local": ScriptedProvider([["preprocessing", "hold"]])}).resume(
+        job.id
+    )
+    after = get_job(ledger, job.id)
+    assert after.status == "provisioning"
+    assert (after.error_message, after.error_category, after.error_hint) == (None, None, None)

@@ -36,6 +36,8 @@ def backend(lorapod_home: Path) -> Backend:
     populate(ledger)
     job = create_job(ledger, presets.get("smoke").to_spec(DATASET), name="a long name for a job that is starting")
     transition(ledger, job.id, JobStatus.PROVISIONING)
+    job = create_job(ledger, presets.get("smoke").to_spec(DATASET), name="checking its data")
+    transition(ledger, job.id, JobStatus.PREPROCESSING)
     return Backend(settings, clock=lambda: NOW)
 
 
@@ -62,7 +64,7 @@ async def test_the_jobs_table_fits_the_width(backend: Backend, size: Any, header
         table = pilot.app.screen.query_one(JobTable)
         assert [str(column.label) for column in table.columns.values()] == headers
         shown = "\n".join(table_lines(table))
-        for status in ("◔ provisioning", "⚠ interrupted", "✔ completed"):
+        for status in ("◑ preprocessing", "◔ provisioning", "⚠ interrupted", "✔ completed"):
             assert status in shown  # never cut
         assert "Duration" in shown and "$14.83" in shown
         lost = next(line for line in table_lines(table) if "lost pod" in line)
@@ -92,7 +94,7 @@ async def test_tables_move_with_pager_keys(backend: Backend) -> None:
         await settle(pilot)
         table = pilot.app.screen.query_one(JobTable)
         assert table.cursor_row == 0
-        for key, row in (("j", 1), ("j", 2), ("k", 1), ("G", 6), ("g", 0), ("end", 6), ("home", 0)):
+        for key, row in (("j", 1), ("j", 2), ("k", 1), ("G", 7), ("g", 0), ("end", 7), ("home", 0)):
             await pilot.press(key)
             assert table.cursor_row == row, key
         screen = await monitor_of(pilot, "00000002")
@@ -115,7 +117,7 @@ async def test_escape_clears_the_search(backend: Backend) -> None:
         await pilot.press("escape")
         await settle(pilot)
         assert pilot.app.screen.query_one("#search", Input).value == ""
-        assert len(table.rows) == 7 and table.has_focus
+        assert len(table.rows) == 8 and table.has_focus
 
 
 async def test_enter_submits_the_download_dialog(backend: Backend, tmp_path: Path) -> None:

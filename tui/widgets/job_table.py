@@ -13,7 +13,7 @@ from textual import events
 
 from store.jobs import JobRow
 from tui.cli.common import duration
-from tui.status import look
+from tui.status import STATUS_WIDTH, look
 from tui.widgets.keyed import NavTable
 
 # (header, sort key) in display order — the sort keys are store.jobs.SORT_KEYS
@@ -28,10 +28,10 @@ COLUMNS: list[tuple[str, str | None]] = [
     ("Cost", "cost"),
     ("Started", "started_at"),
 ]
-# "◔ provisioning" and "⚠ interrupted" are the longest statuses: 14 cells.
+# Status gets the longest label's width ("◑ preprocessing", 15 cells), so no status is ever cut.
 WIDTHS = {
     "Job": 9,
-    "Status": 14,
+    "Status": STATUS_WIDTH,
     "Progress": 8,
     "Duration": 8,
     "Cost": 9,
