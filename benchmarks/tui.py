@@ -62,7 +62,7 @@ async def _jobs_screen(home: Path) -> list[dict[str, Any]]:
     from tests.tui_fixtures import NOW, many_jobs, workers_done
     from tui.app import LorapodApp
     from tui.backend import Backend
-    from tui.screens.jobs import JobsScreen
+    from tui.screens.jobs import PAGE, JobsScreen
     from tui.widgets.job_table import JobTable
 
     os.environ["LORAPOD_HOME"] = str(home)
@@ -92,9 +92,9 @@ async def _jobs_screen(home: Path) -> list[dict[str, Any]]:
             await timed("filter", lambda text=text: _set(screen, search=text))
         for key in ("cost", "name", "progress", "started_at"):
             await timed("sort", lambda key=key: _set(screen, sort=key, search=None))
-        assert table.row_count == 100
+        assert table.row_count == PAGE
     del os.environ["LORAPOD_HOME"]
-    conditions = "10,000 jobs in the ledger, 100 rows a page, headless 120×40, worker and redraw included"
+    conditions = f"10,000 jobs in the ledger, {PAGE} rows a page, headless 120×40, worker and redraw included"
     return [
         {
             "name": f"jobs screen, 10k jobs: {kind}",
@@ -221,5 +221,70 @@ def latency() -> dict[str, Any]:
         return asyncio.run(_latency(Path(home)))
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tmux_pid(session: str) -> int:
+    out = subprocess.run(
+        ["tmux", "display", "-p", "-t", session, "#{pane_pid}"], capture_output=True, text=True, check=True
+    )
+    return int(out.stdout.strip())
+
+
+def idle_after_failure() -> list[dict[str, Any]]:
+    """The real dashboard in tmux follows a local smoke job that fails (out of memory at step 2, injected the
+    way the tests do); once it has failed, the dashboard's CPU over 10 s on the jobs screen, then in the
+    failed job's monitor."""
+    if shutil.which("tmux") is None or not Path("/proc/self/stat").exists():
+        return [{"name": "idle CPU after a followed job failed", "value": None, "unit": "%", "target": "< 5",
+                 "conditions": "needs tmux and /proc"}]  # fmt: skip
+    import json
+
+    from tests.test_local_runs import OOM_ON_BATCH_2
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        home, hooks = Path(tmp) / "home", Path(tmp) / "hooks"
+        hooks.mkdir()
+        (hooks / "sitecustomize.py").write_text(OOM_ON_BATCH_2)
+        env = {**os.environ, "LORAPOD_HOME": str(home)}
+        lorapod = [sys.executable, "-c", "from tui.cli import main; main()"]
+        sample = str(ROOT / "samples" / "brightrun-sample.json")
+        subprocess.run([*lorapod, "run", "--preset", "smoke", "--dataset", sample, "--detach"], cwd=ROOT, check=True,
+                       env={**env, "PYTHONPATH": f"{hooks}{os.pathsep}{ROOT}"}, capture_output=True)  # fmt: skip
+        session = f"bench-{uuid.uuid4().hex[:6]}"
+        command = f"cd {ROOT} && LORAPOD_HOME={home} {sys.executable} -c 'from tui.cli import main; main()'"
+        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command], check=True)
+        try:
+            pid = _tmux_pid(session)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                jobs = json.loads(subprocess.run([*lorapod, "jobs", "--json"], cwd=ROOT, env=env, capture_output=True,
+                                                 text=True, check=True).stdout)["jobs"]  # fmt: skip
+                if jobs and jobs[0]["status"] in ("failed", "completed", "cancelled"):
+                    break
+                time.sleep(1)
+            status = jobs[0]["status"]
+            for where in ("jobs screen", "monitor of the failed job"):
+                if where.startswith("monitor"):
+                    subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
+                time.sleep(3)
+                start, cpu = time.monotonic(), _cpu_seconds(pid)
+                time.sleep(10)
+                share = (_cpu_seconds(pid) - cpu) / (time.monotonic() - start) * 100
+                results.append({
+                    "name": f"idle CPU after a followed job {status}, {where}",
+                    "value": round(share, 1), "unit": "% of one CPU (10 s)", "target": "< 5",
+                    "conditions": "the real dashboard in tmux 120×40 followed a local smoke job to its end "
+                    "(out of memory injected at step 2), then sat idle",
+                })  # fmt: skip
+        finally:
+            subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+            subprocess.run([*lorapod, "supervisor", "stop"], cwd=ROOT, env=env, capture_output=True, check=False)
+    return results
+
+
 def run() -> list[dict[str, Any]]:
-    return [first_paint(), *jobs_screen(), *chart(), latency()]
+    return [first_paint(), *jobs_screen(), *chart(), latency(), *idle_after_failure()]

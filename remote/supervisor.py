@@ -181,7 +181,9 @@ class Supervisor:
         where = {"pod_id": handle.pod_id or str(handle.pid), "workdir": handle.workdir}
         if handle.extra.get("gpu_type"):
             where["gpu_type"] = str(handle.extra["gpu_type"])  # the GPU actually rented
-        transition(self.ledger, job.id, JobStatus.PROVISIONING, **where)
+        # A resumed job's interruption is history (its attempt keeps it): the message would be stale.
+        cleared = dict.fromkeys(("error_message", "error_category", "error_hint")) if resume else {}
+        transition(self.ledger, job.id, JobStatus.PROVISIONING, **where, **cleared)
         return attempt
 
     def start(self, spec: JobSpec, *, force: bool = False, parent: uuid.UUID | None = None) -> Submission:
@@ -251,7 +253,10 @@ class Supervisor:
         if job.status in (JobStatus.QUEUED, JobStatus.INTERRUPTED) or current is None:
             return transition(self.ledger, job.id, JobStatus.CANCELLED, error_message=reason)
         _, handle = current
-        self.provider(job.provider).cancel(handle, reason)
+        provider = self.provider(job.provider)
+        if provider.state(handle) is not RunState.RUNNING:  # no engine left to checkpoint: it ends here
+            return transition(self.ledger, job.id, JobStatus.CANCELLED, error_message=reason)
+        provider.cancel(handle, reason)
         return job
 
     def resume(self, job_id: uuid.UUID, *, force: bool = False) -> JobAttempt:

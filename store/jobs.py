@@ -173,6 +173,7 @@ class JobRow:
     gpu_hours: float
     error_category: str | None
     parent_job_id: uuid.UUID | None
+    updated_at: datetime  # for an interrupted job: about when it stopped (nothing runs to move it on)
 
     @property
     def short_id(self) -> str:

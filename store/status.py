@@ -50,6 +50,7 @@ GROUPS: dict[str, frozenset[JobStatus]] = {
     "completed": frozenset({S.COMPLETED}),
     "failed": frozenset({S.FAILED, S.INTERRUPTED}),
     "cancelled": frozenset({S.CANCELLED}),
+    "interrupted": frozenset({S.INTERRUPTED}),
 }
 
 

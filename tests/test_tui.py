@@ -107,12 +107,12 @@ async def test_paging_keeps_ten_thousand_jobs_fast(lorapod_home: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         table = app.screen.query_one(JobTable)
-        assert len(table.rows) == 100
-        assert "1–100 of 10,000" in text_of(app.screen.query_one("#querybar"))
+        assert len(table.rows) == 50
+        assert "1–50 of 10,000" in text_of(app.screen.query_one("#querybar"))
         await pilot.press("right_square_bracket")
         await settle(pilot)
-        assert "101–200 of 10,000" in text_of(app.screen.query_one("#querybar"))
-        assert names(table)[0] == "job 00100"
+        assert "51–100 of 10,000" in text_of(app.screen.query_one("#querybar"))
+        assert names(table)[0] == "job 00050"
 
 
 async def test_overlapping_monitor_refreshes_show_each_event_once(backend: Backend) -> None:
@@ -228,7 +228,17 @@ async def test_costs_screen_saves_the_budget(backend: Backend, lorapod_home: Pat
         screen.query_one("#set-hard_cap_usd", Input).value = "-3"
         await pilot.press("ctrl+s")
         await settle(pilot)
-        assert "hard_cap_usd" in text_of(screen.query_one("#budget-problem"))
+        problem = text_of(screen.query_one("#budget-problem"))
+        assert "Runaway hard cap ($): '-3' must be 0 or more" in problem and "Input should" not in problem
+        screen.query_one("#set-hard_cap_usd", Input).value = "abc"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert "Runaway hard cap ($): 'abc' is not a number" in text_of(screen.query_one("#budget-problem"))
+        screen.query_one("#set-hard_cap_usd", Input).value = "1000"
+        screen.query_one("#set-alert_thresholds", Input).value = "0.8, x"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert "Alert thresholds: 'x' is not a number" in text_of(screen.query_one("#budget-problem"))
     assert "monthly_budget_usd = 250" in (lorapod_home / "config.toml").read_text()
 
 

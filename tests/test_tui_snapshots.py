@@ -18,8 +18,7 @@ from tui.backend import Backend
 SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
 
 
-@pytest.fixture
-def app(lorapod_home: Path, monkeypatch: pytest.MonkeyPatch) -> LorapodApp:
+def _app(monkeypatch: pytest.MonkeyPatch, *, no_color: bool = False) -> LorapodApp:
     # Dialogs offer folders under the working directory, and the wizard opens the sample by a relative path:
     # a fixed directory holding a copy of the sample makes the pictures the same from any checkout.
     where = Path("/tmp/lorapod-snapshots")
@@ -27,7 +26,19 @@ def app(lorapod_home: Path, monkeypatch: pytest.MonkeyPatch) -> LorapodApp:
     monkeypatch.chdir(where)
     settings = load_settings()
     populate(Ledger(settings.paths.ledger))
+    if no_color:
+        monkeypatch.setenv("NO_COLOR", "1")  # read (and removed) by the app as it is made
     return LorapodApp(Backend(settings, clock=lambda: NOW), follow=False)
+
+
+@pytest.fixture
+def app(lorapod_home: Path, monkeypatch: pytest.MonkeyPatch) -> LorapodApp:
+    return _app(monkeypatch)
+
+
+@pytest.fixture
+def no_color_app(lorapod_home: Path, monkeypatch: pytest.MonkeyPatch) -> LorapodApp:
+    return _app(monkeypatch, no_color=True)
 
 
 async def _settle(pilot: Any) -> None:
@@ -132,3 +143,14 @@ SCREENS = {
 @pytest.mark.parametrize("screen", list(SCREENS))
 def test_screen(snap_compare: Any, app: LorapodApp, screen: str, size: tuple[int, int]) -> None:
     assert snap_compare(app, terminal_size=size, run_before=SCREENS[screen])
+
+
+# The charts again without colour: every series must still be told apart (by its marker and the legend).
+CHARTS = ["monitor-charts", "compare"]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("screen", CHARTS)
+def test_charts_without_colour(snap_compare: Any, no_color_app: LorapodApp, screen: str, size: tuple[int, int]) -> None:
+    assert no_color_app.no_color
+    assert snap_compare(no_color_app, terminal_size=size, run_before=SCREENS[screen])

@@ -143,7 +143,7 @@ def populate(ledger: Ledger, now: datetime = NOW) -> dict[str, uuid.UUID]:
             items += _stages("failed")
         elif status == "cancelled":
             items.append({"type": "checkpoint", "step": steps, "epoch": 0.3, "path": "/w/c", "reason": "cancel"})
-            items.append({"type": "stage", "stage": "cancelled", "message": "cancelled: cancelled by the user"})
+            items.append({"type": "stage", "stage": "cancelled", "message": "cancelled by the user"})
         events = _events(started, items)
         ingest(ledger, job.id, events)
         with ledger.write() as session:
@@ -160,6 +160,7 @@ def populate(ledger: Ledger, now: datetime = NOW) -> dict[str, uuid.UUID]:
             if status == "interrupted":
                 row.status = "interrupted"
                 row.error_category, row.error_message = "interrupted", "the pod disappeared without a terminal event"
+                row.updated_at = started + timedelta(minutes=steps / 6)
             row.actual_cost_usd = cost
             row.gpu_type = "NVIDIA H100 80GB HBM3" if spec.resources.provider.value == "runpod" else None
             row.started_at = started

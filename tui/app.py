@@ -76,7 +76,8 @@ class LorapodApp(App[None]):
         severity: SeverityLevel = (
             "information" if message.status == "completed" else "error" if message.status == "failed" else "warning"
         )
-        self.notify(f"{message.label} {message.status}", title="Job finished", severity=severity, timeout=8)
+        text = f"{message.label} {message.status}" + (f"\n{message.reason}" if message.reason else "")
+        self.notify(text, title="Job finished", severity=severity, timeout=8 if not message.reason else 15)
 
     @work(thread=True, group="alerts", exclusive=True)
     def check_alerts(self) -> None:
@@ -191,11 +192,39 @@ class LorapodApp(App[None]):
     @work(thread=True, group="actions")
     def _cancel(self, job_id: str) -> None:
         try:
-            self.backend.cancel(job_id)
+            job = self.backend.cancel(job_id)
         except Exception as exc:
             self.call_from_thread(self.notify, str(exc), title="Could not cancel", severity="error")
             return
-        self.call_from_thread(self.notify, f"cancel requested for job {job_id[:8]}", title="Cancelling")
+        if job.status == "cancelled":  # nothing was running: the ledger alone changed
+            message = f"job {short_id(job.id)} had no live engine: it is cancelled, with nothing to checkpoint"
+            self.call_from_thread(self.notify, message, title="Cancelled")
+        else:
+            message = f"cancel requested for job {short_id(job.id)}: the engine checkpoints, then stops"
+            self.call_from_thread(self.notify, message, title="Cancelling")
+        self.call_from_thread(self._changed, job)
+
+    def _changed(self, job: Any) -> None:
+        """Screens show what an action did at once, not at their next refresh."""
+        if (top := self._top()) is not None:
+            top.post_message(JobChanged(str(job.id), str(job.status), job.current_step))
+
+    def resume_job(self, job_id: str) -> None:
+        self.notify("Resuming the job…", title="Resume", timeout=3)
+        self._resume(job_id)
+
+    @work(thread=True, group="actions")
+    def _resume(self, job_id: str) -> None:
+        try:
+            job = self.backend.resume(job_id)
+        except Exception as exc:  # BudgetRefused and "not interrupted" say why in their message
+            self.call_from_thread(self.notify, str(exc), title="Could not resume", severity="error", timeout=15)
+            return
+        self.call_from_thread(self._changed, job)
+        self.call_from_thread(
+            self.notify, f"job {short_id(job.id)} resumed from its newest checkpoint", title="Resumed"
+        )
+        self.call_from_thread(self.followers.follow, str(job.id))
 
     def retry_job(self, job_id: str) -> None:
         from tui.dialogs.retry import RetryDialog

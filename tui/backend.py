@@ -182,6 +182,11 @@ class Backend:
     def cancel(self, job_id: Any, reason: str = "cancelled from the dashboard") -> TrainingJob:
         return self.supervisor.cancel(job_id, reason)
 
+    def resume(self, job_id: Any) -> TrainingJob:
+        """Restart an interrupted job from its newest checkpoint (BudgetRefused when the budget says no)."""
+        self.supervisor.resume(job_id)
+        return get_job(self.ledger, job_id)
+
     def retry_plan(self, job_id: Any, *, suggested: bool) -> tuple[JobSpec, list[FieldChange]]:
         return self.supervisor.retry_spec(job_id, suggested=suggested)
 
@@ -279,6 +284,32 @@ class Backend:
 
     def estimate(self, spec: JobSpec, tokens_per_epoch: int) -> Estimate | None:
         return self.supervisor.estimate_for(spec, tokens_per_epoch)
+
+    def local_estimate(self, spec: JobSpec, tokens_per_epoch: int) -> str:
+        """How long a local run should take, from the speed earlier local runs of its model reached here (the
+        median of their last tokens/s), and its notional cost; says so when there is nothing to go on."""
+        import statistics
+
+        rate = self.settings.local_rate_usd_per_hour
+        rows = list_jobs(self.ledger, JobQuery(group="completed", base_model=spec.base_model, limit=20)).jobs
+        speeds = []
+        for row in (r for r in rows if r.provider == "local"):
+            measured = [m.tokens_per_second for m in metrics_history(self.ledger, row.id) if m.tokens_per_second]
+            if measured:
+                speeds.append(measured[-1])
+        if not speeds or not tokens_per_epoch:
+            return (
+                f"no local run of {spec.base_model} has finished here yet to measure this machine's speed; "
+                f"the first one sets the estimate (notional rate ${rate:,.2f}/h)"
+            )
+        speed = statistics.median(speeds)
+        seconds = tokens_per_epoch * spec.hyperparameters.num_epochs / speed
+        minutes = seconds / 60
+        took = f"{minutes:.0f} min" if minutes >= 1 else f"{seconds:.0f} s"
+        return (
+            f"about {took} of training at {speed:,.0f} tokens/s (the median of {len(speeds)} earlier local "
+            f"run(s) of this model), ${seconds / 3600 * rate:,.2f} at the notional ${rate:,.2f}/h"
+        )
 
     def month(self) -> MonthSpend:
         return month_spend(self.ledger, self.clock())

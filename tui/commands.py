@@ -48,6 +48,14 @@ class LorapodCommands(Provider):
                 (f"Export metrics of job {short}{name}", "CSV", partial(app.export_metrics, [row.id])),
                 (f"Mark job {short}{name} for compare", "", partial(app.marked.add, job)),
             ]
+            if row.status == "interrupted":
+                self.commands.append(
+                    (
+                        f"Resume job {short}{name}",
+                        "Interrupted: from its newest checkpoint",
+                        partial(app.resume_job, job),
+                    )
+                )
 
     async def _recent(self) -> list[JobRow]:
         page = await asyncio.to_thread(self.lorapod.backend.jobs, JobQuery(limit=RECENT_JOBS))

@@ -22,6 +22,14 @@ if TYPE_CHECKING:
     from tui.backend import Backend
 
 
+def ended_why(job: Any) -> str:
+    """A finished job's reason as a toast shows it: a failure keeps its code (the error category)."""
+    if job.status == "completed" or not job.error_message:
+        return ""
+    code = job.error_category if job.status == "failed" and job.error_category else None
+    return f"{code}: {job.error_message}" if code else str(job.error_message)
+
+
 class Followers:
     def __init__(self, app: App[Any], backend: Backend) -> None:
         self.app = app
@@ -76,7 +84,7 @@ class Followers:
             if job.status != last["status"] or job.current_step != last["step"] or update.events:
                 self.app.post_message(JobChanged(job_id, job.status, job.current_step))
             if job.status != last["status"] and job.status in TERMINAL and last["status"]:
-                self.app.post_message(JobFinished(job_id, job.status, f"job {short_id(job.id)}"))
+                self.app.post_message(JobFinished(job_id, job.status, f"job {short_id(job.id)}", ended_why(job)))
             last["status"], last["step"] = job.status, job.current_step
 
         try:

@@ -5,10 +5,8 @@ from __future__ import annotations
 from textual.message import Message
 
 
-class JobChanged(Message):
+class JobChanged(Message, bubble=False):
     """A followed job moved on (new events ingested, or a new status); replaceable, so bursts never flood."""
-
-    bubble = False
 
     def __init__(self, job_id: str, status: str, step: int) -> None:
         super().__init__()
@@ -20,16 +18,15 @@ class JobChanged(Message):
         return isinstance(message, JobChanged) and message.job_id == self.job_id
 
 
-class JobFinished(Message):
+class JobFinished(Message, bubble=False):
     """A followed job reached a terminal status."""
 
-    bubble = False
-
-    def __init__(self, job_id: str, status: str, label: str) -> None:
+    def __init__(self, job_id: str, status: str, label: str, reason: str = "") -> None:
         super().__init__()
         self.job_id = job_id
         self.status = status
         self.label = label
+        self.reason = reason  # why it ended, with the failure's code ("out_of_memory: …"); "" when completed
 
 
 class JobStarted(Message):
@@ -40,10 +37,8 @@ class JobStarted(Message):
         self.job_id = job_id
 
 
-class LedgerSynced(Message):
+class LedgerSynced(Message, bubble=False):
     """A background sync with Supabase finished (or failed): the summary bar, and rows it brought, change."""
-
-    bubble = False
 
     def __init__(self, received: int) -> None:
         super().__init__()

@@ -28,6 +28,9 @@ LOOKS: dict[str, StatusLook] = {
     "interrupted": StatusLook("⚠", "interrupted", "yellow"),
 }
 
+# Cells the longest label takes: tables give Status this width so no status is ever cut.
+STATUS_WIDTH = max(len(f"{item.icon} {item.word}") for item in LOOKS.values())
+
 # The stepper the monitor shows, and which engine stages each step covers.
 STEPS: list[tuple[str, tuple[str, ...]]] = [
     ("Preprocessing", ("preprocessing",)),

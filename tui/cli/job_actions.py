@@ -11,6 +11,7 @@ from store.jobs import short_id
 from store.status import TERMINAL
 from tui.cli.common import JOB_ARGUMENT, confirm, open_context
 from tui.cli.output import money, print_table
+from tui.cli.results import JSON_OPTION, emit_result, say_for
 from tui.cli.run import follow_live, summarize
 from tui.cli.supervisor import ensure_supervisor
 
@@ -21,8 +22,10 @@ YES = click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask f
 @JOB_ARGUMENT
 @YES
 @click.option("--no-wait", is_flag=True, help="Return once the request is sent, without waiting for the job to stop.")
-def cancel(job_id: str, assume_yes: bool, no_wait: bool) -> None:
+@JSON_OPTION
+def cancel(job_id: str, assume_yes: bool, no_wait: bool, as_json: bool) -> None:
     """Cancel a job: it finishes its step, saves a checkpoint and stops."""
+    say = say_for(as_json)
     context = open_context()
     supervisor = context.supervisor()
     job = context.job(job_id)
@@ -35,11 +38,18 @@ def cancel(job_id: str, assume_yes: bool, no_wait: bool) -> None:
     ):
         click.echo("not cancelled")
         return
-    supervisor.cancel(job.id)
-    click.echo(f"cancel requested for job {short_id(job.id)}")
+    after = supervisor.cancel(job.id)
+    ended_at_once = after.status == "cancelled"  # no live engine: nothing to checkpoint
+    say(f"job {short_id(job.id)} cancelled: it had no live engine" if ended_at_once
+        else f"cancel requested for job {short_id(job.id)}")  # fmt: skip
+    if not (no_wait or ended_at_once):
+        supervisor.follow(job.id)
+    final = context.job(str(job.id))
+    if as_json:
+        emit_result(context, final, "cancel", waited=not no_wait, had_live_engine=not ended_at_once)
+        sys.exit(0 if final.status == "cancelled" or no_wait else 1)
     if no_wait:
         return
-    final = supervisor.follow(job.id)
     sys.exit(0 if final.status == "cancelled" else summarize(final))
 
 
@@ -47,15 +57,21 @@ def cancel(job_id: str, assume_yes: bool, no_wait: bool) -> None:
 @JOB_ARGUMENT
 @click.option("--detach", is_flag=True, help="Restart it and return.")
 @click.option("--force", is_flag=True, help="Resume even when the budget would refuse it.")
-def resume(job_id: str, detach: bool, force: bool) -> None:
+@JSON_OPTION
+def resume(job_id: str, detach: bool, force: bool, as_json: bool) -> None:
     """Restart an interrupted job from its newest checkpoint (same workdir, same spec), budget permitting."""
     context = open_context()
     supervisor = context.supervisor()
     job = context.job(job_id)
     supervisor.catch_up([job.id])
     attempt = supervisor.resume(job.id, force=force)
-    click.echo(f"job {short_id(job.id)} resumed (attempt {attempt.number}) from its newest checkpoint")
+    say_for(as_json)(f"job {short_id(job.id)} resumed (attempt {attempt.number}) from its newest checkpoint")
     ensure_supervisor()
+    if as_json:
+        if not detach:
+            supervisor.follow(job.id)
+        code = emit_result(context, job, "resume", attempt=attempt.number, detached=detach)
+        sys.exit(0 if detach else code)
     if detach:
         return
     sys.exit(summarize(follow_live(context, supervisor, context.job(str(job.id)))))
@@ -74,20 +90,28 @@ def _show_diff(changes: list[FieldChange]) -> None:
 @YES
 @click.option("--detach", is_flag=True, help="Start it and return.")
 @click.option("--force", is_flag=True, help="Start even when the budget would refuse it.")
-def retry(job_id: str, suggested: bool, assume_yes: bool, detach: bool, force: bool) -> None:
+@JSON_OPTION
+def retry(job_id: str, suggested: bool, assume_yes: bool, detach: bool, force: bool, as_json: bool) -> None:
     """Run a finished job again as a new job linked to it, with the same or the suggested configuration."""
     context = open_context()
     supervisor = context.supervisor()
     job = context.job(job_id)
     _, changes = supervisor.retry_spec(job.id, suggested=suggested)
-    _show_diff(changes)
+    if not as_json:
+        _show_diff(changes)
     if not confirm(f"Start a retry of job {short_id(job.id)}?", assume_yes):
         click.echo("not started")
         return
     submission = supervisor.retry(job.id, suggested=suggested, force=force)
     new = submission.job
-    click.echo(f"job {short_id(new.id)} started, retry {new.retry_count} of job {short_id(job.id)}")
+    say_for(as_json)(f"job {short_id(new.id)} started, retry {new.retry_count} of job {short_id(job.id)}")
     ensure_supervisor()
+    if as_json:
+        if not detach:
+            supervisor.follow(new.id)
+        diff = [{"field": c.field, "before": c.before, "retry": c.after} for c in changes]
+        code = emit_result(context, new, "retry", retry_of=str(job.id), changes=diff, detached=detach)
+        sys.exit(0 if detach else code)
     if detach:
         return
     sys.exit(summarize(follow_live(context, supervisor, new)))

@@ -173,7 +173,8 @@ def _num(value: float | None) -> str:
 @click.command()
 @JOB_ARGUMENT
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends.")
-def logs(job_id: str, follow: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="JSON: one document, or with -f one line per chunk read.")
+def logs(job_id: str, follow: bool, as_json: bool) -> None:
     """The engine's log of a job (-f: follow it)."""
     context = open_context()
     supervisor = context.supervisor()
@@ -184,10 +185,21 @@ def logs(job_id: str, follow: bool) -> None:
     attempt, handle = current
     provider = supervisor.provider(job.provider)
     offset = 0
+
+    def show_text(text: str, *, last: bool = False) -> None:
+        if not as_json:
+            click.echo(text, nl=False)
+        elif follow and (text or last):  # JSON Lines: a chunk per line, the last one says the job ended
+            document = {"job_id": str(job.id), "attempt": attempt.number, "text": text, "offset": offset, "end": last}
+            click.echo(json.dumps(document, ensure_ascii=False))
+        elif not follow:
+            emit_json({"job_id": str(job.id), "short_id": short_id(job.id), "attempt": attempt.number,
+                       "status": job.status, "text": text, "offset": offset})  # fmt: skip
+
     while True:
         text, offset = provider.logs(RunHandle.model_validate(attempt.handle), offset)
-        if text:
-            click.echo(text, nl=False)
+        if text or not follow:
+            show_text(text)
         if not follow:
             return
         if not text:
@@ -195,7 +207,7 @@ def logs(job_id: str, follow: bool) -> None:
             if job.status in TERMINAL or provider.state(handle).value in ("exited", "lost"):
                 supervisor.catch_up([job.id])
                 text, offset = provider.logs(handle, offset)
-                click.echo(text, nl=False)
+                show_text(text, last=True)
                 return
             time.sleep(0.5)
 
@@ -288,7 +300,10 @@ def _flat(spec: Any) -> dict[str, Any]:
     "--expires", type=click.IntRange(60, 7 * 24 * 3600), default=3600, show_default=True, help="Seconds --url lasts."
 )
 @click.option("--path", "path_only", is_flag=True, help="Print where the package is stored (to copy), instead.")
-def download(job_id: str, kind: str, output: Path | None, share: bool, expires: int, path_only: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON result document (for scripts).")
+def download(
+    job_id: str, kind: str, output: Path | None, share: bool, expires: int, path_only: bool, as_json: bool
+) -> None:
     """Copy a job's package into a folder, verifying its sha256 and its manifest (or share it: --url, --path)."""
     if share and path_only:
         raise click.UsageError("--url and --path are alternatives: give one")
@@ -303,19 +318,28 @@ def download(job_id: str, kind: str, output: Path | None, share: bool, expires: 
         artifacts = list_artifacts(context.ledger, job.id, kind)
         if not artifacts:
             raise click.ClickException(f"job {short_id(job.id)} has no {kind} package (status: {job.status})")
-        uri = artifacts[-1].storage_path
+        artifact = artifacts[-1]
+        uri = artifact.storage_path
+        about = {"action": "download", "job_id": str(job.id), "package": kind, "sha256": artifact.sha256}
         if path_only:
-            click.echo(storage_path(uri))
+            path = storage_path(uri)
+            emit_json({**about, "storage_path": path}) if as_json else click.echo(path)
         elif not is_store_uri(uri):
             raise click.ClickException(
                 f"the {kind} package of job {short_id(job.id)} is not in an artifact store (it stayed in {uri}); "
                 "set artifact_store to supabase for jobs whose packages you want to share"
             )
         else:
-            click.echo(artifact_store(context.settings, uri).signed_url(uri, expires))
+            url = artifact_store(context.settings, uri).signed_url(uri, expires)
+            emit_json({**about, "url": url, "expires_s": expires}) if as_json else click.echo(url)
         sys.exit(0)
     assert output is not None
     target = context.supervisor().download(job.id, kind, output)
+    if as_json:
+        sha256 = next((a.sha256 for a in reversed(list_artifacts(context.ledger, job.id, kind))), None)
+        emit_json({"action": "download", "job_id": str(job.id), "package": kind, "path": str(target),
+                   "size_bytes": target.stat().st_size, "sha256": sha256, "verified": True})  # fmt: skip
+        sys.exit(0)
     click.echo(
         f"{target} ({target.stat().st_size / 1e6:.1f} MB): sha256 verified against the ledger, manifest verified"
     )

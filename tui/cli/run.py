@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +16,7 @@ from tui.cli.common import JOB_ARGUMENT, Context, job_title, open_context
 from tui.cli.output import money, warn
 from tui.cli.presets import SET_HELP, resolve_preset
 from tui.cli.progress import JobView, print_plain
+from tui.cli.results import JSON_OPTION, emit_result, say_for
 from tui.cli.supervisor import ensure_supervisor
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ def summarize(job: TrainingJob) -> int:
 @click.option("--name", default=None, help="A name for the job.")
 @click.option("--detach", is_flag=True, help="Start it and return; follow later with `lorapod watch JOB`.")
 @click.option("--force", is_flag=True, help="Start even when the budget would refuse it.")
+@JSON_OPTION
 def run(
     dataset: Path,
     preset_name: str | None,
@@ -116,10 +118,14 @@ def run(
     name: str | None,
     detach: bool,
     force: bool,
+    as_json: bool,
 ) -> None:
-    """Start a training job and follow it live (Ctrl-C: cancel or detach)."""
+    """Start a training job and follow it live (Ctrl-C: cancel or detach).
+
+    With --json, nothing is drawn: it prints one document once the job ends (or at once with --detach)."""
     from remote.supervisor import BudgetRefused
 
+    say = say_for(as_json)
     context = open_context()
     settings = context.settings
     extra = [f"provider={provider or settings.default_provider.value}"]
@@ -143,39 +149,59 @@ def run(
         validation.get("examples"),
         validation.get("tokens") or 0,
     )
-    click.echo(
+    say(
         f"job {short_id(job.id)} queued: {preset.name} on {dataset.name} "
         f"({pairs} trainable pairs, {about}{examples} examples, {about}{tokens:,} tokens)"
     )
     if about:
-        click.echo("  (token counts estimated from characters until the model's tokenizer is on this machine)")
+        say("  (token counts estimated from characters until the model's tokenizer is on this machine)")
     for warning in validation.get("warnings", [])[:5]:
         warn(f"{warning['code']} ×{warning['count']}: {warning['message']}")
     if submission.estimate is not None:
         low, high = submission.estimate.cost
-        click.echo(f"estimate: {money(low)}–{money(high)} on {submission.estimate.gpu_label}")
-        click.echo(f"  resting on {submission.estimate.throughput_source}")
+        say(f"estimate: {money(low)}–{money(high)} on {submission.estimate.gpu_label}")
+        say(f"  resting on {submission.estimate.throughput_source}")
     for alert in submission.decision.alerts:
         warn(alert)
     attempt = supervisor.launch(job.id)
-    click.echo(f"launched on {job.provider}: {attempt.handle.get('workdir')}")
+    say(f"launched on {job.provider}: {attempt.handle.get('workdir')}")
     ensure_supervisor()  # the job keeps its limits, recovery and notices once this command exits
+    estimate = submission.estimate
+    document: dict[str, Any] = {
+        "validation": validation,
+        "estimate": None if estimate is None else {"cost_usd": list(estimate.cost), "gpu": estimate.gpu_label},
+        "budget_alerts": submission.decision.alerts,
+    }
     if detach:
+        if as_json:
+            emit_result(context, job, "run", detached=True, **document)
+            return
         click.echo(f"detached; follow it with: lorapod watch {short_id(job.id)}")
         return
+    if as_json:
+        supervisor.follow(job.id)
+        sys.exit(emit_result(context, job, "run", detached=False, **document))
     final = follow_live(context, supervisor, context.job(str(job.id)))
     sys.exit(summarize(final))
 
 
 @click.command()
 @JOB_ARGUMENT
-def watch(job_id: str) -> None:
-    """Follow a job live from where the ledger left off (catches up on what happened meanwhile)."""
+@JSON_OPTION
+def watch(job_id: str, as_json: bool) -> None:
+    """Follow a job live from where the ledger left off (catches up on what happened meanwhile).
+
+    With --json, nothing is drawn: it prints one document once the job ends."""
     context = open_context()
     job = context.job(job_id)
     supervisor = context.supervisor()
     if job.status in TERMINAL:
         supervisor.catch_up([job.id])
+        if as_json:
+            sys.exit(emit_result(context, job, "watch"))
         sys.exit(summarize(context.job(str(job.id))))
+    if as_json:
+        supervisor.follow(job.id)
+        sys.exit(emit_result(context, job, "watch"))
     final = follow_live(context, supervisor, job)
     sys.exit(summarize(final))

@@ -21,7 +21,10 @@ PACKAGES = {
 
 
 class DownloadDialog(ModalScreen[tuple[str, Path] | None]):
-    BINDINGS = [Binding("escape", "dismiss(None)", "Close", id="download.close", tooltip="Do not download")]
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Close", id="download.close", tooltip="Do not download"),
+        Binding("enter", "submit", "Download", priority=True, id="download.go", tooltip="Download the chosen package"),
+    ]
 
     def __init__(self, label: str, available: list[str], folder: Path) -> None:
         super().__init__()
@@ -43,6 +46,17 @@ class DownloadDialog(ModalScreen[tuple[str, Path] | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Download", variant="primary", id="go")
                 yield Button("Cancel", id="cancel")
+
+    def action_submit(self) -> None:
+        """Enter downloads from anywhere in the dialog: on a package it picks that one first; on a button it
+        presses that button (Cancel cancels)."""
+        focused = self.focused
+        if isinstance(focused, Button):
+            focused.press()
+            return
+        if isinstance(focused, RadioSet):
+            focused.action_toggle_button()
+        self._go()
 
     @on(Button.Pressed, "#go")
     def _go(self) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
@@ -33,6 +32,7 @@ import presets as preset_files
 from engine import SpecError
 from engine.config import CloudType, Hyperparameters, JobSpec, Provider, allowed_range, diff
 from presets.gpus import catalogue
+from tui.dialogs.wizard_views import DatasetTree, dataset_report, review_view
 from tui.widgets.choices import Choice
 
 if TYPE_CHECKING:
@@ -43,26 +43,12 @@ STEPS = ["dataset", "preset", "resources", "review"]
 STEP_TITLES = {"dataset": "1 Dataset", "preset": "2 Preset", "resources": "3 Resources", "review": "4 Review"}
 
 
-class DatasetTree(DirectoryTree):
-    """Folders, and the files lorapod reads (.json, .jsonl)."""
-
-    def filter_paths(self, paths: Any) -> Any:
-        return [p for p in paths if (p.is_dir() and not p.name.startswith(".")) or p.suffix in (".json", ".jsonl")]
-
-
-def preview_text(preview: Any) -> Text:
-    """The example as the model sees it; trained runs highlighted and underlined (so not by colour alone)."""
-    text = Text()
-    for segment in preview.segments:
-        text.append(segment.text, style="bold underline green" if segment.trained else "dim")
-    return text
-
-
 class NewJobWizard(ModalScreen[JobSpec | None]):
     BINDINGS = [
         Binding("escape", "dismiss(None)", "Close", id="wizard.close", tooltip="Close the wizard; nothing starts"),
-        Binding("ctrl+n", "next", "Next", id="wizard.next", tooltip="The next step"),
+        Binding("ctrl+n", "next", "Next", id="wizard.next", tooltip="The next step (on Review: start the job)"),
         Binding("ctrl+b", "back", "Back", id="wizard.back", tooltip="The previous step"),
+        Binding("ctrl+s", "start", "Start", id="wizard.start", tooltip="Start the job as reviewed (on Review)"),
     ]
 
     def __init__(self, dataset: Path | None = None, *, root: Path | None = None) -> None:
@@ -73,6 +59,8 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
         self.inspection: DatasetInspection | None = None
         self.preset_name = preset_files.default_name()
         self.spec: JobSpec | None = None
+        self.inspected_under = ""  # the preset (and changes) the dataset's statistics were measured under
+        self.local: str | None = None  # a local run's estimate, in words
 
     @property
     def lorapod(self) -> LorapodApp:
@@ -106,7 +94,9 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
                         for field in Hyperparameters.model_fields:
                             with Horizontal(classes="field-row"):
                                 yield Label(field, classes="field-name")
-                                yield Input(id=f"hp-{field}", classes="field-input", tooltip=allowed_range(field))
+                                yield Input(
+                                    id=f"hp-{field}", classes="field-input", tooltip=allowed_range(field), compact=True
+                                )
                     yield Static(id="preset-diff")
                 with VerticalScroll(id="resources"):
                     yield Label("Job name (optional)")
@@ -139,7 +129,7 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Back (ctrl+b)", id="back")
                 yield Button("Next (ctrl+n)", variant="primary", id="next")
-                yield Button("Start the job", variant="success", id="start")
+                yield Button("Start (ctrl+s)", variant="success", id="start")
                 yield Button("Close", id="close")
 
     def _gpu_catalogue(self) -> Text:
@@ -170,8 +160,11 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
         self.query_one("#next", Button).display = name != "review"
         self.query_one("#start", Button).display = name == "review"
         self.query_one("#wizard-problem", Static).update("")
+        self.refresh_bindings()
         if name == "dataset":
             self.query_one("#dataset-path", Input).focus()
+            if self.inspection is not None and self.inspected_under != self._under():
+                self.check_dataset()  # the statistics depend on the preset chosen since
         elif name == "preset":
             self.query_one("#presets", RadioSet).focus()
         elif name == "resources":
@@ -203,47 +196,25 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
         self.dataset_path = path
         self.inspection = None
         self.query_one("#dataset-report", Static).update(Text(f"checking {path.name}…", style="dim"))
-        self._inspect(path, self._current_spec(path) or self._preset_spec(path))
+        self._inspect(path, self._current_spec(path) or self._preset_spec(path), self._under())
+
+    def _under(self) -> str:
+        """The preset as the form has it: its name, and how many values were changed."""
+        changed = len(self._overrides())
+        return f"preset {self.preset_name}" + (f" with {changed} change(s)" if changed else "")
 
     @work(thread=True, exclusive=True, group="inspect")
-    def _inspect(self, path: Path, spec: JobSpec) -> None:
+    def _inspect(self, path: Path, spec: JobSpec, under: str) -> None:
         try:
             inspection = self.lorapod.backend.inspect_dataset(path, spec)
         except Exception as exc:  # an unreadable file: say so, never crash the dashboard
             self.app.call_from_thread(self.query_one("#dataset-report", Static).update, Text(str(exc), style="red"))
             return
-        self.app.call_from_thread(self._inspected, inspection)
+        self.app.call_from_thread(self._inspected, inspection, under)
 
-    def _inspected(self, inspection: DatasetInspection) -> None:
-        self.inspection = inspection
-        report = inspection.report
-        parts: list[Any] = []
-        verdict = Text()
-        if report.get("ok"):
-            verdict.append("✔ trainable", style="bold green")
-        else:
-            verdict.append("✖ cannot be trained — fix these errors first", style="bold red")
-        parts.append(verdict)
-        parts.append(Text(inspection.report_text))
-        if inspection.stats:
-            stats = inspection.stats
-            table = Table(title="Statistics", title_justify="left", show_header=False)
-            table.add_column(style="bold")
-            table.add_column()
-            for key in ("train_examples", "eval_examples", "train_tokens", "packed_sequences", "steps_per_epoch"):
-                value = stats.get(key)
-                table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
-            parts.append(table)
-        if inspection.preview is not None:
-            parts.append(
-                Text(
-                    "\nThe first example as the model sees it — trained tokens underlined "
-                    "(it learns to stop at <|eot_id|>):",
-                    style="bold",
-                )
-            )
-            parts.append(preview_text(inspection.preview))
-        self.query_one("#dataset-report", Static).update(Group(*parts))
+    def _inspected(self, inspection: DatasetInspection, under: str) -> None:
+        self.inspection, self.inspected_under = inspection, under
+        self.query_one("#dataset-report", Static).update(dataset_report(inspection, under))
 
     # --- step 2: the preset ---------------------------------------------------------------------------
 
@@ -345,6 +316,7 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
             estimate, problem = None, str(exc)
         else:
             problem = ""
+        self.local = backend.local_estimate(spec, tokens) if spec.resources.provider is Provider.LOCAL else None
         from store.budget import may_start
 
         month = backend.month()
@@ -353,68 +325,12 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
         self.app.call_from_thread(self._review, spec, inspection, estimate, problem, month, decision)
 
     def _review(self, spec: JobSpec, inspection: Any, estimate: Any, problem: str, month: Any, decision: Any) -> None:
-        budget = self.lorapod.backend.settings.monthly_budget_usd
-        table = Table(show_header=False, box=None)
-        table.add_column(style="bold")
-        table.add_column()
-        hp = spec.hyperparameters
-        table.add_row("dataset", f"{spec.dataset.dataset_path}")
-        table.add_row(
-            "preset",
-            f"{spec.preset}: r {hp.lora_r}, lr {hp.learning_rate:g}, {hp.num_epochs} epochs, "
-            f"batch {hp.batch_size} × {hp.gradient_accumulation_steps}",
-        )
-        table.add_row("model", spec.base_model)
-        table.add_row(
-            "runs on",
-            f"{spec.resources.provider.value}"
-            + (
-                f", {spec.resources.gpu_count} × {spec.resources.gpu_types[0]} ({spec.resources.cloud_type.value})"
-                if spec.resources.provider is Provider.RUNPOD
-                else " (this machine)"
-            ),
-        )
-        stats = inspection.stats or {}
-        table.add_row(
-            "work", f"{stats.get('train_tokens', 0):,} tokens per epoch, {stats.get('steps_per_epoch')} steps per epoch"
-        )
-        if estimate is not None:
-            low, high = estimate.cost
-            table.add_row(
-                "estimate",
-                f"{estimate.hours[0]:.1f}–{estimate.hours[1]:.1f} h, ${low:,.2f}–${high:,.2f} "
-                f"({estimate.throughput_source})",
-            )
-            after = month.spent + month.committed + high
-            table.add_row(
-                "budget",
-                f"${month.spent:,.2f} spent of ${budget:,.2f}; up to ${after:,.2f} ({after / budget:.0%}) with this job"
-                if budget
-                else "no monthly budget",
-            )
-        else:
-            table.add_row(
-                "estimate",
-                problem
-                or f"a local run: notional rate ${self.lorapod.backend.settings.local_rate_usd_per_hour:,.2f}/h",
-            )
-        parts: list[Any] = [table]
-        warnings = Text()
-        for warning in inspection.report.get("warnings") or []:
-            warnings.append(f"⚠ {warning['code']} ×{warning['count']}: {warning['message']}\n", style="yellow")
-        if stats.get("steps_per_epoch") and int(stats["steps_per_epoch"]) < 10:
-            warnings.append(
-                f"⚠ only {stats['steps_per_epoch']} optimizer steps per epoch: the schedule barely acts\n",
-                style="yellow",
-            )
-        for alert in decision.alerts:
-            warnings.append(f"⚠ {alert}\n", style="yellow")
-        for reason in decision.reasons:
-            warnings.append(f"✖ refused by the budget: {reason}\n", style="bold red")
-        if warnings:
-            parts.append(warnings)
-        self.query_one("#review-text", Static).update(Group(*parts))
+        settings = self.lorapod.backend.settings
+        budget = settings.monthly_budget_usd
+        view = review_view(spec, inspection, estimate, problem, month, decision, budget, self.local)
+        self.query_one("#review-text", Static).update(view)
         self.query_one("#start", Button).disabled = not decision.allowed
+        self.refresh_bindings()
 
     # --- navigation -----------------------------------------------------------------------------------
 
@@ -435,8 +351,20 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
             self.spec = spec
         return True
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "start":  # shown on Review only; dimmed while the review is refused or not ready
+            return None if STEPS[self.step] != "review" else not self.query_one("#start", Button).disabled
+        return True
+
+    def action_start(self) -> None:
+        if STEPS[self.step] == "review" and not self.query_one("#start", Button).disabled:
+            self._start()
+
     @on(Button.Pressed, "#next")
     def action_next(self) -> None:
+        if STEPS[self.step] == "review":
+            self.action_start()
+            return
         if self.step < len(STEPS) - 1 and self._can_leave():
             if STEPS[self.step] == "preset":
                 self.spec = self._current_spec(self.dataset_path)

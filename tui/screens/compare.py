@@ -12,16 +12,21 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from store.jobs import short_id
 from tui.backend import Backend, JobDetail
 from tui.cli.common import duration
 from tui.status import label
 from tui.widgets.charts import MetricChart, measured
+from tui.widgets.keyed import Footer
 
 if TYPE_CHECKING:
     from tui.app import LorapodApp
+
+
+# Each job's eval marks, in order (its training loss gets the next line marker).
+EVAL_MARKS = ("◆", "◇", "■", "□", "▲", "△")
 
 
 def _fmt(value: float | None) -> str:
@@ -31,7 +36,14 @@ def _fmt(value: float | None) -> str:
 class CompareScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="compare.back", tooltip="Back"),
-        Binding("z", "zoom", "Zoom", id="compare.zoom", tooltip="Loss chart: all steps, last 1000, 200 or 50"),
+        Binding("z", "maximise", "Maximise", id="compare.maximise", tooltip="The loss chart alone, or with the tables"),
+        Binding(
+            "w", "window", "Window", show=False, id="compare.window", tooltip="Loss chart: all steps, or the newest"
+        ),
+        Binding(
+            "s", "smooth", "Smooth", show=False, id="compare.smooth", tooltip="Loss chart: EMA smoothing on or off"
+        ),
+        Binding("l", "log_scale", "Log scale", show=False, id="compare.log", tooltip="Loss chart: log scale on or off"),
         Binding("u", "unmark", "Clear marks", id="compare.unmark", tooltip="Forget the marked jobs"),
     ]
 
@@ -45,7 +57,7 @@ class CompareScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield MetricChart("Loss (training, and eval as ◆)", id="compare-chart")
+        yield MetricChart("Loss: training as lines, eval as marks", id="compare-chart")
         with VerticalScroll(id="compare-tables"):
             yield Static(id="compare-summary")
         yield Footer()
@@ -62,14 +74,16 @@ class CompareScreen(Screen[None]):
         if not self.is_mounted:  # a late answer for a screen already closed
             return
         series: dict[str, Any] = {}
-        for detail in details:
+        points: dict[str, str] = {}
+        for index, detail in enumerate(details):
             name = short_id(detail.job.id)
             steps = [float(m.step) for m in detail.metrics]
             series[f"{name} loss"] = measured(steps, [m.loss for m in detail.metrics])
             evals = measured(steps, [m.eval_loss for m in detail.metrics])
             if evals[0]:
                 series[f"{name} eval"] = evals
-        self.query_one(MetricChart).set_series(series)
+                points[f"{name} eval"] = EVAL_MARKS[index % len(EVAL_MARKS)]
+        self.query_one(MetricChart).set_series(series, points)
 
         summary = Table(title="Jobs", title_justify="left")
         summary.add_column("")
@@ -112,8 +126,21 @@ class CompareScreen(Screen[None]):
             generations.add_row(short_id(detail.job.id), first.get("base") or "—", first.get("adapter") or "—")
         self.query_one("#compare-summary", Static).update(Group(summary, config, generations))
 
-    def action_zoom(self) -> None:
+    def action_maximise(self) -> None:
+        tables = self.query_one("#compare-tables")
+        tables.display = not tables.display
+        self.query_one(MetricChart).set_class(not tables.display, "maximised")
+
+    def action_window(self) -> None:
         self.query_one(MetricChart).cycle_window()
+
+    def action_smooth(self) -> None:
+        chart = self.query_one(MetricChart)
+        chart.set_view(smooth=not chart.smooth)
+
+    def action_log_scale(self) -> None:
+        chart = self.query_one(MetricChart)
+        chart.set_view(log_scale=not chart.log_scale)
 
     def action_unmark(self) -> None:
         self.lorapod.marked.clear()

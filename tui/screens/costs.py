@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
+from textual.widgets import Button, DataTable, Header, Input, Label, Static
 from textual_plotext import PlotextPlot
 
 from store.budget import MonthSpend
@@ -17,6 +17,7 @@ from store.jobs import JobPage
 from store.settings import SettingsError
 from tui.status import label
 from tui.widgets.cards import Card
+from tui.widgets.keyed import Footer, NavTable
 
 if TYPE_CHECKING:
     from tui.app import LorapodApp
@@ -28,6 +29,34 @@ BUDGET_FIELDS = [
     ("max_duration_hours", "Max duration (h)"),
     ("alert_thresholds", "Alert thresholds"),
 ]
+
+
+# Pydantic's phrases, as a person would say them of a value typed into the form.
+PHRASES = [
+    ("Input should be a valid number, unable to parse string as a number", "is not a number"),
+    ("Input should be a valid list", "is not a list of shares such as 0.8, 0.95"),
+    ("Input should be greater than or equal to 0", "must be 0 or more"),
+    ("Input should be greater than 0", "must be more than 0"),
+    ("Value error, ", ""),
+]
+
+
+def in_words(name: str, value: str, message: str) -> str:
+    """A settings error as a sentence about the field, e.g. "Monthly budget ($): 'abc' is not a number"."""
+    said = message.split(":", 1)[1].strip() if message.startswith("setting ") else message
+    for phrase, words in PHRASES:
+        said = said.replace(phrase, words)
+    return f"{dict(BUDGET_FIELDS).get(name, name)}: {value!r} {said}" if said != message else message
+
+
+def thresholds_problem(value: str) -> str | None:
+    """The alert thresholds are shares typed as a list; say which part is not a number."""
+    for part in (p.strip() for p in value.split(",")):
+        try:
+            float(part)
+        except ValueError:
+            return f"Alert thresholds: {part!r} is not a number (write shares of the budget, e.g. 0.8, 0.95)"
+    return None
 
 
 class CostsScreen(Screen[None]):
@@ -50,7 +79,7 @@ class CostsScreen(Screen[None]):
         with Horizontal(id="costs-body"):
             with Vertical(id="costs-left"):
                 yield PlotextPlot(id="trend")
-                yield DataTable(id="job-costs", cursor_type="row")
+                yield NavTable(id="job-costs", cursor_type="row")
             with Vertical(id="budget-form"):
                 yield Static("Budget", classes="section-title")
                 for name, text in BUDGET_FIELDS:
@@ -96,7 +125,9 @@ class CostsScreen(Screen[None]):
         plt.clear_figure()
         months = list(reversed(history))
         if months:
-            plt.bar([m["month"] for m in months], [m["spent"] for m in months], width=0.4)
+            spent = [m["spent"] for m in months]
+            plt.bar([m["month"] for m in months], spent, width=0.4)
+            plt.ylim(0, max(spent) * 1.15 or 1.0)  # from $0: plotext spreads all-zero or one bar over -1..1
             plt.title("Spent per month ($)")
         else:
             plt.title("Spent per month: no jobs yet")
@@ -126,14 +157,17 @@ class CostsScreen(Screen[None]):
     @work(thread=True, exclusive=True)
     def save(self, values: dict[str, str]) -> None:
         backend = self.lorapod.backend
+        problem = thresholds_problem(values["alert_thresholds"])
         try:
             for name, value in values.items():
                 current = getattr(backend.settings, name)
                 shown = ", ".join(str(v) for v in current) if isinstance(current, list) else str(current)
-                if value != shown:
+                if value != shown and not (problem and name == "alert_thresholds"):
                     backend.save_setting(name, f"[{value}]" if name == "alert_thresholds" else value)
         except SettingsError as exc:
-            self.app.call_from_thread(self.query_one("#budget-problem", Static).update, str(exc))
+            problem = in_words(name, value, str(exc))
+        if problem is not None:
+            self.app.call_from_thread(self.query_one("#budget-problem", Static).update, problem)
             return
         self.app.call_from_thread(self.query_one("#budget-problem", Static).update, "")
         self.app.call_from_thread(self.notify, "budget settings saved to config.toml", title="Budget")

@@ -11,9 +11,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from store.models import TrainingFile
+from tui.widgets.keyed import Footer, NavTable
 
 if TYPE_CHECKING:
     from tui.app import LorapodApp
@@ -33,7 +34,7 @@ class DatasetsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="datasets-body"):
-            yield DataTable(id="files", cursor_type="row")
+            yield NavTable(id="files", cursor_type="row")
             with VerticalScroll(id="file-detail-scroll"):
                 yield Static(id="file-detail")
         yield Footer()

@@ -7,7 +7,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
+
+from tui.widgets.keyed import Footer
 
 HELP = """
 # lorapod
@@ -34,26 +36,37 @@ next time it opens.
 | m | compare the marked jobs |
 | x | export the metrics of the marked jobs (or the one under the cursor) |
 | c / r | cancel / retry the job under the cursor |
+| R | resume the interrupted job under the cursor (budget permitting) |
 | s / S | sort by the next column / reverse the order (or click a header) |
-| / | search names, models, presets and ids |
+| / | search names, models, presets and ids (escape clears it) |
 | f | filter by dates, training file, model |
-| [ / ] | previous / next page (100 jobs a page) |
+| [ / ] | previous / next page (50 jobs a page) |
+| j / k, g / G, Home / End | down / up, first / last row (in every table) |
 
 ## Job monitor
 | key | does |
 |---|---|
 | c | cancel: the engine finishes its step, saves a checkpoint and stops |
 | r | retry with the same configuration, or the one its failure suggested (shown as a diff) |
+| R | resume an interrupted job from its newest checkpoint (budget permitting) |
 | d | download a package; its sha256 and manifest are verified |
 | y | copy the adapter's storage path |
 | e | export the metrics history as CSV |
 | m | mark for compare |
-| z | chart window: all steps, or the last 1000, 200 or 50 |
+| z | charts: maximise one, then the next; after the last, all of them again |
+| w | chart window: all steps, or the last 1000, 200 or 50 |
+| s | charts: EMA smoothing on or off (evaluations stay as measured) |
+| l | charts: log scale on or off |
+
+Charts tell series apart without colour: each has its own marker, named in the legend under the plot
+(training loss a line, evaluations ◆). The loss chart marks ▲ where the eval loss rises while the training
+loss falls: the adapter has begun to learn the training set rather than the task. On a short terminal the
+monitor shows two taller charts; `z` brings up each of the others.
 
 ## Ideas
 - **Status** is always an icon and a word: ◌ queued, ◔ provisioning, ◑ preprocessing / loading, ▶ training,
   ◕ evaluating, ⇡ uploading, ✔ completed, ✖ failed, ⊘ cancelled, ⚠ interrupted (its process or pod was
-  lost: resume it from its newest checkpoint).
+  lost: `R` resumes it from its newest checkpoint; the Interrupted filter lists them).
 - **Cost** accrues while a job runs, from the provider's rate; a job that crosses the hard cap or its maximum
   duration is cancelled with the reason. Budget alerts appear at 80% and 95% of the month.
 - **Datasets** are validated before a job starts: errors block it, warnings are shown. Conversations mode

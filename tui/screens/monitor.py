@@ -6,81 +6,36 @@ after the last seq shown and metrics after the last step plotted.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, ProgressBar, Select, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, ProgressBar, Select, Static, TabbedContent, TabPane
 
-from store.jobs import short_id
 from store.models import JobEvent, TrainingMetric
 from store.status import TERMINAL
 from tui.backend import JobDetail
-from tui.cli.common import duration, job_title, seconds_text
+from tui.cli.common import job_title
 from tui.messages import JobChanged
 from tui.status import look
-from tui.widgets.charts import MetricChart, Series, measured
+from tui.widgets.chart_grid import ChartGrid
+from tui.widgets.job_views import (
+    EVENT_FILTERS,
+    details_view,
+    evaluation_view,
+    event_detail,
+    event_summary,
+    stats_text,
+)
+from tui.widgets.keyed import Footer, NavTable
 from tui.widgets.stepper import StageStepper
 
 if TYPE_CHECKING:
     from tui.app import LorapodApp
-
-EVENT_FILTERS = [
-    ("all but heartbeats", "-heartbeat"),
-    ("all", "*"),
-    ("stages", "stage"),
-    ("metrics", "metrics"),
-    ("checkpoints", "checkpoint"),
-    ("warnings", "warning"),
-    ("errors", "error"),
-    ("logs", "log"),
-    ("evaluation", "eval"),
-    ("artifacts", "artifact"),
-]
-
-
-def _metrics_line(p: dict[str, Any]) -> str:
-    parts = [f"step {p.get('step')}/{p.get('total_steps')}"]
-    for key, label in (("loss", "loss"), ("eval_loss", "eval"), ("learning_rate", "lr"), ("grad_norm", "grad")):
-        if p.get(key) is not None:
-            parts.append(f"{label} {p[key]:.4g}")
-    if p.get("tokens_per_second"):
-        parts.append(f"{p['tokens_per_second']:,.0f} tok/s")
-    return " · ".join(parts)
-
-
-_SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "stage": lambda p: f"{p.get('stage')}" + (f" — {p['message']}" if p.get("message") else ""),
-    "metrics": _metrics_line,
-    "status": lambda p: str(p.get("message")),
-    "checkpoint": lambda p: f"step {p.get('step')} ({p.get('reason')})",
-    "error": lambda p: f"{p.get('category')}: {p.get('message')} — select for the traceback and hint",
-    "warning": lambda p: f"{p.get('code')}: {p.get('message')}",
-    "eval": lambda p: (
-        f"perplexity base {p.get('base_perplexity') or 0:.2f} → adapter {p.get('adapter_perplexity') or 0:.2f}"
-    ),
-    "artifact": lambda p: f"{p.get('kind')} package, {int(p.get('size_bytes') or 0) / 1e6:.1f} MB",
-    "dataset": lambda p: (
-        f"{p.get('train_examples')} train / {p.get('eval_examples')} held-out examples, {p.get('total_steps')} steps"
-    ),
-    "heartbeat": lambda p: f"alive, {p.get('stage')}, {seconds_text(p.get('elapsed'))}",
-}
-
-
-def event_summary(event: JobEvent) -> str:
-    """One line for the event log."""
-    summarize = _SUMMARIES.get(event.type)
-    if summarize is not None:
-        return summarize(event.payload)
-    return str(event.payload.get("message") or json.dumps(event.payload)[:120])
 
 
 class MonitorScreen(Screen[None]):
@@ -88,11 +43,17 @@ class MonitorScreen(Screen[None]):
         Binding("escape", "app.pop_screen", "Back", id="monitor.back", tooltip="Back to the previous screen"),
         Binding("c", "cancel_job", "Cancel", id="monitor.cancel", tooltip="Cancel this job (it checkpoints first)"),
         Binding("r", "retry", "Retry", id="monitor.retry", tooltip="Retry: same config or the suggested one"),
+        Binding("R", "resume", "Resume", id="monitor.resume", tooltip="Resume an interrupted job from its checkpoint"),
         Binding("d", "download", "Download", id="monitor.download", tooltip="Download a package, checksums verified"),
         Binding("y", "copy_path", "Copy path", id="monitor.copy", tooltip="Copy the adapter's storage path"),
         Binding("e", "export", "Export", id="monitor.export", tooltip="Export the metrics history as CSV"),
         Binding("m", "compare", "Compare", id="monitor.compare", tooltip="Mark for compare; compare the marked jobs"),
-        Binding("z", "zoom", "Zoom", id="monitor.zoom", tooltip="Charts: all steps, last 1000, 200 or 50"),
+        Binding("z", "maximise", "Maximise", id="monitor.maximise", tooltip="Charts: one alone, the next, then all"),
+        Binding(
+            "w", "window", "Window", show=False, id="monitor.window", tooltip="Charts: all steps, last 1000, 200, 50"
+        ),
+        Binding("s", "smooth", "Smooth", show=False, id="monitor.smooth", tooltip="Charts: EMA smoothing on or off"),
+        Binding("l", "log_scale", "Log scale", show=False, id="monitor.log", tooltip="Charts: log scale on or off"),
         Binding(
             "1", "tab('tab-charts')", "Charts", show=False, priority=True, id="monitor.charts", tooltip="The charts"
         ),
@@ -143,15 +104,12 @@ class MonitorScreen(Screen[None]):
         yield ProgressBar(total=100, show_eta=False, id="progress")
         yield Static(id="stats")
         with TabbedContent(id="tabs"):
-            with TabPane("1 Charts", id="tab-charts"), Grid(id="charts"):
-                yield MetricChart("Loss", id="chart-loss")
-                yield MetricChart("Learning rate", id="chart-lr")
-                yield MetricChart("Grad norm", id="chart-grad")
-                yield MetricChart("GPU memory (GB)", id="chart-gpu")
+            with TabPane("1 Charts", id="tab-charts"):
+                yield ChartGrid(id="charts")
             with TabPane("2 Events", id="tab-events"):
                 yield Select(EVENT_FILTERS, value="-heartbeat", allow_blank=False, id="event-filter")
                 with Horizontal(id="event-panes"):
-                    yield DataTable(id="event-log", cursor_type="row")
+                    yield NavTable(id="event-log", cursor_type="row")
                     with VerticalScroll(id="event-detail-scroll"):
                         yield Static(id="event-detail")
             with TabPane("3 Evaluation", id="tab-eval"), VerticalScroll():
@@ -162,9 +120,8 @@ class MonitorScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#event-log", DataTable).add_columns("seq", "time", "type", "what")
-        self.query_one("#chart-gpu", MetricChart).empty_message = "no GPU in this run"
         self.refresh_data()
-        self.set_interval(0.5, self.refresh_data)
+        self.ticker = self.set_interval(0.5, self.refresh_data)
 
     def on_job_changed(self, message: JobChanged) -> None:
         if message.job_id == self.job_id:
@@ -184,6 +141,7 @@ class MonitorScreen(Screen[None]):
             return
         self.detail = detail
         job = detail.job
+        self.job_id = str(job.id)  # opened by a prefix, followers' messages name the full id
         # Two refreshes can overlap (a worker already past its query is not cancelled): keep only what is new.
         fresh = [event for event in detail.events if event.seq > self.last_seq]
         if fresh:
@@ -202,6 +160,11 @@ class MonitorScreen(Screen[None]):
             self._plot()
         self.query_one("#job-title", Static).update(Text(job_title(job), style="bold"))
         self.query_one(StageStepper).show(job.status, job.stage, self.stages_seen)
+        # An ended job changes only when someone acts on it (a resume), and that arrives as a JobChanged.
+        if job.status in TERMINAL or job.status == "interrupted":
+            self.ticker.pause()
+        else:
+            self.ticker.resume()
         self._progress(detail, now)
         self._evaluation(detail)
         self._details(detail)
@@ -209,8 +172,10 @@ class MonitorScreen(Screen[None]):
     def _progress(self, detail: JobDetail, now: Any) -> None:
         job = detail.job
         item = look(job.status)
+        ended = job.status in TERMINAL or job.status == "interrupted"
         epochs = detail.spec.hyperparameters.num_epochs if detail.spec else None
         stage = (job.stage or job.status).replace("_", " ").capitalize()
+        bar = self.query_one(ProgressBar)
         if job.total_steps:
             share = job.current_step / job.total_steps
             of_epochs = f" / {epochs}" if epochs else ""
@@ -218,54 +183,21 @@ class MonitorScreen(Screen[None]):
                 f"{stage}: {job.current_step} / {job.total_steps} steps ({share:.1%}) · "
                 f"epoch {job.current_epoch:.2f}{of_epochs}"
             )
-            self.query_one(ProgressBar).update(total=job.total_steps, progress=job.current_step)
+            bar.update(total=job.total_steps, progress=job.current_step)
+        elif ended:  # an ended job's bar stands still (an indeterminate one animates, 15 frames a second)
+            text = stage
+            bar.update(total=1, progress=1 if job.status == "completed" else 0)
         else:
             text = stage
-            self.query_one(ProgressBar).update(total=None)
+            bar.update(total=None)
         progress = Text()
         progress.append(f"{item.icon} {item.word}", style=item.color)
         progress.append(f"  {text}")
         self.query_one("#progress-text", Static).update(progress)
-        latest = next((m for m in reversed(self.metrics) if m.loss is not None), None)
-        last_eval = next((m for m in reversed(self.metrics) if m.eval_loss is not None), None)
-        tps = next((m.tokens_per_second for m in reversed(self.metrics) if m.tokens_per_second), None)
-        parts = []
-        if job.status not in TERMINAL and job.estimated_completion_at is not None and job.status == "training":
-            parts.append(f"ETA {seconds_text(max((job.estimated_completion_at - now).total_seconds(), 0))}")
-        parts.append(f"cost so far ${job.actual_cost_usd:,.2f}")
-        if job.estimated_cost_usd:
-            parts.append(f"estimate ${job.estimated_cost_usd:,.2f}")
-        parts.append(f"running {duration(job.started_at, job.completed_at or now)}")
-        if tps:
-            parts.append(f"{tps:,.0f} tokens/s")
-        if latest is not None:
-            parts.append(f"loss {latest.loss:.4f}")
-        if last_eval is not None:
-            parts.append(f"eval {last_eval.eval_loss:.4f}")
-        stats = Text(" · ".join(parts))
-        if job.status in ("failed", "interrupted", "cancelled") and job.error_message:
-            stats.append(f"\n{job.error_category or job.status}: {job.error_message}", style=item.color)
-            if job.error_hint:
-                stats.append(f"\nhint: {job.error_hint}", style="italic")
-        self.query_one("#stats", Static).update(stats)
+        self.query_one("#stats", Static).update(stats_text(detail, self.metrics, now))
 
     def _plot(self) -> None:
-        steps = [float(m.step) for m in self.metrics]
-
-        def series(name: str) -> Series:
-            return measured(steps, [getattr(m, name) for m in self.metrics])
-
-        losses = {"loss": series("loss"), "eval": series("eval_loss")}
-        self.query_one("#chart-loss", MetricChart).set_series(losses)
-        self.query_one("#chart-lr", MetricChart).set_series({"lr": series("learning_rate")})
-        self.query_one("#chart-grad", MetricChart).set_series({"grad norm": series("grad_norm")})
-        gpu = series("gpu_memory_gb")
-        has_gpu = bool(gpu[0])
-        gpu_chart = self.query_one("#chart-gpu", MetricChart)
-        gpu_chart.display = has_gpu
-        self.query_one("#chart-grad", MetricChart).styles.column_span = 1 if has_gpu else 2
-        if has_gpu:
-            gpu_chart.set_series({"peak GB": gpu})
+        self.query_one(ChartGrid).plot(self.metrics)
 
     def _append_events(self, events: list[JobEvent]) -> None:
         table = self.query_one("#event-log", DataTable)
@@ -303,90 +235,13 @@ class MonitorScreen(Screen[None]):
         found = next((e for e in self.events if e.seq == seq), None)
         if found is None:
             return
-        payload = dict(found.payload)
-        text = Text()
-        text.append(f"{found.type} · seq {found.seq} · {found.ts.isoformat(timespec='seconds')}\n", style="bold")
-        if found.type == "error":
-            text.append(f"{payload.get('category')}: {payload.get('message')}\n", style="bold red")
-            text.append(f"hint: {payload.get('hint')}\n", style="italic")
-            if payload.get("suggested"):
-                text.append(f"suggested for a retry: {payload['suggested']}\n")
-            text.append("\n" + str(payload.get("traceback") or "(no traceback)"), style="dim")
-        else:
-            text.append(json.dumps(payload, indent=2, default=str))
-        self.query_one("#event-detail", Static).update(text)
+        self.query_one("#event-detail", Static).update(event_detail(found))
 
     def _evaluation(self, detail: JobDetail) -> None:
-        evaluation = detail.evaluation
-        if not evaluation:
-            self.query_one("#evaluation", Static).update(
-                Text("No evaluation yet: it runs after training, on the held-out conversations.", style="dim")
-            )
-            return
-        table = Table(title="Held-out perplexity (lower is better)", title_justify="left")
-        table.add_column("")
-        table.add_column("base", justify="right")
-        table.add_column("adapter", justify="right")
-        table.add_row("overall", _fmt(evaluation.get("base_perplexity")), _fmt(evaluation.get("adapter_perplexity")))
-        for group, values in (evaluation.get("groups") or {}).items():
-            for name, pair in values.items():
-                table.add_row(
-                    f"{group}: {name}", _fmt(pair.get("base_perplexity")), _fmt(pair.get("adapter_perplexity"))
-                )
-        parts: list[Any] = [table]
-        for index, generation in enumerate(evaluation.get("generations") or [], start=1):
-            sample = Table(title=f"Generation {index}", title_justify="left", show_lines=True, expand=True)
-            sample.add_column("prompt / reference", ratio=1)
-            sample.add_column("base", ratio=1)
-            sample.add_column("adapter", ratio=1)
-            sample.add_row(
-                f"{generation.get('prompt')}\n\n— reference: {generation.get('reference')}",
-                generation.get("base") or "(nothing)",
-                generation.get("adapter") or "(nothing)",
-            )
-            parts.append(sample)
-        self.query_one("#evaluation", Static).update(Group(*parts))
+        self.query_one("#evaluation", Static).update(evaluation_view(detail.evaluation))
 
     def _details(self, detail: JobDetail) -> None:
-        job = detail.job
-        table = Table(show_header=False, box=None)
-        table.add_column(style="bold")
-        table.add_column()
-        if detail.spec is not None:
-            spec = detail.spec
-            table.add_row("dataset", spec.dataset.dataset_path)
-            table.add_row("sha256", spec.dataset.dataset_sha256 or "—")
-            hp = spec.hyperparameters
-            table.add_row(
-                "LoRA",
-                f"r {hp.lora_r}, alpha {hp.lora_alpha}, dropout {hp.lora_dropout}, {', '.join(hp.target_modules)}",
-            )
-            table.add_row(
-                "training",
-                f"lr {hp.learning_rate:g}, {hp.num_epochs} epochs, "
-                f"batch {hp.batch_size} × {hp.gradient_accumulation_steps}, seq {hp.max_seq_length}",
-            )
-            table.add_row(
-                "weights",
-                f"{'4-bit ' + hp.bnb_4bit_quant_type if hp.load_in_4bit else 'full precision'}, bf16 {hp.bf16}",
-            )
-            table.add_row(
-                "resources",
-                f"{spec.resources.provider}, {spec.resources.gpu_count} × {', '.join(spec.resources.gpu_types[:2])}",
-            )
-        table.add_row("workdir", job.workdir or "—")
-        for attempt in detail.attempts:
-            ended = attempt.ended_at.strftime("%H:%M:%S") if attempt.ended_at else "running"
-            table.add_row(
-                f"attempt {attempt.number}",
-                f"{attempt.started_at:%Y-%m-%d %H:%M:%S} → {ended}, ${attempt.cost_usd:,.2f}, "
-                f"{attempt.outcome or 'running'}",
-            )
-        for artifact in detail.artifacts:
-            table.add_row(f"package {artifact.artifact_type}", f"{artifact.storage_path}\nsha256 {artifact.sha256}")
-        if job.parent_job_id:
-            table.add_row("retry of", short_id(job.parent_job_id))
-        self.query_one("#details", Static).update(table)
+        self.query_one("#details", Static).update(details_view(detail))
 
     # --- actions --------------------------------------------------------------------------------------
 
@@ -395,6 +250,9 @@ class MonitorScreen(Screen[None]):
 
     def action_retry(self) -> None:
         self.lorapod.retry_job(self.job_id)
+
+    def action_resume(self) -> None:
+        self.lorapod.resume_job(self.job_id)
 
     def action_download(self) -> None:
         self.lorapod.download(self.job_id)
@@ -426,12 +284,18 @@ class MonitorScreen(Screen[None]):
         if tab == "tab-events":
             self.query_one("#event-log", DataTable).focus()
 
-    def action_zoom(self) -> None:
-        window = None
-        for chart in self.query(MetricChart):
-            window = chart.cycle_window()
+    def action_maximise(self) -> None:
+        shown = self.query_one(ChartGrid).cycle_maximised()
+        self.notify(f"charts: {'all' if shown is None else shown.removeprefix('chart-')}", timeout=2)
+
+    def action_window(self) -> None:
+        window = self.query_one(ChartGrid).cycle_window()
         self.notify(f"charts: {'all steps' if window is None else f'last {window} steps'}", timeout=2)
 
+    def action_smooth(self) -> None:
+        state = self.query_one(ChartGrid).toggle(smooth=True)
+        self.notify(f"charts: EMA smoothing {'on' if state else 'off'}", timeout=2)
 
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.2f}"
+    def action_log_scale(self) -> None:
+        state = self.query_one(ChartGrid).toggle(log=True)
+        self.notify(f"charts: log scale {'on' if state else 'off'}", timeout=2)
