@@ -106,7 +106,9 @@ def _provider(pod: Pod, url: str) -> RunPodProvider:
 def _remote_text(db: str) -> str:
     """Every row of every synced table in the database, as JSON text."""
     with psycopg.connect(db) as conn:
-        rows = [conn.execute(f"SELECT row_to_json(t)::text FROM lorapod.{table} t").fetchall() for table in SYNCED_TABLES]
+        rows = [
+            conn.execute(f"SELECT row_to_json(t)::text FROM lorapod.{table} t").fetchall() for table in SYNCED_TABLES
+        ]
     return "\n".join(text for found in rows for (text,) in found)
 
 

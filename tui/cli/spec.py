@@ -32,9 +32,8 @@ def spec(
     output: Path | None,
 ) -> None:
     """Print the JobSpec JSON of a preset applied to a dataset, with overrides."""
-    from store.settings import load_settings
-
     from engine.dataset.source import open_regular
+    from store.settings import load_settings
 
     open_regular(dataset).close()  # a FIFO or a device is refused by name here, not hashed forever
     extra = [f"dataset_sha256={sha256_file(dataset)}"]
