@@ -12,6 +12,7 @@ import pytest
 from engine.config import JobSpec
 from presets import get as get_preset
 from remote.runpod.sizing import disk_need, memory_need, shape_for
+from remote.runpod.stock import CUDA_VERSIONS, STOCK_IMAGE
 from tests.engine_helpers import SAMPLE
 from tests.runpod_helpers import VOLUME, Cluster, ledger_rows, lorapod, require_services
 
@@ -116,3 +117,20 @@ def test_a_network_volume_too_small_is_refused_before_any_create_call_naming_bot
     assert f"network volume {VOLUME} holds 50 GB; this job needs {needed} GB" in result.stderr
     assert "Traceback" not in result.stderr
     assert ledger_rows(tmp_path, "SELECT count(*) FROM training_jobs") == [(0,)]
+
+
+def test_with_no_image_set_the_plan_names_runpods_public_image_and_its_start_command(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.standin.volume_sizes[VOLUME] = 400
+    env = _env(cluster, tmp_path, LORAPOD_RUNPOD_IMAGE="")
+    result = lorapod(*BALANCED, *H200, "--plan", "--json", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    launch = json.loads(result.stdout)["launch"]
+    body = launch["create_request"]
+    assert launch["stock_image"] is True and body["imageName"] == STOCK_IMAGE
+    assert body["dockerStartCmd"][:2] == ["bash", "-c"] and "sshd" in body["dockerStartCmd"][2]
+    assert body["allowedCudaVersions"] == list(CUDA_VERSIONS)
+    assert launch["disk"]["needed_gb"] <= 400
+    for value in SECRETS.values():
+        assert value not in result.stdout + result.stderr

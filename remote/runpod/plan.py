@@ -17,6 +17,7 @@ from remote.runpod.client import RestClient
 from remote.runpod.errors import JobDoesNotFit
 from remote.runpod.pods import create_request
 from remote.runpod.sizing import DiskNeed, MemoryNeed, disk_need, memory_advice, memory_need
+from remote.runpod.stock import CUDA_VERSIONS, STOCK_IMAGE, start_command
 from store.artifacts import store_environment
 from store.errors import StoreError
 from store.settings import Settings
@@ -84,6 +85,7 @@ class PodPlan:
     volume_in_gb: int | None  # the pod's own volume; None with a network volume
     network_volume: dict[str, Any] | None  # {"id", "size_gb"}
     volume_mount_path: str
+    stock: bool  # RunPod's own image, bootstrapped at start (remote.runpod.stock)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -101,6 +103,7 @@ class PodPlan:
         return create_request(
             job_id=job_id, spec=self.spec, gpu_type=gpu_type, image=self.image, env=env, network_volume_id=volume,
             volume_mount_path=self.volume_mount_path, volume_in_gb=self.volume_in_gb,
+            start_cmd=start_command() if self.stock else None, cuda_versions=list(CUDA_VERSIONS),
         )  # fmt: skip
 
     def to_dict(self, env_names: list[str]) -> dict[str, Any]:
@@ -110,6 +113,7 @@ class PodPlan:
         body["name"] = "lorapod-<job id>"
         body["env"] = sorted(env_names)  # names only: values include secrets and are never shown
         return {
+            "stock_image": self.stock,
             "create_request": body,
             "create_request_notes": "one request per GPU type, walked in order; gpuTypeIds holds one type",
             "gpu_types": [{"id": g.id, "memory_gb": g.memory_gb, "fits": g.fits} for g in self.gpus],
@@ -141,10 +145,11 @@ def plan_pod(settings: Settings, spec: JobSpec, rest: RestClient, *, hub: bool =
     disk = disk_need(spec, hub=hub)
     memory = memory_need(spec)
     problems: list[str] = []
-    image = settings.runpod_image or ""
-    if not image:
+    image = settings.runpod_image or STOCK_IMAGE
+    if not settings.runpod_image and settings.runpod_transport == "http":
         problems.append(
-            "no pod image: build Dockerfile.gpu, push it, and `lorapod config set runpod_image IMAGE` (docs/runpod.md)"
+            "RunPod's stock image is started over SSH (its bootstrap files go by SFTP), and runpod_transport is "
+            '"http": set it to "auto", or build Dockerfile.gpu and set runpod_image (docs/runpod.md)'
         )
     gpus = []
     for gpu_id in spec.resources.gpu_types:
@@ -184,5 +189,5 @@ def plan_pod(settings: Settings, spec: JobSpec, rest: RestClient, *, hub: bool =
         spec=spec, image=image, disk=disk, memory=memory, gpus=gpus,
         container_disk_gb=spec.resources.container_disk_gb, volume_in_gb=volume_in_gb,
         network_volume=network_volume, volume_mount_path=settings.runpod_volume_mount_path,
-        problems=problems,
+        stock=not settings.runpod_image, problems=problems,
     )  # fmt: skip

@@ -39,6 +39,7 @@ from remote.runpod.plan import PodPlan, plan_pod, pod_env
 from remote.runpod.pods import PodInfo, pod_name
 from remote.runpod.prices import estimated_rate, refresh_prices
 from remote.runpod.ssh import HostKeyPins, ensure_key_pair
+from remote.runpod.stock import boot_files
 from remote.runpod.transport import FailoverFeed, Link, PodTransport
 from store.settings import Settings
 
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 REST_EVERY_S = 10.0  # pod records are read at most this often per pod (RunPod allows ~100 calls a minute)
 EXIT_EVERY_S = 2.0
 START_POLL_S = 3.0
+# A stock-image pod installs the train stack before its job process starts (once per network volume).
+STOCK_INSTALL_S = 1200.0
 
 
 @dataclass
@@ -129,9 +132,10 @@ class RunPodProvider(Provider):
             dataset=dataset.name if upload else None,
         )  # fmt: skip
         env.update(replace(limits or Limits(), rate_usd_per_hour=estimated_rate(spec, settings)).to_env())
+        boot = boot_files(settings.paths.cache_dir) if plan.stock else None  # built before anything is rented
         pod, gpu = self._create(job_id, plan, env)
         try:
-            pod, link = self._wait_until_ready(pod, workdir, token)
+            pod, link = self._wait_until_ready(pod, workdir, token, boot)
             if upload:
                 sha256 = spec.dataset.dataset_sha256 or ""
                 link.call(lambda t: t.upload_input(dataset, dataset.name, sha256))
@@ -209,9 +213,13 @@ class RunPodProvider(Provider):
             log.warning("no interruptible pod (%s): asking for an on-demand one", exc)
             return self.rest.create_pod({**body, "interruptible": False})
 
-    def _wait_until_ready(self, pod: PodInfo, workdir: str, token: str) -> tuple[PodInfo, Link]:
-        """Wait until the pod's job process answers over a transport; PodStartFailed (pod deleted) otherwise."""
-        deadline = time.monotonic() + self.settings.runpod_start_timeout_s
+    def _wait_until_ready(
+        self, pod: PodInfo, workdir: str, token: str, boot: dict[str, Path] | None
+    ) -> tuple[PodInfo, Link]:
+        """Wait until the pod's job process answers over a transport; PodStartFailed (pod deleted) otherwise.
+        A stock-image pod is sent its bootstrap files first, then given time to install its virtualenv."""
+        timeout = self.settings.runpod_start_timeout_s + (STOCK_INSTALL_S if boot else 0.0)
+        deadline = time.monotonic() + timeout
         forgotten: set[tuple[str, int]] = set()
         link: Link | None = None
         problem = "it did not become reachable"
@@ -230,6 +238,10 @@ class RunPodProvider(Provider):
                     forgotten.add((pod.public_ip, pod.ssh_port))
                 link = self.links.make(pod, workdir, token)
                 try:
+                    if boot is not None:
+                        link.call(_upload_boot(boot))
+                        log.info("pod %s: bootstrap files sent; it installs its virtualenv now", pod.id)
+                        boot = None
                     link.call(lambda t: t.check())
                     return pod, link
                 except PodJobFailed as exc:
@@ -238,7 +250,7 @@ class RunPodProvider(Provider):
                 except TransportError as exc:
                     problem = f"it did not become reachable ({exc})"
             if time.monotonic() >= deadline:
-                problem += f" within {self.settings.runpod_start_timeout_s:.0f} s"
+                problem += f" within {timeout:.0f} s"
                 break
             self.sleep(START_POLL_S)
         logs = self._start_logs(link)
@@ -419,6 +431,10 @@ class RunPodProvider(Provider):
 
 def _download(name: str, dest: Path, sha256: str | None) -> Callable[[PodTransport], Path]:
     return lambda transport: transport.download_artifact(name, dest, sha256)
+
+
+def _upload_boot(files: dict[str, Path]) -> Callable[[PodTransport], None]:
+    return lambda transport: transport.upload_boot(files)
 
 
 def _read_log(offset: int) -> Callable[[PodTransport], tuple[str, int]]:
