@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -40,6 +41,24 @@ def test_a_70b_micro_batch_of_4_x_4096_does_not_fit_80_gb_but_half_of_it_does() 
     assert full is not None and half is not None
     assert 37 <= full.weights_gb <= 40  # NF4 with double quantization
     assert not full.fits(80) and full.fits(141) and half.fits(80)
+
+
+def test_the_hubs_file_sizes_win_over_parameters_when_the_hub_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    files = [("model-00001-of-00002.safetensors", 90 * 10**9), ("model-00002-of-00002.safetensors", 51 * 10**9),
+             ("original/consolidated.00.pth", 140 * 10**9), ("config.json", 700)]  # fmt: skip
+    asked: list[tuple[str, bool]] = []
+
+    def model_info(self: object, repo_id: str, **options: object) -> SimpleNamespace:
+        asked.append((repo_id, bool(options.get("files_metadata"))))
+        return SimpleNamespace(siblings=[SimpleNamespace(rfilename=n, size=b) for n, b in files])
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    need = disk_need(balanced())
+    assert asked == [("meta-llama/Meta-Llama-3-70B-Instruct", True)]
+    assert need.weights_gb == 141.0 and need.weights_source == "the Hub's file metadata"
 
 
 def test_shapes_are_read_by_nearest_parameter_count() -> None:
