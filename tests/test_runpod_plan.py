@@ -16,6 +16,7 @@ from remote.runpod.sizing import disk_need, memory_need, shape_for
 from remote.runpod.stock import CUDA_VERSIONS, STOCK_IMAGE
 from tests.engine_helpers import SAMPLE
 from tests.runpod_helpers import VOLUME, Cluster, ledger_rows, lorapod, require_services
+from tui.dialogs.wizard_text import launch_text
 
 SECRETS = {"HF_TOKEN": "hf_PLANSECRET_0b1c2d", "TRAINING_WEBHOOK_SECRET": "whsec_PLANSECRET_9f8e"}
 BALANCED = ["run", "--provider", "runpod", "--preset", "balanced", "--dataset", str(SAMPLE)]
@@ -153,3 +154,13 @@ def test_with_no_image_set_the_plan_names_runpods_public_image_and_its_start_com
     assert launch["disk"]["needed_gb"] <= 400
     for value in SECRETS.values():
         assert value not in result.stdout + result.stderr
+
+
+def test_the_wizards_review_shows_the_pod_and_what_refuses_it(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.standin.volume_sizes[VOLUME] = 50
+    result = lorapod(*BALANCED, "--plan", "--json", env=_env(cluster, tmp_path))
+    plan = json.loads(result.stdout)
+    text = launch_text({**plan["launch"], "problems": plan["problems"]}).plain
+    assert "NVIDIA H100 80GB HBM3 ✖ does not fit" in text and f"network volume {VOLUME} (50 GB)" in text
+    assert f"✖ refused: network volume {VOLUME} holds 50 GB" in text and "LORAPOD_SPEC" in text
+    assert SECRETS["HF_TOKEN"] not in text

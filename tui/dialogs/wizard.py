@@ -33,6 +33,7 @@ import presets as preset_files
 from engine import SpecError
 from engine.config import CloudType, Hyperparameters, JobSpec, Provider, allowed_range, diff
 from presets.gpus import catalogue
+from tui.dialogs.wizard_text import launch_text, preview_text
 from tui.widgets.choices import Choice
 
 if TYPE_CHECKING:
@@ -48,14 +49,6 @@ class DatasetTree(DirectoryTree):
 
     def filter_paths(self, paths: Any) -> Any:
         return [p for p in paths if (p.is_dir() and not p.name.startswith(".")) or p.suffix in (".json", ".jsonl")]
-
-
-def preview_text(preview: Any) -> Text:
-    """The example as the model sees it; trained runs highlighted and underlined (so not by colour alone)."""
-    text = Text()
-    for segment in preview.segments:
-        text.append(segment.text, style="bold underline green" if segment.trained else "dim")
-    return text
 
 
 class NewJobWizard(ModalScreen[JobSpec | None]):
@@ -350,9 +343,12 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
         month = backend.month()
         high = estimate.cost[1] if estimate else 0.0
         decision = may_start(backend.settings, month, high)
-        self.app.call_from_thread(self._review, spec, inspection, estimate, problem, month, decision)
+        launch = backend.launch_plan(spec)  # RunPod: the pod it would rent, and what refuses it
+        self.app.call_from_thread(self._review, spec, inspection, estimate, problem, month, decision, launch)
 
-    def _review(self, spec: JobSpec, inspection: Any, estimate: Any, problem: str, month: Any, decision: Any) -> None:
+    def _review(
+        self, spec: JobSpec, inspection: Any, estimate: Any, problem: str, month: Any, decision: Any, launch: Any
+    ) -> None:
         budget = self.lorapod.backend.settings.monthly_budget_usd
         table = Table(show_header=False, box=None)
         table.add_column(style="bold")
@@ -413,8 +409,10 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
             warnings.append(f"✖ refused by the budget: {reason}\n", style="bold red")
         if warnings:
             parts.append(warnings)
+        if launch:
+            parts.append(launch_text(launch))
         self.query_one("#review-text", Static).update(Group(*parts))
-        self.query_one("#start", Button).disabled = not decision.allowed
+        self.query_one("#start", Button).disabled = not decision.allowed or bool(launch and launch.get("problems"))
 
     # --- navigation -----------------------------------------------------------------------------------
 
