@@ -36,7 +36,9 @@ for key in "${PUBLIC_KEY:-}" "${LORAPOD_PUBLIC_KEY:-}"; do
   fi
 done
 chmod 600 "$authorized_keys"
-if [ -x "$sshd" ]; then
+if [ -n "${LORAPOD_SSHD_RUNNING:-}" ]; then
+  echo "$(date -u +%FT%TZ) sshd already started by the pod's start command (the stock image)"
+elif [ -x "$sshd" ]; then
   if [ -z "${LORAPOD_SSHD_CONFIG:-}" ]; then
     ssh-keygen -A >/dev/null  # a fresh host key per pod, pinned by the supervisor on first use
     mkdir -p /run/sshd

@@ -106,6 +106,14 @@ class Provider(ABC):
     def release(self, handle: RunHandle) -> None:  # noqa: B027 — optional hook
         """Free what the run holds once its job has ended (a pod, say); nothing by default."""
 
+    def preflight(self, spec: JobSpec) -> None:  # noqa: B027 — optional hook
+        """Refuse a job that cannot run where it would go, before it is recorded or anything is rented."""
+
+    def describe_launch(self, spec: JobSpec) -> dict[str, Any]:
+        """What a launch of ``spec`` would ask for, read without starting anything; ``problems`` lists what
+        would refuse it."""
+        return {"problems": []}
+
     def refresh_prices(self) -> None:  # noqa: B027 — optional hook
         """Bring the live prices the cost model reads up to date, where the provider has any."""
 

@@ -23,6 +23,7 @@ from engine.checksums import sha256_file
 from engine.config import DEMO_MODEL, JobSpec, diff
 from engine.config import Provider as ProviderName
 from engine.dataset import validate_file
+from engine.limits import Limits
 from remote import notices
 from remote.follower import Follower, Update
 from remote.local import LocalProvider
@@ -36,6 +37,7 @@ from store.budget import (
     may_resume,
     may_start,
     month_spend,
+    planned_limits,
 )
 from store.costs import Estimate, calibration, estimate
 from store.db import Ledger
@@ -65,6 +67,19 @@ class Submission:
     estimate: Estimate | None
     decision: Decision
     validation: dict[str, Any]
+
+
+@dataclass
+class Plan:
+    """What a run would do: the spec as it would be recorded, its estimate, budget decision and limits, and what
+    the provider would ask for (``launch``: for RunPod the create request, with env names only)."""
+
+    spec: JobSpec
+    estimate: Estimate | None
+    decision: Decision
+    validation: dict[str, Any]
+    limits: Limits
+    launch: dict[str, Any]
 
 
 def _owner() -> str:
@@ -123,26 +138,16 @@ class Supervisor:
 
     def submit(self, spec: JobSpec, *, force: bool = False, parent: uuid.UUID | None = None) -> Submission:
         """Validate, estimate, check the budget and record the job as queued (not launched yet)."""
+        spec, summary = self._validated(spec)
+        provider = self.providers.get(spec.resources.provider.value)
+        if provider is not None:  # one not configured is named at launch
+            try:
+                provider.preflight(spec)
+            except ProviderError as exc:
+                raise SupervisorError(f"refused before anything is rented: {exc}") from None
         path = Path(spec.dataset.dataset_path)
-        report = validate_file(
-            path, format=spec.dataset.dataset_format, mode=spec.dataset.dataset_mode,
-            max_seq_length=spec.hyperparameters.max_seq_length, tokenizer=self.local_tokenizer(spec),
-        )  # fmt: skip
-        summary = report.to_dict()
-        if not report.ok:
-            raise SupervisorError(f"{path} has errors; fix them first:\n{report.format_text()}")
-        digest = sha256_file(path)
-        if spec.dataset.dataset_sha256 not in (None, digest):
-            raise SupervisorError(f"{path} changed since the spec was made (its sha256 differs)")
-        spec = spec.model_copy(
-            update={
-                "dataset": spec.dataset.model_copy(
-                    update={"dataset_sha256": digest, "dataset_path": str(path.resolve())}
-                )
-            }
-        )
         training_file = register_validated(
-            self.ledger, path, sha256=digest, size_bytes=path.stat().st_size, report=summary
+            self.ledger, path, sha256=spec.dataset.dataset_sha256 or "", size_bytes=path.stat().st_size, report=summary
         )
         cost = self.estimate_for(spec, int(summary.get("tokens") or 0))
         high = cost.cost[1] if cost else 0.0
@@ -156,6 +161,31 @@ class Supervisor:
         for alert in decision.alerts:
             raise_alert(self.ledger, f"budget-start:{job.id}", "budget", alert, job_id=job.id)
         return Submission(job=job, estimate=cost, decision=decision, validation=summary)
+
+    def plan(self, spec: JobSpec) -> Plan:
+        """What ``submit`` and ``launch`` would do with ``spec``, recording and renting nothing (prices are read)."""
+        spec, summary = self._validated(spec)
+        cost = self.estimate_for(spec, int(summary.get("tokens") or 0))
+        decision = may_start(self.settings, month_spend(self.ledger), cost.cost[1] if cost else 0.0)
+        limits = planned_limits(self.ledger, self.settings, spec.resources)
+        launch = self.provider(spec.resources.provider.value).describe_launch(spec)
+        return Plan(spec=spec, estimate=cost, decision=decision, validation=summary, limits=limits, launch=launch)
+
+    def _validated(self, spec: JobSpec) -> tuple[JobSpec, dict[str, Any]]:
+        """The spec with its dataset's digest and absolute path, and the dataset's validation summary."""
+        path = Path(spec.dataset.dataset_path)
+        report = validate_file(
+            path, format=spec.dataset.dataset_format, mode=spec.dataset.dataset_mode,
+            max_seq_length=spec.hyperparameters.max_seq_length, tokenizer=self.local_tokenizer(spec),
+        )  # fmt: skip
+        summary = report.to_dict()
+        if not report.ok:
+            raise SupervisorError(f"{path} has errors; fix them first:\n{report.format_text()}")
+        digest = sha256_file(path)
+        if spec.dataset.dataset_sha256 not in (None, digest):
+            raise SupervisorError(f"{path} changed since the spec was made (its sha256 differs)")
+        dataset = spec.dataset.model_copy(update={"dataset_sha256": digest, "dataset_path": str(path.resolve())})
+        return spec.model_copy(update={"dataset": dataset}), summary
 
     def launch(self, job_id: uuid.UUID, *, resume: bool = False) -> JobAttempt:
         """Start the job's engine: a first launch from queued, or a resume from interrupted."""

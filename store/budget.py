@@ -170,9 +170,27 @@ def launch_limits(ledger: Ledger, settings: Settings, job: TrainingJob, resource
     hard cap, what the monthly budget has left for it) and the smallest duration limit, with what earlier
     attempts spent and ran. The provider adds its rate."""
     now = utcnow()
-    month = month_spend(ledger, now)
     spent = job.actual_cost_usd or 0.0
     own_committed = max((job.estimated_cost_usd or 0.0) - spent, 0.0) if job.status in LIVE else 0.0
+    hours_before = running_hours(ledger, job.id, now)
+    return _limits(ledger, settings, resources, spent=spent, own_committed=own_committed, hours_before=hours_before)
+
+
+def planned_limits(ledger: Ledger, settings: Settings, resources: Resources | None) -> Limits:
+    """The limits a job not yet recorded would start with (``lorapod run --plan``)."""
+    return _limits(ledger, settings, resources, spent=0.0, own_committed=0.0, hours_before=0.0)
+
+
+def _limits(
+    ledger: Ledger,
+    settings: Settings,
+    resources: Resources | None,
+    *,
+    spent: float,
+    own_committed: float,
+    hours_before: float,
+) -> Limits:
+    month = month_spend(ledger, utcnow())
     # What everything else this month spent and holds: the rest of the budget is this job's at most.
     others = (month.spent - spent) + (month.committed - own_committed)
     caps = [
@@ -188,7 +206,7 @@ def launch_limits(ledger: Ledger, settings: Settings, job: TrainingJob, resource
     max_hours, max_hours_name = min(hours, key=lambda limit: limit[0])
     return Limits(
         ceiling_usd=round(ceiling, 6), ceiling_name=ceiling_name, spent_before_usd=round(spent, 6),
-        max_hours=max_hours, max_hours_name=max_hours_name, hours_before=round(running_hours(ledger, job.id, now), 6),
+        max_hours=max_hours, max_hours_name=max_hours_name, hours_before=round(hours_before, 6),
     )  # fmt: skip
 
 

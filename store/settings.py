@@ -146,7 +146,9 @@ class Settings(BaseSettings):
     notify_max_attempts: int = Field(5, ge=1, le=20, description="Tries per notice and channel before giving up.")
 
     runpod_image: str | None = Field(
-        None, description="The pod image built from Dockerfile.gpu (e.g. ghcr.io/you/lorapod-gpu:0.1.0)."
+        None,
+        description="The pod image built from Dockerfile.gpu (e.g. ghcr.io/you/lorapod-gpu:0.1.0); unset: RunPod's "
+        "stock PyTorch image, which installs the train stack at start (docs/runpod.md).",
     )
     runpod_network_volume_id: str | None = Field(
         None, description="Network volume for RunPod jobs whose spec names none (checkpoints survive pods)."

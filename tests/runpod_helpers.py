@@ -70,6 +70,7 @@ class Cluster:
         self.standin.start_delay_s = 0.0
         self.standin.public_ip = True
         self.standin.env_overrides = {}
+        self.standin.volume_sizes = {}
 
     def env(self, home: Path, **extra: str) -> dict[str, str]:
         """The environment of a lorapod process that uses this stand-in as RunPod."""

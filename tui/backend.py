@@ -311,6 +311,19 @@ class Backend:
             f"run(s) of this model), ${seconds / 3600 * rate:,.2f} at the notional ${rate:,.2f}/h"
         )
 
+    def launch_plan(self, spec: JobSpec) -> dict[str, Any] | None:
+        """What a RunPod launch of ``spec`` would ask for, renting nothing; None for a local job. A RunPod that
+        cannot be asked is a problem in the plan, not an error."""
+        if spec.resources.provider.value == "local":
+            return None
+        from remote.provider import ProviderError
+        from remote.supervisor import SupervisorError
+
+        try:
+            return self.supervisor.provider(spec.resources.provider.value).describe_launch(spec)
+        except (ProviderError, SupervisorError) as exc:  # no API key, or RunPod unreachable
+            return {"problems": [str(exc)]}
+
     def month(self) -> MonthSpend:
         return month_spend(self.ledger, self.clock())
 

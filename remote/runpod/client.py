@@ -140,6 +140,13 @@ class RestClient:
             return False
         return True
 
+    def get_network_volume(self, volume_id: str) -> dict[str, Any] | None:
+        """The network volume (its ``size`` in GB), or None when RunPod has no such volume."""
+        try:
+            return _json_object(self._request("GET", f"/networkvolumes/{volume_id}"))
+        except PodNotFound:  # the client's 404
+            return None
+
     # --- transport --------------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, *, retry_server_errors: bool = True, **kwargs: Any) -> httpx.Response:

@@ -52,3 +52,7 @@ class HostKeyChanged(TransportError):
 
 class PodJobFailed(TransportError):
     """The pod answers, but its job process has failed (the entrypoint says so): it will not start."""
+
+
+class JobDoesNotFit(ProviderError):
+    """The job cannot run on the pod it would rent (disk, network volume, GPU memory): refused before renting."""

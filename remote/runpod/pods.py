@@ -38,6 +38,9 @@ def create_request(
     env: dict[str, str],
     network_volume_id: str | None,
     volume_mount_path: str,
+    volume_in_gb: int | None = None,
+    start_cmd: list[str] | None = None,
+    cuda_versions: list[str] | None = None,
 ) -> dict[str, Any]:
     """The body of ``POST /pods`` for one GPU type (the provider walks the priority list one type at a time)."""
     resources = spec.resources
@@ -59,7 +62,11 @@ def create_request(
     if network_volume_id:
         body["networkVolumeId"] = network_volume_id
     else:
-        body["volumeInGb"] = max(20, resources.container_disk_gb)
+        body["volumeInGb"] = volume_in_gb or max(20, resources.container_disk_gb)
+    if start_cmd:
+        body["dockerStartCmd"] = start_cmd
+    if cuda_versions:
+        body["allowedCudaVersions"] = cuda_versions
     if resources.cloud_type.value == "COMMUNITY":
         body["supportPublicIp"] = True  # full SSH (and SFTP) needs a public IP
     return body

@@ -35,22 +35,21 @@ from remote.runpod.errors import (
 )
 from remote.runpod.http import CHUNK_BYTES
 from remote.runpod.links import PodLinks
-from remote.runpod.pods import PodInfo, create_request, pod_name
+from remote.runpod.plan import PodPlan, plan_pod, pod_env
+from remote.runpod.pods import PodInfo, pod_name
 from remote.runpod.prices import estimated_rate, refresh_prices
 from remote.runpod.ssh import HostKeyPins, ensure_key_pair
+from remote.runpod.stock import boot_files
 from remote.runpod.transport import FailoverFeed, Link, PodTransport
-from store.artifacts import store_environment
-from store.errors import StoreError
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Settings passed to the pod as environment variables (secrets: never logged, never in the spec).
-POD_SECRETS = {"hf_token": "HF_TOKEN", "training_webhook_secret": "TRAINING_WEBHOOK_SECRET"}
 REST_EVERY_S = 10.0  # pod records are read at most this often per pod (RunPod allows ~100 calls a minute)
 EXIT_EVERY_S = 2.0
 START_POLL_S = 3.0
-WATCHDOG_MARGIN_S = 1800.0
+# A stock-image pod installs the train stack before its job process starts (once per network volume).
+STOCK_INSTALL_S = 1200.0
 
 
 @dataclass
@@ -114,11 +113,8 @@ class RunPodProvider(Provider):
         self, job_id: uuid.UUID, spec: JobSpec, *, resume: bool = False, limits: Limits | None = None
     ) -> RunHandle:
         settings = self.settings
-        if not settings.runpod_image:
-            raise ProviderError(
-                "no pod image: build Dockerfile.gpu, push it, and `lorapod config set runpod_image IMAGE` "
-                "(docs/runpod.md)"
-            )
+        plan = self.plan(spec)
+        plan.check()  # nothing is rented for a job that cannot run on it
         for old in self.job_pods(job_id):  # a resume must never run two engines on one workdir
             log.info("deleting pod %s of an earlier attempt", old.id)
             self.rest.delete_pod(old.id)
@@ -131,11 +127,15 @@ class RunPodProvider(Provider):
             pod_spec = spec.model_copy(update={"dataset": moved})
         token = secrets.token_urlsafe(32)
         _, public_key = ensure_key_pair(self.key_dir)
-        env = self._pod_env(job_id, pod_spec, token, public_key, resume, dataset.name if upload else None)
+        env = pod_env(
+            settings, job_id, pod_spec, token=token, public_key=public_key, resume=resume,
+            dataset=dataset.name if upload else None,
+        )  # fmt: skip
         env.update(replace(limits or Limits(), rate_usd_per_hour=estimated_rate(spec, settings)).to_env())
-        pod, gpu = self._create(job_id, spec, env)
+        boot = boot_files(settings.paths.cache_dir) if plan.stock else None  # built before anything is rented
+        pod, gpu = self._create(job_id, plan, env)
         try:
-            pod, link = self._wait_until_ready(pod, workdir, token)
+            pod, link = self._wait_until_ready(pod, workdir, token, boot)
             if upload:
                 sha256 = spec.dataset.dataset_sha256 or ""
                 link.call(lambda t: t.upload_input(dataset, dataset.name, sha256))
@@ -158,46 +158,39 @@ class RunPodProvider(Provider):
     def _volume(self, spec: JobSpec) -> str | None:
         return spec.resources.network_volume_id or self.settings.runpod_network_volume_id
 
-    def _pod_env(
-        self, job_id: uuid.UUID, spec: JobSpec, token: str, public_key: str, resume: bool, dataset: str | None
-    ) -> dict[str, str]:
-        settings = self.settings
-        hours = spec.resources.max_hours or settings.max_duration_hours
-        env = {
-            "LORAPOD_JOB_ID": str(job_id),
-            "LORAPOD_SPEC": spec.model_dump_json(),
-            "LORAPOD_POD_TOKEN": token,
-            "LORAPOD_PUBLIC_KEY": public_key,
-            "LORAPOD_WORKSPACE": settings.runpod_volume_mount_path,
-            "LORAPOD_LINGER_S": f"{settings.runpod_pod_linger_s:g}",
-            "LORAPOD_MAX_SECONDS": f"{hours * 3600 + 2 * settings.runpod_pod_linger_s + WATCHDOG_MARGIN_S:.0f}",
-            "LORAPOD_RUNPOD_API_URL": settings.runpod_api_url,
-        }
-        if dataset:
-            env["LORAPOD_AWAIT_INPUT"] = dataset
-        if resume:
-            env["LORAPOD_RESUME"] = "1"
-        for field, variable in POD_SECRETS.items():
-            value = getattr(settings, field, None)
-            if value is not None:
-                env[variable] = value.get_secret_value()
-        if settings.artifact_store == "supabase":  # a "local" store would be the pod's own disk: nothing is sent
-            try:
-                env.update(store_environment(settings))
-            except StoreError as exc:
-                raise ProviderError(f"the artifact store is not configured: {exc}") from None
-        return env
+    def plan(self, spec: JobSpec) -> PodPlan:
+        """The pod ``spec`` would get and what stops it, read without renting anything."""
+        return plan_pod(self.settings, spec, self.rest)
 
-    def _create(self, job_id: uuid.UUID, spec: JobSpec, env: dict[str, str]) -> tuple[PodInfo, str]:
-        """A pod on the first GPU type of the priority list that has a machine free."""
-        resources = spec.resources
-        tried: list[str] = []
-        for gpu in resources.gpu_types:
-            tried.append(gpu)
-            body = create_request(
-                job_id=job_id, spec=spec, gpu_type=gpu, image=self.settings.runpod_image or "", env=env,
-                network_volume_id=self._volume(spec), volume_mount_path=self.settings.runpod_volume_mount_path,
+    def preflight(self, spec: JobSpec) -> None:
+        try:
+            plan = self.plan(spec)
+        except RunPodError as exc:  # RunPod unreachable or the key refused: the launch says so, on the job
+            log.info("preflight left to the launch: %s", exc)
+            return
+        plan.check()
+
+    def describe_launch(self, spec: JobSpec) -> dict[str, Any]:
+        plan = self.plan(spec)
+        dataset = Path(spec.dataset.dataset_path)
+        try:  # placeholders for what a launch makes: only the names are shown
+            env = pod_env(
+                self.settings, uuid.UUID(int=0), spec, token="", public_key="", resume=False,
+                dataset=dataset.name if dataset.is_file() else None,
             )  # fmt: skip
+        except ProviderError as exc:
+            plan.problems.append(str(exc))
+            env = {}
+        env.update(Limits().to_env())
+        return {"provider": self.name, "image": plan.image, **plan.to_dict(list(env))}
+
+    def _create(self, job_id: uuid.UUID, plan: PodPlan, env: dict[str, str]) -> tuple[PodInfo, str]:
+        """A pod on the first GPU type of the priority list (of those the job fits) that has a machine free."""
+        resources = plan.spec.resources
+        tried: list[str] = []
+        for gpu in plan.walk:
+            tried.append(gpu)
+            body = plan.request(job_id, gpu, env)
             try:
                 created = self._create_one(body)
             except NoInstances as exc:
@@ -220,9 +213,13 @@ class RunPodProvider(Provider):
             log.warning("no interruptible pod (%s): asking for an on-demand one", exc)
             return self.rest.create_pod({**body, "interruptible": False})
 
-    def _wait_until_ready(self, pod: PodInfo, workdir: str, token: str) -> tuple[PodInfo, Link]:
-        """Wait until the pod's job process answers over a transport; PodStartFailed (pod deleted) otherwise."""
-        deadline = time.monotonic() + self.settings.runpod_start_timeout_s
+    def _wait_until_ready(
+        self, pod: PodInfo, workdir: str, token: str, boot: dict[str, Path] | None
+    ) -> tuple[PodInfo, Link]:
+        """Wait until the pod's job process answers over a transport; PodStartFailed (pod deleted) otherwise.
+        A stock-image pod is sent its bootstrap files first, then given time to install its virtualenv."""
+        timeout = self.settings.runpod_start_timeout_s + (STOCK_INSTALL_S if boot else 0.0)
+        deadline = time.monotonic() + timeout
         forgotten: set[tuple[str, int]] = set()
         link: Link | None = None
         problem = "it did not become reachable"
@@ -241,6 +238,10 @@ class RunPodProvider(Provider):
                     forgotten.add((pod.public_ip, pod.ssh_port))
                 link = self.links.make(pod, workdir, token)
                 try:
+                    if boot is not None:
+                        link.call(_upload_boot(boot))
+                        log.info("pod %s: bootstrap files sent; it installs its virtualenv now", pod.id)
+                        boot = None
                     link.call(lambda t: t.check())
                     return pod, link
                 except PodJobFailed as exc:
@@ -249,7 +250,7 @@ class RunPodProvider(Provider):
                 except TransportError as exc:
                     problem = f"it did not become reachable ({exc})"
             if time.monotonic() >= deadline:
-                problem += f" within {self.settings.runpod_start_timeout_s:.0f} s"
+                problem += f" within {timeout:.0f} s"
                 break
             self.sleep(START_POLL_S)
         logs = self._start_logs(link)
@@ -430,6 +431,10 @@ class RunPodProvider(Provider):
 
 def _download(name: str, dest: Path, sha256: str | None) -> Callable[[PodTransport], Path]:
     return lambda transport: transport.download_artifact(name, dest, sha256)
+
+
+def _upload_boot(files: dict[str, Path]) -> Callable[[PodTransport], None]:
+    return lambda transport: transport.upload_boot(files)
 
 
 def _read_log(offset: int) -> Callable[[PodTransport], tuple[str, int]]:

@@ -334,6 +334,18 @@ class SshTransport(PodTransport):
             raise TransportError(f"SFTP upload {name}: the pod's copy does not match its sha256")
         self._session().exec(f"mv -f {shlex.quote(partial)} {shlex.quote(target)}")
 
+    def upload_boot(self, files: dict[str, Path]) -> None:
+        folder = self._path("boot")
+        try:
+            with self._session().sftp() as sftp:
+                _makedirs(sftp, folder)
+                for name, source in files.items():
+                    sftp.put(str(source), f"{folder}/{name}")
+                with sftp.open(f"{folder}/ready", "w") as marker:
+                    marker.write(b"ready\n")
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise TransportError(f"SFTP upload of the bootstrap: {exc or type(exc).__name__}") from None
+
     def list_artifacts(self) -> list[dict[str, Any]]:
         folder = self._path("packages")
         try:

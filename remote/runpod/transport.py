@@ -167,6 +167,10 @@ class PodTransport(ABC):
     def upload_input(self, source: Path, name: str, sha256: str) -> None:
         """Put a file into the workdir's inputs/ (whole, or not at all)."""
 
+    def upload_boot(self, files: dict[str, Path]) -> None:
+        """Hand a stock-image pod its bootstrap files (boot/ in the workdir), then mark them ready."""
+        raise TransportError(f"{self.name}: a stock-image pod is started over SSH only")
+
     @abstractmethod
     def list_artifacts(self) -> list[dict[str, Any]]:
         """The packages: name, size and sha256 (None while it is being computed)."""

@@ -14,6 +14,7 @@ from store.models import TrainingJob
 from store.status import TERMINAL
 from tui.cli.common import JOB_ARGUMENT, Context, job_title, open_context
 from tui.cli.output import money, warn
+from tui.cli.plan import plan_data, print_plan
 from tui.cli.presets import SET_HELP, resolve_preset
 from tui.cli.progress import JobView, print_plain
 from tui.cli.results import JSON_OPTION, emit_result, say_for
@@ -109,6 +110,7 @@ def summarize(job: TrainingJob) -> int:
 @click.option("--name", default=None, help="A name for the job.")
 @click.option("--detach", is_flag=True, help="Start it and return; follow later with `lorapod watch JOB`.")
 @click.option("--force", is_flag=True, help="Start even when the budget would refuse it.")
+@click.option("--plan", "plan_only", is_flag=True, help="Show everything the run would do, creating nothing.")
 @JSON_OPTION
 def run(
     dataset: Path,
@@ -118,6 +120,7 @@ def run(
     name: str | None,
     detach: bool,
     force: bool,
+    plan_only: bool,
     as_json: bool,
 ) -> None:
     """Start a training job and follow it live (Ctrl-C: cancel or detach).
@@ -134,6 +137,12 @@ def run(
     if name is not None:  # --name wins over --set name=…; neither given keeps the spec's (None)
         spec = spec.model_copy(update={"name": name})
     supervisor = context.supervisor()
+    if plan_only:
+        data = plan_data(supervisor.plan(spec))
+        print_plan(data, as_json=as_json)
+        sys.exit(1 if data["problems"] else 0)
+    if as_json:
+        raise click.UsageError("--json goes with --plan (a started job is followed live)")
     try:
         submission = supervisor.submit(spec, force=force)
     except BudgetRefused as refused:

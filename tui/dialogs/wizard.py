@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
@@ -32,7 +33,7 @@ import presets as preset_files
 from engine import SpecError
 from engine.config import CloudType, Hyperparameters, JobSpec, Provider, allowed_range, diff
 from presets.gpus import catalogue
-from tui.dialogs.wizard_views import DatasetTree, dataset_report, review_view
+from tui.dialogs.wizard_views import DatasetTree, dataset_report, launch_text, review_view
 from tui.widgets.choices import Choice
 
 if TYPE_CHECKING:
@@ -322,14 +323,18 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
         month = backend.month()
         high = estimate.cost[1] if estimate else 0.0
         decision = may_start(backend.settings, month, high)
-        self.app.call_from_thread(self._review, spec, inspection, estimate, problem, month, decision)
+        launch = backend.launch_plan(spec)  # RunPod: the pod it would rent, and what refuses it
+        self.app.call_from_thread(self._review, spec, inspection, estimate, problem, month, decision, launch)
 
-    def _review(self, spec: JobSpec, inspection: Any, estimate: Any, problem: str, month: Any, decision: Any) -> None:
+    def _review(
+        self, spec: JobSpec, inspection: Any, estimate: Any, problem: str, month: Any, decision: Any, launch: Any
+    ) -> None:
         settings = self.lorapod.backend.settings
         budget = settings.monthly_budget_usd
         view = review_view(spec, inspection, estimate, problem, month, decision, budget, self.local)
-        self.query_one("#review-text", Static).update(view)
-        self.query_one("#start", Button).disabled = not decision.allowed
+        # RunPod: the pod it would rent (lorapod run --plan), and what would refuse it before it bills.
+        self.query_one("#review-text", Static).update(Group(view, launch_text(launch)) if launch else view)
+        self.query_one("#start", Button).disabled = not decision.allowed or bool(launch and launch.get("problems"))
         self.refresh_bindings()
 
     # --- navigation -----------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ import psutil
 from tests.conftest import ROOT
 
 ENTRYPOINT = ROOT / "pod" / "entrypoint.sh"
+# The stock image's Python: the system's, with no lorapod in it (the bootstrap installs lorapod into a virtualenv).
+STOCK_PYTHON = Path("/usr/bin/python3")
 SSHD = Path("/usr/sbin/sshd")
 ACCOUNT_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ8bTHYtV1F9o1mS6v8rRzQ0qvQwV4hN8vYp6c3f2b1k account@runpod"
 
@@ -160,13 +162,27 @@ class StandInPod:
         self.ready_at = time.monotonic() + delay
         threading.Thread(target=self._supervise, args=(delay,), name=f"pod-{self.id}", daemon=True).start()
 
+    @property
+    def stock(self) -> bool:
+        """A pod with a start command of its own: RunPod's stock image, which holds no lorapod."""
+        return bool(self.body.get("dockerStartCmd"))
+
     def _spawn(self) -> None:
         self.mount_volume()
         log = (self.folder / "container.log").open("ab")
+        env = self.environment({str(k): str(v) for k, v in self.body.get("env", {}).items()})
+        command = ["bash", str(ENTRYPOINT)]
+        if self.stock:
+            # Nothing of this checkout reaches the pod but what lorapod sends it: no PYTHONPATH, no interpreter
+            # of ours, and a working directory outside the checkout.
+            command = [str(part) for part in self.body["dockerStartCmd"]]
+            for name in ("PYTHONPATH", "LORAPOD_PYTHON", "VIRTUAL_ENV"):
+                env.pop(name, None)
+            env["LORAPOD_BASE_PYTHON"] = str(STOCK_PYTHON)
         self.process = subprocess.Popen(
-            ["bash", str(ENTRYPOINT)],
-            cwd=ROOT,
-            env=self.environment({str(k): str(v) for k, v in self.body.get("env", {}).items()}),
+            command,
+            cwd=self.folder if self.stock else ROOT,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

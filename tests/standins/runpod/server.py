@@ -43,7 +43,10 @@ NO_INSTANCES = (
     "Please refresh and try again."
 )
 ERROR_BODY = {"type": "object", "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}}
-USED = {("/pods", "post"), ("/pods", "get"), ("/pods/{podId}", "get"), ("/pods/{podId}", "delete")}
+USED = {
+    ("/pods", "post"), ("/pods", "get"), ("/pods/{podId}", "get"), ("/pods/{podId}", "delete"),
+    ("/networkvolumes/{networkVolumeId}", "get"),
+}  # fmt: skip
 
 
 def load_spec(server_url: str) -> OpenAPI:
@@ -73,6 +76,8 @@ class RunPodStandIn:
         self.start_delay_s = 0.0
         self.public_ip = True
         self.env_overrides: dict[str, str] = {}
+        self.volume_gb = 100  # every network volume's size unless volume_sizes names it
+        self.volume_sizes: dict[str, int] = {}
         self.pods: dict[str, StandInPod] = {}
         self.deleted: dict[str, StandInPod] = {}
         self.requests: list[tuple[str, str, Any]] = []  # method, path, JSON body
@@ -153,15 +158,16 @@ class RunPodStandIn:
     def _route(self, request: Request, body: Any) -> Response:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         pod_owner = next((p for p in self.pods.values() if p.pod_key == token), None)
-        if token != self.api_key and pod_owner is None:
-            return _error(401, "Unauthorized: invalid API key")
-        if self._over_budget(token):
-            return _error(429, "too many requests", headers={"Retry-After": "1"})
+        refused = self._gate(token, pod_owner)
+        if refused is not None:
+            return refused
         parts = request.path.removeprefix("/v1/").split("/")
         method = request.method
         own_pod_only = pod_owner is not None and (len(parts) != 2 or parts[1] != pod_owner.id)
         if own_pod_only or (pod_owner is not None and method not in ("GET", "DELETE")):
             return _error(403, "this key is scoped to its own pod")
+        if parts[0] == "networkvolumes":
+            return self._volume(parts[-1])
         if parts == ["pods"]:
             return self._create(body or {}) if method == "POST" else self._list(request.args.get("name"))
         pod = self.pods.get(parts[1]) if len(parts) == 2 else None
@@ -177,6 +183,18 @@ class RunPodStandIn:
         # The answer goes out first: a pod deleting itself is stopped right after.
         threading.Timer(0.2, pod.stop, args=("TERMINATED",)).start()
         return Response(status=204)
+
+    def _gate(self, token: str, pod_owner: StandInPod | None) -> Response | None:
+        if token != self.api_key and pod_owner is None:
+            return _error(401, "Unauthorized: invalid API key")
+        if self._over_budget(token):
+            return _error(429, "too many requests", headers={"Retry-After": "1"})
+        return None
+
+    def _volume(self, volume_id: str) -> Response:
+        """GET /networkvolumes/{id}: the only volume call lorapod makes (the spec refuses any other)."""
+        size = self.volume_sizes.get(volume_id, self.volume_gb)
+        return _json({"id": volume_id, "name": "stand-in volume", "size": size, "dataCenterId": "EU-RO-1"})
 
     def _list(self, name: str | None) -> Response:
         return _json([p.record() for p in self.pods.values() if name is None or p.name == name])

@@ -1,0 +1,166 @@
+"""Sized before it bills: ``lorapod run --plan`` against the RunPod stand-in, and the refusals made before any
+pod is created (a network volume too small, a model whose 4-bit weights and activations do not fit the GPU)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from engine.config import JobSpec
+from presets import get as get_preset
+from remote.runpod.sizing import disk_need, memory_need, shape_for
+from remote.runpod.stock import CUDA_VERSIONS, STOCK_IMAGE
+from tests.engine_helpers import SAMPLE
+from tests.runpod_helpers import VOLUME, Cluster, ledger_rows, lorapod, require_services
+from tui.dialogs.wizard_text import launch_text
+
+SECRETS = {"HF_TOKEN": "hf_PLANSECRET_0b1c2d", "TRAINING_WEBHOOK_SECRET": "whsec_PLANSECRET_9f8e"}
+BALANCED = ["run", "--provider", "runpod", "--preset", "balanced", "--dataset", str(SAMPLE)]
+H200 = ["--set", 'gpu_types=["NVIDIA H200"]']
+
+
+def balanced(*overrides: str) -> JobSpec:
+    return get_preset("balanced").to_spec("data.jsonl", ("provider=runpod", *overrides))
+
+
+# --- sizes ----------------------------------------------------------------------------------------------------
+
+
+def test_the_disk_holds_llama_3_70b_bf16_weights_and_checkpoints_without_the_hub() -> None:
+    need = disk_need(balanced(), hub=False)
+    assert need.weights_gb == pytest.approx(141.2, abs=0.1)  # 70.6 B parameters × 2 bytes
+    assert "70.6 B parameters" in need.weights_source
+    assert need.checkpoints_gb > 5 and need.total_gb >= need.weights_gb + need.checkpoints_gb
+
+
+def test_a_70b_micro_batch_of_4_x_4096_does_not_fit_80_gb_but_half_of_it_does() -> None:
+    full, half = memory_need(balanced()), memory_need(balanced("batch_size=2", "gradient_accumulation_steps=8"))
+    assert full is not None and half is not None
+    assert 37 <= full.weights_gb <= 40  # NF4 with double quantization
+    assert not full.fits(80) and full.fits(141) and half.fits(80)
+
+
+def test_the_hubs_file_sizes_win_over_parameters_when_the_hub_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    files = [("model-00001-of-00002.safetensors", 90 * 10**9), ("model-00002-of-00002.safetensors", 51 * 10**9),
+             ("original/consolidated.00.pth", 140 * 10**9), ("config.json", 700)]  # fmt: skip
+    asked: list[tuple[str, bool]] = []
+
+    def model_info(self: object, repo_id: str, **options: object) -> SimpleNamespace:
+        asked.append((repo_id, bool(options.get("files_metadata"))))
+        return SimpleNamespace(siblings=[SimpleNamespace(rfilename=n, size=b) for n, b in files])
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    need = disk_need(balanced())
+    assert asked == [("meta-llama/Meta-Llama-3-70B-Instruct", True)]
+    assert need.weights_gb == 141.0 and need.weights_source == "the Hub's file metadata"
+
+
+def test_shapes_are_read_by_nearest_parameter_count() -> None:
+    assert (shape_for(70).layers, shape_for(8).hidden, shape_for(1.1).layers) == (80, 4096, 16)
+
+
+# --- the plan and the refusals, on the stand-in ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Iterator[Cluster]:
+    require_services()
+    started = Cluster.start(tmp_path_factory.mktemp("runpod-plan"), demo_model)
+    yield started
+    started.standin.stop()
+
+
+@pytest.fixture(autouse=True)
+def ordinary(cluster: Cluster) -> Iterator[None]:
+    cluster.reset()
+    yield
+    assert cluster.standin.violations == []
+    assert [r for r in cluster.standin.requests if r[0] == "POST"] == []  # nothing that costs money
+
+
+def _env(cluster: Cluster, home: Path, **extra: str) -> dict[str, str]:
+    return cluster.env(home, HF_HUB_OFFLINE="1", **SECRETS, **extra)
+
+
+def test_the_plan_shows_the_create_request_sizes_estimate_and_limits_and_creates_nothing(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.standin.volume_sizes[VOLUME] = 400
+    result = lorapod(*BALANCED, *H200, "--plan", "--json", env=_env(cluster, tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    plan = json.loads(result.stdout)
+    launch = plan["launch"]
+    body = launch["create_request"]
+    assert body["imageName"] and body["gpuTypeIds"] == ["NVIDIA H200"] and body["networkVolumeId"] == VOLUME
+    assert "HF_TOKEN" in body["env"] and "LORAPOD_SPEC" in body["env"]  # names, as a list
+    assert launch["disk"]["needed_gb"] >= 141.2 + launch["disk"]["checkpoints_gb"]
+    assert launch["disk"]["network_volume"] == {"id": VOLUME, "size_gb": 400}
+    assert plan["estimate"]["cost_usd"][1] > 0 and plan["limits"]["ceiling_usd"] > 0
+    assert plan["problems"] == []
+    for value in SECRETS.values():
+        assert value not in result.stdout + result.stderr
+    assert ledger_rows(tmp_path, "SELECT count(*) FROM training_jobs") == [(0,)]
+
+
+def test_without_a_network_volume_the_pods_own_volume_is_sized_for_the_weights(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    env = _env(cluster, tmp_path, LORAPOD_RUNPOD_NETWORK_VOLUME_ID="")
+    result = lorapod(*BALANCED, *H200, "--plan", "--json", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    body = json.loads(result.stdout)["launch"]["create_request"]
+    assert "networkVolumeId" not in body and body["volumeInGb"] >= 150
+
+
+def test_the_default_gpus_are_refused_for_70b_at_4_x_4096_with_a_suggestion(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.standin.volume_sizes[VOLUME] = 400
+    result = lorapod(*BALANCED, "--plan", env=_env(cluster, tmp_path))
+    assert result.returncode == 1
+    assert "GB of GPU memory" in result.stdout and "batch_size=2" in result.stdout
+    assert "NVIDIA H100 80GB HBM3 (80 GB)" in result.stdout
+
+
+def test_a_network_volume_too_small_is_refused_before_any_create_call_naming_both_sizes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.standin.volume_sizes[VOLUME] = 50
+    result = lorapod(*BALANCED, *H200, "--detach", env=_env(cluster, tmp_path))
+    assert result.returncode != 0
+    needed = disk_need(balanced(), hub=False).total_gb
+    assert f"network volume {VOLUME} holds 50 GB; this job needs {needed} GB" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert ledger_rows(tmp_path, "SELECT count(*) FROM training_jobs") == [(0,)]
+
+
+def test_with_no_image_set_the_plan_names_runpods_public_image_and_its_start_command(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.standin.volume_sizes[VOLUME] = 400
+    env = _env(cluster, tmp_path, LORAPOD_RUNPOD_IMAGE="")
+    result = lorapod(*BALANCED, *H200, "--plan", "--json", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    launch = json.loads(result.stdout)["launch"]
+    body = launch["create_request"]
+    assert launch["stock_image"] is True and body["imageName"] == STOCK_IMAGE
+    assert body["dockerStartCmd"][:2] == ["bash", "-c"] and "sshd" in body["dockerStartCmd"][2]
+    assert body["allowedCudaVersions"] == list(CUDA_VERSIONS)
+    assert launch["disk"]["needed_gb"] <= 400
+    for value in SECRETS.values():
+        assert value not in result.stdout + result.stderr
+
+
+def test_the_wizards_review_shows_the_pod_and_what_refuses_it(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.standin.volume_sizes[VOLUME] = 50
+    result = lorapod(*BALANCED, "--plan", "--json", env=_env(cluster, tmp_path))
+    plan = json.loads(result.stdout)
+    text = launch_text({**plan["launch"], "problems": plan["problems"]}).plain
+    assert "NVIDIA H100 80GB HBM3 ✖ does not fit" in text and f"network volume {VOLUME} (50 GB)" in text
+    assert f"✖ refused: network volume {VOLUME} holds 50 GB" in text and "LORAPOD_SPEC" in text
+    assert SECRETS["HF_TOKEN"] not in text
