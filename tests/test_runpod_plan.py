@@ -16,7 +16,7 @@ from remote.runpod.sizing import disk_need, memory_need, shape_for
 from remote.runpod.stock import CUDA_VERSIONS, STOCK_IMAGE
 from tests.engine_helpers import SAMPLE
 from tests.runpod_helpers import VOLUME, Cluster, ledger_rows, lorapod, require_services
-from tui.dialogs.wizard_text import launch_text
+from tui.dialogs.wizard_views import launch_text
 
 SECRETS = {"HF_TOKEN": "hf_PLANSECRET_0b1c2d", "TRAINING_WEBHOOK_SECRET": "whsec_PLANSECRET_9f8e"}
 BALANCED = ["run", "--provider", "runpod", "--preset", "balanced", "--dataset", str(SAMPLE)]
