@@ -27,6 +27,9 @@ def balanced(*overrides: str) -> JobSpec:
     return get_preset("balanced").to_spec("data.jsonl", ("provider=runpod", *overrides))
 
 
+# A micro-batch too big for an 80 GB H100 at 70B.
+BIG_BATCH = ["--set", "batch_size=8", "--set", "gradient_accumulation_steps=2"]
+
 # --- sizes ----------------------------------------------------------------------------------------------------
 
 
@@ -37,8 +40,8 @@ def test_the_disk_holds_llama_3_70b_bf16_weights_and_checkpoints_without_the_hub
     assert need.checkpoints_gb > 5 and need.total_gb >= need.weights_gb + need.checkpoints_gb
 
 
-def test_a_70b_micro_batch_of_4_x_4096_does_not_fit_80_gb_but_half_of_it_does() -> None:
-    full, half = memory_need(balanced()), memory_need(balanced("batch_size=2", "gradient_accumulation_steps=8"))
+def test_a_70b_micro_batch_of_8_x_4096_does_not_fit_80_gb_but_the_balanced_4_x_4096_does() -> None:
+    full, half = memory_need(balanced("batch_size=8", "gradient_accumulation_steps=2")), memory_need(balanced())
     assert full is not None and half is not None
     assert 37 <= full.weights_gb <= 40  # NF4 with double quantization
     assert not full.fits(80) and full.fits(141) and half.fits(80)
@@ -119,11 +122,11 @@ def test_without_a_network_volume_the_pods_own_volume_is_sized_for_the_weights(
     assert "networkVolumeId" not in body and body["volumeInGb"] >= 150
 
 
-def test_the_default_gpus_are_refused_for_70b_at_4_x_4096_with_a_suggestion(cluster: Cluster, tmp_path: Path) -> None:
+def test_the_default_gpus_are_refused_for_70b_at_8_x_4096_with_a_suggestion(cluster: Cluster, tmp_path: Path) -> None:
     cluster.standin.volume_sizes[VOLUME] = 400
-    result = lorapod(*BALANCED, "--plan", env=_env(cluster, tmp_path))
+    result = lorapod(*BALANCED, *BIG_BATCH, "--plan", env=_env(cluster, tmp_path))
     assert result.returncode == 1
-    assert "GB of GPU memory" in result.stdout and "batch_size=2" in result.stdout
+    assert "GB of GPU memory" in result.stdout and "batch_size=4" in result.stdout
     assert "NVIDIA H100 80GB HBM3 (80 GB)" in result.stdout
 
 
@@ -158,7 +161,7 @@ def test_with_no_image_set_the_plan_names_runpods_public_image_and_its_start_com
 
 def test_the_wizards_review_shows_the_pod_and_what_refuses_it(cluster: Cluster, tmp_path: Path) -> None:
     cluster.standin.volume_sizes[VOLUME] = 50
-    result = lorapod(*BALANCED, "--plan", "--json", env=_env(cluster, tmp_path))
+    result = lorapod(*BALANCED, *BIG_BATCH, "--plan", "--json", env=_env(cluster, tmp_path))
     plan = json.loads(result.stdout)
     text = launch_text({**plan["launch"], "problems": plan["problems"]}).plain
     assert "NVIDIA H100 80GB HBM3 ✖ does not fit" in text and f"network volume {VOLUME} (50 GB)" in text
