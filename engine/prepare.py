@@ -56,13 +56,12 @@ def prepare(
     from datasets import Dataset
 
     hp = spec.hyperparameters
+    # The source is checked before anything else touches it (a FIFO or a device is refused by name).
+    source = _check_source(spec) if convert else Path(spec.dataset.dataset_path)
     chat = ChatTokenizer(tokenizer.backend_tokenizer)
     if convert:
-        source = _check_source(spec)
         options = ConvertOptions.from_spec(spec.dataset, hp.max_seq_length)
         convert_file(source, workdir.dataset, options, tokenizer=chat)
-    else:
-        source = Path(spec.dataset.dataset_path)
     train_examples, eval_examples, _ = load_examples(workdir.dataset)
     if not train_examples:
         raise DatasetError(f"{source}: no trainable examples after conversion")

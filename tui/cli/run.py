@@ -141,8 +141,6 @@ def run(
         data = plan_data(supervisor.plan(spec))
         print_plan(data, as_json=as_json)
         sys.exit(1 if data["problems"] else 0)
-    if as_json:
-        raise click.UsageError("--json goes with --plan (a started job is followed live)")
     try:
         submission = supervisor.submit(spec, force=force)
     except BudgetRefused as refused:
