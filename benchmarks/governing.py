@@ -12,7 +12,6 @@ import sys
 import tempfile
 import textwrap
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -184,4 +183,4 @@ def run() -> list[dict[str, Any]]:
     return [*limit_figures(), *supervisor_figures()]
 
 
-__all__ = ["run", "uuid"]
+__all__ = ["run"]
