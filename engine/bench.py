@@ -284,6 +284,7 @@ def _train(
     import torch
 
     from engine.bench_model import loss_of, make_optimizer
+    from engine.speed import flattens_rows
     from engine.speed import optimizer as optimizer_choice
 
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -295,6 +296,8 @@ def _train(
     if doc_len:  # position ids restart at each document: transformers then keeps each document to itself
         positions = positions % doc_len
     positions = positions.unsqueeze(0).expand(args.batch, -1)
+    if flattens_rows(args.attn):  # as the engine's trainer hands a varlen kernel its rows: one flattened row
+        ids, positions = ids.reshape(1, -1), positions.reshape(1, -1)
 
     def step() -> Any:
         with torch.autocast(device.type, dtype=torch.bfloat16):

@@ -106,8 +106,9 @@ class Hyperparameters(_Section):
     # cannot honour one refuses the job before loading anything (engine.speed), rather than train slower unasked.
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto",
-        description="Attention kernel. auto: sdpa (PyTorch's fused attention); flash_attention_2 needs CUDA, bf16 "
-        "and the flash-attn package.",
+        description="Attention kernel. auto: flash_attention_2 on a CUDA GPU with bf16 where flash-attn or kernels "
+        "is installed (packed rows flattened, each document attended alone), else sdpa (rows kept apart, each masked "
+        "to its documents); flash_attention_2 needs CUDA, bf16 and the flash-attn or kernels package.",
     )
     liger_kernel: bool = Field(
         False, description="Liger's Triton kernels for RMSNorm, RoPE and SwiGLU (CUDA, liger-kernel installed)."

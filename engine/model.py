@@ -80,7 +80,7 @@ def load_model(spec: JobSpec, model_path: str, token: str | None) -> PeftModel:
         "dtype": dtype,
         "token": token,
         "device_map": {"": placement()},
-        "attn_implementation": attention(hp),
+        "attn_implementation": attention(hp, cuda=device() == "cuda"),
     }
     if hp.load_in_4bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(

@@ -14,12 +14,33 @@ import shutil
 from engine import SpecError
 from engine.config import Hyperparameters
 
-DEFAULT_ATTENTION = "sdpa"  # PyTorch's fused attention: on every device, and it keeps packed sequences apart
+# PyTorch's fused attention: on every device. A packed row reaches it with a mask that keeps each document to itself.
+DEFAULT_ATTENTION = "sdpa"
+# FlashAttention-2's varlen kernel (the flash-attn package, or the kernels package's kernels-community/flash-attn2,
+# which transformers substitutes when flash-attn is missing): each document attended alone, no mask at all.
+VARLEN_ATTENTION = "flash_attention_2"
 
 
-def attention(hp: Hyperparameters) -> str:
-    """The ``attn_implementation`` transformers loads the model with (``auto`` is sdpa)."""
-    return DEFAULT_ATTENTION if hp.attn_implementation == "auto" else hp.attn_implementation
+def attention(hp: Hyperparameters, *, cuda: bool) -> str:
+    """The ``attn_implementation`` transformers loads the model with.
+
+    ``auto`` is FlashAttention-2 on a CUDA GPU with bf16 where flash-attn or kernels is installed, else sdpa."""
+    if hp.attn_implementation != "auto":
+        return hp.attn_implementation
+    if cuda and hp.bf16 and _flash_attention_installed():
+        return VARLEN_ATTENTION
+    return DEFAULT_ATTENTION
+
+
+def flattens_rows(attn_implementation: str) -> bool:
+    """Whether a micro-step's packed rows reach the model as one flattened row (TRL's padding-free batch).
+
+    Only a varlen kernel attends within each document of a flattened row without a mask. Any other kernel would be
+    handed a dense mask over all rows × length tokens, (batch_size × max_seq_length)² entries, and compute that
+    whole square: with those, the rows stay rows, each masked to its own documents (engine.packed_rows)."""
+    from transformers.utils.generic import is_flash_attention_requested
+
+    return bool(is_flash_attention_requested(requested_attention_implementation=attn_implementation))
 
 
 def optimizer(hp: Hyperparameters, *, cuda: bool) -> str:
@@ -72,8 +93,11 @@ def check_machine(hp: Hyperparameters, *, cuda: bool) -> None:
 def describe(hp: Hyperparameters, *, cuda: bool) -> str:
     """One line for the log: every speed setting as it will run."""
     upcast = "fp32" if hp.upcast_non_lora or not hp.bf16 else "bf16"
+    chosen = attention(hp, cuda=cuda)
+    layout = "rows flattened, varlen" if flattens_rows(chosen) else "rows kept apart"
+    picked = f"auto → {chosen}" if hp.attn_implementation == "auto" else chosen
     parts = [
-        f"attention {attention(hp)}",
+        f"attention {picked} ({layout})" if hp.packing else f"attention {picked}",
         f"optimizer {optimizer(hp, cuda=cuda)}",
         f"micro-step {hp.batch_size} × {hp.max_seq_length} = {tokens_per_micro_step(hp):,} tokens"
         + (" (packed)" if hp.packing else " (padded)"),

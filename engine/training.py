@@ -23,7 +23,7 @@ from engine import SpecError, distributed
 from engine.config import JobSpec
 from engine.events import CheckpointEvent, MetricsEvent, StatusEvent, WarningEvent
 from engine.failures import NonFiniteLoss
-from engine.speed import optimizer
+from engine.speed import flattens_rows, optimizer
 from engine.workdir import Workdir
 
 if TYPE_CHECKING:
@@ -335,7 +335,13 @@ def build_trainer(
     args = sft_config(spec, workdir, has_eval=evaluation is not None, use_cpu=use_cpu)
     checkpoints = CheckpointCallback(spec, emit)
     cancel = CancelCallback(should_stop, checkpoints)
-    trainer = SFTTrainer(
+    rows_kept = spec.hyperparameters.packing and not flattens_rows(model.config._attn_implementation)
+    trainer_class = SFTTrainer
+    if rows_kept:
+        from engine.packed_rows import PackedRowsTrainer
+
+        trainer_class = PackedRowsTrainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train,
@@ -344,6 +350,11 @@ def build_trainer(
         callbacks=[EventsCallback(spec, emit, progress), checkpoints, cancel],
     )
     trainer.remove_callback(PrinterCallback)  # events carry the logs; no dicts on stdout
+    if rows_kept:
+        from engine.packed_rows import PackedRowsCollator
+
+        # SFTTrainer takes no collator of its own beside packing (it would flatten the rows): set after it is built.
+        trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id)
     return trainer, cancel
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from engine import SpecError
 from engine.config import Hyperparameters, apply_overrides, validate_spec
-from engine.speed import attention, check_machine, describe, optimizer, tokens_per_micro_step
+from engine.speed import attention, check_machine, describe, flattens_rows, optimizer, tokens_per_micro_step
 from engine.workdir import Workdir
 from tests.engine_helpers import SAMPLE, events, of_type, run_engine, stages, tiny_spec, write_spec
 
@@ -43,7 +43,7 @@ def test_speed_settings_default_to_the_measured_best() -> None:
     hp = Hyperparameters()
     settings = (hp.attn_implementation, hp.liger_kernel, hp.upcast_non_lora, hp.torch_compile)
     assert settings == ("auto", False, True, False)
-    assert attention(hp) == "sdpa"
+    assert attention(hp, cuda=False) == "sdpa"
     assert optimizer(hp, cuda=True) == "paged_adamw_8bit"
     assert optimizer(hp, cuda=False) == "adamw_torch"
     assert optimizer(hp.model_copy(update={"load_in_4bit": False}), cuda=True) == "adamw_torch"
@@ -97,12 +97,46 @@ def test_a_gpu_without_the_packages_is_told_to_install_them() -> None:
     assert "pip install liger-kernel" in str(raised.value)
 
 
+def test_auto_attention_is_flash_attention_where_a_gpu_has_it_and_sdpa_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import engine.speed
+
+    auto = Hyperparameters()
+    monkeypatch.setattr(engine.speed, "_flash_attention_installed", lambda: True)
+    assert attention(auto, cuda=True) == "flash_attention_2"
+    assert attention(auto, cuda=False) == "sdpa"
+    assert attention(auto.model_copy(update={"bf16": False}), cuda=True) == "sdpa"  # FlashAttention runs bf16 only
+    assert attention(Hyperparameters(attn_implementation="eager"), cuda=True) == "eager"
+    monkeypatch.setattr(engine.speed, "_flash_attention_installed", lambda: False)
+    assert attention(auto, cuda=True) == "sdpa"
+
+
+def test_only_a_varlen_kernel_gets_the_rows_flattened() -> None:
+    assert flattens_rows("flash_attention_2")
+    assert flattens_rows("kernels-community/flash-attn2")  # what transformers loads when only kernels is installed
+    assert not flattens_rows("sdpa")
+    assert not flattens_rows("eager")
+    assert not flattens_rows("flex_attention")
+
+
 def test_the_log_line_states_every_speed_setting() -> None:
     line = describe(Hyperparameters(batch_size=2, max_seq_length=1024, upcast_non_lora=False), cuda=False)
     assert line == (
-        "speed settings: attention sdpa · optimizer adamw_torch · micro-step 2 × 1024 = 2,048 tokens (packed) · "
-        "activation checkpointing on · torch.compile off · liger kernels off · embedding, norms and lm_head in bf16"
+        "speed settings: attention auto → sdpa (rows kept apart) · optimizer adamw_torch · micro-step 2 × 1024 = "
+        "2,048 tokens (packed) · activation checkpointing on · torch.compile off · liger kernels off · embedding, "
+        "norms and lm_head in bf16"
     )
+
+
+def test_the_log_line_says_what_auto_chose_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.speed
+
+    monkeypatch.setattr(engine.speed, "_flash_attention_installed", lambda: True)
+    line = describe(Hyperparameters(), cuda=True)
+    assert line.startswith("speed settings: attention auto → flash_attention_2 (rows flattened, varlen) · ")
+    explicit = describe(Hyperparameters(attn_implementation="eager", packing=False), cuda=True)
+    assert explicit.startswith("speed settings: attention eager · ")
 
 
 def test_the_settings_reach_the_trainer(tmp_path: Path) -> None:
@@ -191,7 +225,7 @@ def test_a_short_cpu_run_with_other_speed_settings_trains(model_dir: Path, tmp_p
     items = events(tmp_path / "job")
     assert stages(items)[-1] == "completed"
     logs = [e["message"] for e in of_type(items, "log")]
-    assert any(m.startswith("speed settings: attention eager · optimizer adamw_torch_fused") for m in logs), logs
+    assert any(m.startswith("speed settings: attention eager (rows kept apart) · optimizer adamw_torch_fused") for m in logs), logs
     losses = [e["loss"] for e in of_type(items, "metrics") if e.get("loss") is not None]
     assert losses and all(math.isfinite(loss) for loss in losses)
     assert "attention eager" in (tmp_path / "job" / "logs" / "engine.log").read_text(encoding="utf-8")
