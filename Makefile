@@ -47,7 +47,7 @@ bench: setup
 # Re-resolve the pins after changing dependencies in pyproject.toml.
 constraints:
 	rm -rf /tmp/lorapod-constraints && $(PYTHON) -m venv /tmp/lorapod-constraints
-	/tmp/lorapod-constraints/bin/pip install --quiet "torch==2.13.0" && /tmp/lorapod-constraints/bin/pip install --quiet ".[train,dev]" "torch==2.13.0"
+	/tmp/lorapod-constraints/bin/pip install --quiet "torch==2.13.0" && /tmp/lorapod-constraints/bin/pip install --quiet ".[train,gpu,dev]" "torch==2.13.0"
 	( echo "# Every package lorapod installs, pinned (make constraints). torch stays at its CPU build here."; \
 	  /tmp/lorapod-constraints/bin/pip freeze --exclude-editable | grep -v -i '^lorapod' | sed 's/+cpu$$//' ) > constraints.txt
 

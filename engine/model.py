@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import DEMO_MODEL, Hyperparameters, JobSpec
-from engine.speed import attention
+from engine.speed import DEFAULT_ATTENTION, attention
 
 if TYPE_CHECKING:
     import torch
@@ -90,7 +90,17 @@ def load_model(spec: JobSpec, model_path: str, token: str | None) -> PeftModel:
             bnb_4bit_compute_dtype=dtype,
             bnb_4bit_quant_storage=dtype,
         )
-    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    except (ImportError, OSError, RuntimeError, ValueError) as exc:
+        if hp.attn_implementation != "auto" or kwargs["attn_implementation"] == DEFAULT_ATTENTION:
+            raise
+        # auto chose FlashAttention-2 and its kernel would not load (the kernels package fetches a build for this
+        # torch and CUDA from the Hub, and there may be none): auto means the fastest kernel that runs, so sdpa,
+        # with the packed rows kept apart. transformers checks the kernel before it reads any weight.
+        log.warning("attention: %s did not load (%s); auto falls back to sdpa", kwargs["attn_implementation"], exc)
+        kwargs["attn_implementation"] = DEFAULT_ATTENTION
+        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     model.config.use_cache = False  # packed sequences stay isolated only without the KV cache
     if hp.load_in_4bit and hp.upcast_non_lora:
         # peft's QLoRA recipe: every non-quantized weight (embedding, norms, lm_head) in fp32 for stability.

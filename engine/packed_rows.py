@@ -47,8 +47,10 @@ class PackedRowsTrainer(SFTTrainer):
     ) -> Any:
         tokens = inputs.pop(TOKEN_MASK, None)
         counted = self._total_train_tokens
-        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        if tokens is not None and self.model.training:
+        result = super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
+        if tokens is not None and model.training:
             # SFTTrainer counts one row's length when it sees position ids and no mask: count every real token.
             real = int(self.accelerator.gather_for_metrics(tokens.sum()).sum().item())
             self._total_train_tokens = counted + real // self._tp_size

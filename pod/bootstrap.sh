@@ -32,7 +32,11 @@ if [ ! -f "$venv/.complete" ]; then
       torch="$(grep -E '^torch==' "$boot/constraints.txt" | head -n 1)"
       "${pip[@]}" --index-url "$LORAPOD_TORCH_INDEX" "$torch" >>"$log" 2>&1
     fi
-    "${pip[@]}" "lorapod[train] @ file://$wheel" >>"$log" 2>&1
+    extras=train
+    # On a CUDA GPU, the gpu extra too: the kernels package, which fetches FlashAttention-2's prebuilt varlen kernel
+    # for attn_implementation=auto (flash-attn has no prebuilt wheel on PyPI).
+    if [ -n "${LORAPOD_TORCH_INDEX:-}" ] || command -v nvidia-smi >/dev/null 2>&1; then extras=train,gpu; fi
+    "${pip[@]}" "lorapod[$extras] @ file://$wheel" >>"$log" 2>&1
     touch "$venv/.complete"
   fi
   exec 9>&-

@@ -160,6 +160,21 @@ def test_the_attention_kernel_reaches_the_loaded_model(model_dir: Path, setting:
 
 
 @pytest.mark.slow
+def test_auto_falls_back_to_sdpa_when_flash_attention_will_not_load(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.model
+    from engine.model import load_model
+
+    # As on a GPU whose kernels package finds no FlashAttention build for this torch: transformers refuses it.
+    monkeypatch.setattr(engine.model, "attention", lambda hp, cuda: "flash_attention_2")
+    auto = load_model(tiny_spec(model_dir, SAMPLE, "attn_implementation=auto"), str(model_dir), None)
+    assert auto.get_base_model().config._attn_implementation == "sdpa"
+    with pytest.raises(ImportError):  # asked for by name, it is not replaced
+        load_model(tiny_spec(model_dir, SAMPLE, "attn_implementation=flash_attention_2"), str(model_dir), None)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("upcast", [True, False])
 def test_upcast_non_lora_decides_the_dtype_of_embedding_norms_and_head(model_dir: Path, upcast: bool) -> None:
     import torch
@@ -225,7 +240,9 @@ def test_a_short_cpu_run_with_other_speed_settings_trains(model_dir: Path, tmp_p
     items = events(tmp_path / "job")
     assert stages(items)[-1] == "completed"
     logs = [e["message"] for e in of_type(items, "log")]
-    assert any(m.startswith("speed settings: attention eager (rows kept apart) · optimizer adamw_torch_fused") for m in logs), logs
+    assert any(
+        m.startswith("speed settings: attention eager (rows kept apart) · optimizer adamw_torch_fused") for m in logs
+    ), logs
     losses = [e["loss"] for e in of_type(items, "metrics") if e.get("loss") is not None]
     assert losses and all(math.isfinite(loss) for loss in losses)
     assert "attention eager" in (tmp_path / "job" / "logs" / "engine.log").read_text(encoding="utf-8")

@@ -3,6 +3,7 @@ rows: no mask over the flattened batch reaches the attention."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -212,4 +213,4 @@ def _real(batch: dict[str, Any], row: int, key: str = "input_ids") -> list[int]:
 def _lengths(batch: dict[str, Any], row: int) -> list[int]:
     positions = batch["position_ids"][row][batch["attention_mask"][row].bool()].tolist()
     starts = [i for i, p in enumerate(positions) if p == 0] + [len(positions)]
-    return [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(starts)]

@@ -53,3 +53,15 @@ def test_sshd_and_the_entrypoint_are_in_the_image() -> None:
     assert subprocess.run(["bash", "-n", str(entrypoint)], check=False).returncode == 0
     text = entrypoint.read_text(encoding="utf-8")
     assert "PUBLIC_KEY" in text and "authorized_keys" in text and "-m engine pod" in text
+
+
+def test_the_gpu_extra_is_pinned_and_installed_where_there_is_a_cuda_gpu() -> None:
+    gpu = _pins(PYPROJECT["project"]["optional-dependencies"]["gpu"])
+    constraints = _pins((ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines())
+    assert "kernels" in gpu  # FlashAttention-2's prebuilt varlen kernel for attn_implementation=auto
+    for name, version in gpu.items():
+        assert constraints.get(name) == version, f"constraints.txt disagrees with the gpu extra on {name}"
+    assert re.search(r'pip install -c constraints\.txt "\.\[train\]" "\.\[gpu\]"', DOCKERFILE)
+    assert "import torch, transformers, peft, trl, bitsandbytes, kernels" in DOCKERFILE
+    bootstrap = (ROOT / "pod" / "bootstrap.sh").read_text(encoding="utf-8")
+    assert "extras=train,gpu; fi" in bootstrap and '"lorapod[$extras] @ file://$wheel"' in bootstrap

@@ -13,7 +13,8 @@ import pytest
 from engine.config import JobSpec
 from presets import get as get_preset
 from remote.runpod.sizing import disk_need, memory_need, shape_for
-from remote.runpod.stock import CUDA_VERSIONS, STOCK_IMAGE
+from remote.runpod.stock import CUDA_VERSIONS, RUNPOD_CUDA_VERSIONS, STOCK_IMAGE, TORCH_INDEX, cuda_versions_for
+from tests.conftest import ROOT
 from tests.engine_helpers import SAMPLE
 from tests.runpod_helpers import VOLUME, Cluster, ledger_rows, lorapod, require_services
 from tui.dialogs.wizard_views import launch_text
@@ -63,6 +64,19 @@ def test_the_hubs_file_sizes_win_over_parameters_when_the_hub_answers(monkeypatc
     need = disk_need(balanced())
     assert asked == [("meta-llama/Meta-Llama-3-70B-Instruct", True)]
     assert need.weights_gb == 141.0 and need.weights_source == "the Hub's file metadata"
+
+
+def test_allowed_cuda_versions_come_from_the_torch_build_the_bootstrap_installs() -> None:
+    spec = json.loads((ROOT / "tests" / "fixtures" / "runpod-rest-v1.openapi.json").read_text(encoding="utf-8"))
+    accepted = set(
+        spec["components"]["schemas"]["PodCreateInput"]["properties"]["allowedCudaVersions"]["items"]["enum"]
+    )
+    assert set(RUNPOD_CUDA_VERSIONS) == accepted
+    assert TORCH_INDEX.endswith("/cu128") and CUDA_VERSIONS == ("12.8", "12.9", "13.0")
+    assert cuda_versions_for("https://download.pytorch.org/whl/cu126") == ("12.6", "12.7", "12.8", "12.9", "13.0")
+    assert cuda_versions_for("https://download.pytorch.org/whl/cu130/") == ("13.0",)
+    dockerfile = (ROOT / "Dockerfile.gpu").read_text(encoding="utf-8")
+    assert f"ARG TORCH_INDEX={TORCH_INDEX}\n" in dockerfile  # both paths install the same build
 
 
 def test_shapes_are_read_by_nearest_parameter_count() -> None:
@@ -154,6 +168,7 @@ def test_with_no_image_set_the_plan_names_runpods_public_image_and_its_start_com
     assert launch["stock_image"] is True and body["imageName"] == STOCK_IMAGE
     assert body["dockerStartCmd"][:2] == ["bash", "-c"] and "sshd" in body["dockerStartCmd"][2]
     assert body["allowedCudaVersions"] == list(CUDA_VERSIONS)
+    assert "LORAPOD_TORCH_INDEX" in body["env"]  # the bootstrap installs the torch build those versions are for
     assert launch["disk"]["needed_gb"] <= 400
     for value in SECRETS.values():
         assert value not in result.stdout + result.stderr

@@ -17,7 +17,7 @@ from remote.runpod.client import RestClient
 from remote.runpod.errors import JobDoesNotFit
 from remote.runpod.pods import create_request
 from remote.runpod.sizing import DiskNeed, MemoryNeed, disk_need, memory_advice, memory_need
-from remote.runpod.stock import CUDA_VERSIONS, STOCK_IMAGE, start_command
+from remote.runpod.stock import CUDA_VERSIONS, STOCK_IMAGE, TORCH_INDEX, start_command
 from store.artifacts import store_environment
 from store.errors import StoreError
 from store.settings import Settings
@@ -101,17 +101,23 @@ class PodPlan:
         """The body of ``POST /pods`` for one GPU type of the walk."""
         volume = self.network_volume["id"] if self.network_volume else None
         return create_request(
-            job_id=job_id, spec=self.spec, gpu_type=gpu_type, image=self.image, env=env, network_volume_id=volume,
+            job_id=job_id, spec=self.spec, gpu_type=gpu_type, image=self.image, env=env | self.stock_env(),
+            network_volume_id=volume,
             volume_mount_path=self.volume_mount_path, volume_in_gb=self.volume_in_gb,
             start_cmd=start_command() if self.stock else None, cuda_versions=list(CUDA_VERSIONS),
         )  # fmt: skip
+
+    def stock_env(self) -> dict[str, str]:
+        """What the bootstrap needs beside the job's environment: the index of the torch build that
+        allowedCudaVersions was set for (PyPI's torch may be built for another CUDA)."""
+        return {"LORAPOD_TORCH_INDEX": TORCH_INDEX} if self.stock else {}
 
     def to_dict(self, env_names: list[str]) -> dict[str, Any]:
         """The plan as shown: the first create request with env names in place of values."""
         first = (self.walk or [gpu.id for gpu in self.gpus] or [""])[0]
         body = self.request(uuid.UUID(int=0), first, {})
         body["name"] = "lorapod-<job id>"
-        body["env"] = sorted(env_names)  # names only: values include secrets and are never shown
+        body["env"] = sorted({*env_names, *self.stock_env()})  # names only: values include secrets and are never shown
         return {
             "stock_image": self.stock,
             "create_request": body,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,8 +26,22 @@ from remote.provider import ProviderError
 STOCK_IMAGE = "runpod/pytorch:1.0.3-cu1281-torch291-ubuntu2404"
 # Where the bootstrap takes torch's CUDA build from: the same index as Dockerfile.gpu.
 TORCH_INDEX = "https://download.pytorch.org/whl/cu128"
-# allowedCudaVersions in RunPod's create request: a cu128 torch needs a host driver that allows CUDA 12.8 or later.
-CUDA_VERSIONS = ("12.8", "12.9", "13.0")
+# The values RunPod's create request accepts in allowedCudaVersions (the REST spec's enum), oldest first.
+RUNPOD_CUDA_VERSIONS = ("11.8", "12.0", "12.1", "12.2", "12.3", "12.4", "12.5", "12.6", "12.7", "12.8", "12.9", "13.0")
+
+
+def cuda_versions_for(torch_index: str) -> tuple[str, ...]:
+    """The host CUDA versions a torch build from ``torch_index`` runs on: its own (``…/cu128`` is 12.8) and every
+    later one RunPod lists, since a newer driver runs an older CUDA build and an older one does not."""
+    match = re.search(r"/cu(\d+)(\d)/?$", torch_index)
+    if match is None:
+        raise ValueError(f"{torch_index}: not a PyTorch CUDA wheel index (…/cuXYZ)")
+    built = (int(match.group(1)), int(match.group(2)))
+    return tuple(v for v in RUNPOD_CUDA_VERSIONS if tuple(int(part) for part in v.split(".")) >= built)
+
+
+# allowedCudaVersions in RunPod's create request, from the torch build the bootstrap installs.
+CUDA_VERSIONS = cuda_versions_for(TORCH_INDEX)
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 POD_DIR = SOURCE_ROOT / "pod"

@@ -176,7 +176,8 @@ class StandInPod:
             # Nothing of this checkout reaches the pod but what lorapod sends it: no PYTHONPATH, no interpreter
             # of ours, and a working directory outside the checkout.
             command = [str(part) for part in self.body["dockerStartCmd"]]
-            for name in ("PYTHONPATH", "LORAPOD_PYTHON", "VIRTUAL_ENV"):
+            # PyTorch's CUDA index is out of reach here: the bootstrap takes torch from this machine's index.
+            for name in ("PYTHONPATH", "LORAPOD_PYTHON", "VIRTUAL_ENV", "LORAPOD_TORCH_INDEX"):
                 env.pop(name, None)
             env["LORAPOD_BASE_PYTHON"] = str(STOCK_PYTHON)
         self.process = subprocess.Popen(
