@@ -171,7 +171,8 @@ def test_auto_falls_back_to_sdpa_when_flash_attention_will_not_load(
     auto = load_model(tiny_spec(model_dir, SAMPLE, "attn_implementation=auto"), str(model_dir), None)
     assert auto.get_base_model().config._attn_implementation == "sdpa"
     with pytest.raises(ImportError):  # asked for by name, it is not replaced
-        load_model(tiny_spec(model_dir, SAMPLE, "attn_implementation=flash_attention_2"), str(model_dir), None)
+        explicit = tiny_spec(model_dir, SAMPLE, "attn_implementation=flash_attention_2", "bf16=true")
+        load_model(explicit, str(model_dir), None)
 
 
 @pytest.mark.slow
