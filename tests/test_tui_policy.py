@@ -151,3 +151,23 @@ async def test_the_datasets_screen_flags_a_file_whose_contents_changed(backend: 
             "edited.json": "⚠ changed since registered",
             "brightrun-v4-18-conversations.json": "✖ missing",  # the fixture's path is not on this machine
         }
+
+
+def test_every_error_the_store_and_remote_raise_on_purpose_derives_from_lorapod_error() -> None:
+    import importlib
+    import inspect
+
+    from engine import LorapodError
+
+    modules = [
+        "store.errors", "remote.provider", "remote.supervisor", "remote.runpod.errors", "remote.runpod.client",
+        "remote.notice_channels",
+    ]  # fmt: skip
+    errors = [
+        cls
+        for name in modules
+        for _, cls in inspect.getmembers(importlib.import_module(name), inspect.isclass)
+        if issubclass(cls, Exception) and cls.__module__ == name and not cls.__name__.startswith("_")
+    ]
+    assert len(errors) > 20
+    assert [cls.__name__ for cls in errors if not issubclass(cls, LorapodError)] == []
