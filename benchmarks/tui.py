@@ -4,6 +4,7 @@ the latency from a metric written by the engine to the monitor showing it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import statistics
@@ -167,15 +168,15 @@ def chart() -> list[dict[str, Any]]:
 
 
 async def _latency(home: Path) -> dict[str, Any]:
-    import presets
+    from store.events import list_events
     from store.settings import load_settings
     from tui.app import LorapodApp
     from tui.backend import Backend
     from tui.screens.monitor import MonitorScreen
 
     os.environ["LORAPOD_HOME"] = str(home)
-    settings = load_settings()
-    backend = Backend(settings)
+    os.environ["LORAPOD_SUPERVISOR_IDLE_EXIT_MINUTES"] = "0"  # the background supervisor leaves with the job
+    backend = Backend(load_settings())
     seen: dict[int, float] = {}
     original = MonitorScreen._apply
 
@@ -185,34 +186,45 @@ async def _latency(home: Path) -> dict[str, Any]:
         original(self, detail, now)
 
     MonitorScreen._apply = recording  # type: ignore[method-assign]
-    spec = presets.get("smoke").to_spec(str(ROOT / "samples" / "brightrun-sample.json"), ["num_epochs=12"])
     app = LorapodApp(backend)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.5)
-        submission = backend.start(spec)
-        job_id = str(submission.job.id)
-        app.followers.follow(job_id)
+        # Started from another shell: the dashboard finds the job by itself (it polls the ledger every 2 s).
+        dataset = str(ROOT / "samples" / "brightrun-sample.json")
+        other_shell = [sys.executable, "-c", "from tui.cli import main; main()", "run", "--preset", "smoke"]
+        started = subprocess.run(
+            [*other_shell, "--dataset", dataset, "--set", "num_epochs=12", "--detach", "--json"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+        )  # fmt: skip
+        job_id = json.loads(started.stdout)["job"]["id"]
+        while job_id not in app.followers.workers:
+            await pilot.pause(0.1)
         app.open_job(job_id)
+        opened = time.time()
         while backend.job(job_id).status not in ("completed", "failed", "cancelled"):
             await pilot.pause(0.25)
         await pilot.pause(1.0)
     MonitorScreen._apply = original  # type: ignore[method-assign]
-    from store.events import list_events
-
+    job = backend.job(job_id)
     written = {
         e.payload["step"]: e.ts.timestamp()
-        for e in list_events(backend.ledger, submission.job.id, types=["metrics"])
+        for e in list_events(backend.ledger, job.id, types=["metrics"])
         if e.payload.get("loss") is not None
     }
-    latencies = sorted(seen[step] - ts for step, ts in written.items() if step in seen)
-    del os.environ["LORAPOD_HOME"]
+    # Steps written before the monitor opened were shown at once from the ledger: they say nothing of latency.
+    latencies = sorted(seen[step] - ts for step, ts in written.items() if step in seen and ts > opened)
+    from remote.daemon import stop
+
+    stop(backend.settings.paths, timeout=15)
+    del os.environ["LORAPOD_HOME"], os.environ["LORAPOD_SUPERVISOR_IDLE_EXIT_MINUTES"]
     return {
         "name": "metric written → on screen",
         "value": _ms(statistics.median(latencies)),
         "unit": "ms (median)",
         "target": "< 1000",
-        "conditions": f"{len(latencies)} training steps of a live smoke job followed by the open dashboard; "
-        f"p95 {_ms(latencies[int(len(latencies) * 0.95) - 1])} ms, max {_ms(latencies[-1])} ms",
+        "conditions": f"{len(latencies)} training steps of a smoke job started from another shell (`lorapod run "
+        f"--detach`), found and followed by the open dashboard, its monitor open; p95 "
+        f"{_ms(latencies[int(len(latencies) * 0.95) - 1])} ms, max {_ms(latencies[-1])} ms",
     }
 
 

@@ -191,7 +191,9 @@ def parse_event(data: str | bytes | dict[str, Any]) -> AnyEvent:
             return _ADAPTER.validate_python(data)
         return _ADAPTER.validate_json(data)
     except ValidationError as exc:
-        raise ValueError(f"not a lorapod event: {exc.errors()[0]['msg']}") from None
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"][1:])  # after the event type the union is tagged by
+        raise ValueError(f"not a lorapod event: {where + ': ' if where else ''}{first['msg']}") from None
 
 
 class EventWriter:

@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from engine import LorapodError
 from store.models import NoticeDelivery
 from store.settings import Settings
 
@@ -37,7 +38,7 @@ TOKEN_LENGTH = 16
 log = logging.getLogger(__name__)
 
 
-class ChannelError(Exception):
+class ChannelError(LorapodError):
     """A delivery that failed; the message names the channel and why, with no secret in it."""
 
 

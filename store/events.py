@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 
+from engine.events import EVENT_TYPES, AnyEvent, parse_event
 from store.db import Ledger
 from store.models import JobEvent, TrainingJob, UTCDateTime, utcnow
 
@@ -102,3 +103,14 @@ def count_events(ledger: Ledger, job_id: uuid.UUID | None = None) -> int:
         statement = statement.where(col(JobEvent.job_id) == job_id)
     with ledger.read() as session:
         return int(session.exec(statement).one())
+
+
+def typed_event(row: JobEvent) -> AnyEvent | None:
+    """A stored event as the engine's typed event (ingest checked it against the schema on its way in); None for
+    a type this version does not know, or a row stored before ingest checked events."""
+    if row.type not in EVENT_TYPES:
+        return None
+    try:
+        return parse_event({**row.payload, "type": row.type, "seq": row.seq, "ts": row.ts})
+    except ValueError:
+        return None

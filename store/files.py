@@ -1,13 +1,19 @@
-"""Registered training files: one row per distinct content (sha256), with its validation summary."""
+"""Registered training files: one row per path and content (sha256), with its validation summary.
+
+A byte-identical copy at another path is a file of its own, so registering it never renames the file earlier
+jobs trained on. A file whose bytes changed since it was registered is flagged (``content_state``).
+"""
 
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from sqlmodel import col, select
 
+from engine.checksums import sha256_file
 from store.db import Ledger
 from store.errors import StoreError
 from store.models import TrainingFile, utcnow
@@ -28,14 +34,15 @@ def register_file(
     validation: dict[str, Any] | None = None,
     created_by: str | None = None,
 ) -> TrainingFile:
-    """Record a dataset file; the same content registered again updates its row instead of adding one."""
+    """Record a dataset file; the same content at the same path registered again updates its row."""
     with ledger.write() as session:
-        row = session.exec(select(TrainingFile).where(col(TrainingFile.sha256) == sha256)).first()
+        same = col(TrainingFile.sha256) == sha256, col(TrainingFile.storage_path) == storage_path
+        row = session.exec(select(TrainingFile).where(*same)).first()
         if row is None:
             row = TrainingFile(
                 name=name, storage_path=storage_path, sha256=sha256, format=format, created_by=created_by
             )
-        row.name, row.storage_path, row.format, row.size_bytes = name, storage_path, format, size_bytes
+        row.name, row.format, row.size_bytes = name, format, size_bytes
         row.conversation_count, row.total_training_pairs = conversation_count, total_training_pairs
         row.trainable_pairs, row.token_count = trainable_pairs, token_count
         row.validation = validation or {}
@@ -75,3 +82,30 @@ def list_files(ledger: Ledger) -> list[TrainingFile]:
     """Every registered file, most recently registered or updated first."""
     with ledger.read() as session:
         return list(session.exec(select(TrainingFile).order_by(col(TrainingFile.updated_at).desc())).all())
+
+
+class FileState(StrEnum):
+    """How a registered file's bytes stand against what was registered."""
+
+    UNCHANGED = "unchanged"
+    CHANGED = "changed"  # the file at its path has other contents now: jobs trained on the old ones
+    MISSING = "missing"  # nothing readable at its path any more
+    ELSEWHERE = "not local"  # a storage URI: not checked from here
+
+
+def content_state(row: TrainingFile) -> FileState:
+    """Whether the file at ``row.storage_path`` still holds the bytes registered (hashed only when sizes agree)."""
+    if "://" in row.storage_path:
+        return FileState.ELSEWHERE
+    path = Path(row.storage_path)
+    try:
+        if path.stat().st_size != row.size_bytes:
+            return FileState.CHANGED
+        return FileState.UNCHANGED if sha256_file(path) == row.sha256 else FileState.CHANGED
+    except OSError:
+        return FileState.MISSING
+
+
+def checked_files(ledger: Ledger) -> list[tuple[TrainingFile, FileState]]:
+    """Every registered file with the state of its contents; reads every local file, so never on a UI thread."""
+    return [(row, content_state(row)) for row in list_files(ledger)]

@@ -1,9 +1,12 @@
 """Ingest engine events into the ledger: the events, and what they mean for the job, in one transaction.
 
 Events already ingested (seq at or below the job's cursor) are skipped, so ingesting the same events twice
-changes nothing. Stage events move the job's status through the status machine (``store.status``); metrics
-fill the metrics history and the job's progress; errors, artifacts and evaluation land on the job and its
-artifacts.
+changes nothing. Each event is parsed here into the engine's typed events (``engine.events``), so what the
+ledger keeps has the engine's schema: an event that does not match it is not applied to the job and is kept,
+under its seq, as a ``warning`` (code ``malformed_event``) that says what was wrong, so no screen meets it.
+
+Stage events move the job's status through the status machine (``store.status``); metrics fill the metrics
+history and the job's progress; errors, artifacts and evaluation land on the job and its artifacts.
 """
 
 from __future__ import annotations
@@ -17,7 +20,18 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from engine.events import Stage
+from engine.events import (
+    EVENT_TYPES,
+    AnyEvent,
+    ArtifactEvent,
+    DatasetEvent,
+    ErrorEvent,
+    EvalEvent,
+    MetricsEvent,
+    Stage,
+    StageEvent,
+    parse_event,
+)
 from store.db import Ledger
 from store.errors import IllegalTransition, JobNotFound
 from store.events import EventRecord, insert_events
@@ -53,25 +67,48 @@ class Ingested:
     skipped_transitions: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Parsed:
+    record: EventRecord
+    event: AnyEvent | None  # None: an event type this version does not know, or a malformed one
+
+
+def _parse(line: Mapping[str, Any]) -> _Parsed:
+    """One event line as the ledger keeps it and as the engine's typed event; a malformed one as a warning."""
+    record = EventRecord.from_line(line)
+    if record.type not in EVENT_TYPES:  # a newer engine's event: kept, not applied
+        return _Parsed(record, None)
+    try:
+        event = parse_event(dict(line))
+    except ValueError as exc:
+        message = f"event {record.seq} ({record.type}) does not match the engine's schema and was not applied: {exc}"
+        log.warning("%s", message)
+        payload = {"code": "malformed_event", "message": message, "details": {"event": record.payload}}
+        return _Parsed(EventRecord(record.seq, "warning", record.ts, payload), None)
+    event.ts = record.ts  # the time as the ledger keeps it, whatever form the line gave
+    return _Parsed(record, event)
+
+
 def ingest(ledger: Ledger, job_id: uuid.UUID, events: Iterable[Mapping[str, Any]]) -> Ingested:
     """Record events after the job's cursor and apply them to the job, all in one write transaction."""
-    records = sorted((EventRecord.from_line(e) for e in events), key=lambda r: r.seq)
+    parsed = sorted((_parse(e) for e in events), key=lambda p: p.record.seq)
     with ledger.write() as session:
         job = session.get(TrainingJob, job_id)
         if job is None:
             raise JobNotFound(f"no job {job_id} in the ledger")
-        fresh = [r for r in records if r.seq > job.last_event_seq]
+        fresh = [p for p in parsed if p.record.seq > job.last_event_seq]
         result = Ingested(last_seq=job.last_event_seq, status=job.status)
         if fresh:
             connection = session.connection()
-            result.new_events = insert_events(connection, job_id, fresh)
-            metrics = [_metric_row(r) for r in fresh if r.type == "metrics"]
+            result.new_events = insert_events(connection, job_id, [p.record for p in fresh])
+            metrics = [_metric_row(p.record) for p in fresh if isinstance(p.event, MetricsEvent)]
             if metrics:
                 upsert_metrics(connection, job_id, metrics)
             session.refresh(job)
-            for record in fresh:
-                _apply(session, job, record, result)
-            job.last_event_seq = max(job.last_event_seq, fresh[-1].seq)
+            for item in fresh:
+                if item.event is not None:
+                    _apply(session, job, item.event, result)
+            job.last_event_seq = max(job.last_event_seq, fresh[-1].record.seq)
             job.updated_at = utcnow()
             session.add(job)
         result.last_seq, result.status = job.last_event_seq, job.status
@@ -83,69 +120,55 @@ def _metric_row(record: EventRecord) -> dict[str, Any]:
     return {**record.payload, "recorded_at": record.ts}
 
 
-def _apply(session: Session, job: TrainingJob, record: EventRecord, result: Ingested) -> None:
-    handler = _HANDLERS.get(record.type)
-    if handler is not None:
-        handler(session, job, record, result)
+def _apply(session: Session, job: TrainingJob, event: AnyEvent, result: Ingested) -> None:
+    if isinstance(event, StageEvent):
+        _on_stage(job, event, result)
+    elif isinstance(event, DatasetEvent):
+        job.total_steps = event.total_steps or job.total_steps
+    elif isinstance(event, MetricsEvent):
+        _on_metrics(job, event)
+    elif isinstance(event, ErrorEvent):
+        job.error_category, job.error_message, job.error_hint = event.category, event.message, event.hint
+    elif isinstance(event, EvalEvent):
+        for artifact in session.exec(select(ModelArtifact).where(col(ModelArtifact.job_id) == job.id)).all():
+            artifact.validation_loss, artifact.perplexity = event.eval_loss, event.adapter_perplexity
+            session.add(artifact)
+    elif isinstance(event, ArtifactEvent):
+        _record_artifact(session, job, event)
 
 
-def _on_stage(session: Session, job: TrainingJob, record: EventRecord, result: Ingested) -> None:
-    stage = str(record.payload.get("stage"))
-    status = STAGE_STATUS.get(stage)
-    if status is None:
-        return
+def _on_stage(job: TrainingJob, event: StageEvent, result: Ingested) -> None:
+    stage = event.stage.value
+    status = STAGE_STATUS[event.stage]
     try:
         new = check_transition(job.status, status, job=f"job {job.id.hex[:8]}")
     except IllegalTransition as exc:  # a late or repeated stage: keep the record, leave the status
         result.skipped_transitions.append(str(exc))
-        log.warning("%s (event %s)", exc, record.seq)
+        log.warning("%s (event %s)", exc, event.seq)
         return
     if new not in (JobStatus.QUEUED, JobStatus.INTERRUPTED) and job.started_at is None:
-        job.started_at = record.ts
+        job.started_at = event.ts
     if new in TERMINAL and job.completed_at is None:
-        job.completed_at = record.ts
+        job.completed_at = event.ts
     if new is JobStatus.CANCELLED and not job.error_message:
-        job.error_message = record.payload.get("message")
+        job.error_message = event.message
     job.status, job.stage = new, stage
     result.stages.append(stage)
 
 
-def _on_dataset(session: Session, job: TrainingJob, record: EventRecord, result: Ingested) -> None:
-    job.total_steps = int(record.payload.get("total_steps") or 0) or job.total_steps
+def _on_metrics(job: TrainingJob, event: MetricsEvent) -> None:
+    job.current_step = max(job.current_step, event.step)
+    job.total_steps = event.total_steps or job.total_steps
+    job.current_epoch = event.epoch or job.current_epoch
+    if event.eta is not None:
+        job.estimated_completion_at = event.ts + timedelta(seconds=event.eta)
 
 
-def _on_metrics(session: Session, job: TrainingJob, record: EventRecord, result: Ingested) -> None:
-    payload = record.payload
-    job.current_step = max(job.current_step, int(payload.get("step") or 0))
-    job.total_steps = payload.get("total_steps") or job.total_steps
-    job.current_epoch = float(payload.get("epoch") or job.current_epoch)
-    eta = payload.get("eta")
-    if eta is not None:
-        job.estimated_completion_at = record.ts + timedelta(seconds=float(eta))
-
-
-def _on_error(session: Session, job: TrainingJob, record: EventRecord, result: Ingested) -> None:
-    job.error_category = record.payload.get("category")
-    job.error_message = record.payload.get("message")
-    job.error_hint = record.payload.get("hint")
-
-
-def _on_eval(session: Session, job: TrainingJob, record: EventRecord, result: Ingested) -> None:
-    for artifact in session.exec(select(ModelArtifact).where(col(ModelArtifact.job_id) == job.id)).all():
-        artifact.validation_loss = record.payload.get("eval_loss")
-        artifact.perplexity = record.payload.get("adapter_perplexity")
-        session.add(artifact)
-
-
-def _on_artifact(session: Session, job: TrainingJob, record: EventRecord, result: Ingested) -> None:
-    _record_artifact(session, job, record.payload)
-
-
-def _record_artifact(session: Session, job: TrainingJob, payload: Mapping[str, Any]) -> None:
+def _record_artifact(session: Session, job: TrainingJob, event: ArtifactEvent) -> None:
     # A package is recorded where it was built (``path``), then where the artifact store keeps it (``uri``):
     # the same row moves to the URI, and the event keeps the workdir path.
-    kind, path = str(payload.get("kind")), str(payload.get("path"))
-    stored = str(payload.get("uri") or path)
+    kind, path = event.kind, event.path
+    stored = event.uri or path
     artifact = session.exec(
         select(ModelArtifact).where(
             col(ModelArtifact.job_id) == job.id,
@@ -154,8 +177,8 @@ def _record_artifact(session: Session, job: TrainingJob, payload: Mapping[str, A
         )
     ).first() or ModelArtifact(job_id=job.id, artifact_type=kind, storage_path=stored)
     artifact.storage_path = stored
-    artifact.size_bytes = int(payload.get("size_bytes") or 0)
-    artifact.sha256 = payload.get("sha256")
+    artifact.size_bytes = event.size_bytes
+    artifact.sha256 = event.sha256
     artifact.base_model = job.base_model
     hp = job.hyperparameters or {}
     artifact.lora_config = {k: hp.get(k) for k in ("lora_r", "lora_alpha", "lora_dropout", "target_modules")}
@@ -170,13 +193,3 @@ def _record_artifact(session: Session, job: TrainingJob, payload: Mapping[str, A
     session.add(artifact)
     if kind == "adapter":
         job.lora_artifact_path = stored
-
-
-_HANDLERS = {
-    "stage": _on_stage,
-    "dataset": _on_dataset,
-    "metrics": _on_metrics,
-    "error": _on_error,
-    "eval": _on_eval,
-    "artifact": _on_artifact,
-}

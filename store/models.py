@@ -59,14 +59,15 @@ def _time(nullable: bool = True, **kwargs: Any) -> Any:
 
 
 class TrainingFile(SQLModel, table=True):
-    """A registered dataset file, identified by its content."""
+    """A registered dataset file, identified by its path and its content (migration 0007)."""
 
     __tablename__ = "training_files"
+    __table_args__ = (sa.UniqueConstraint("storage_path", "sha256"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     name: str
     storage_path: str = Field(description="Local path or storage URI")
-    sha256: str = Field(unique=True, max_length=64)
+    sha256: str = Field(max_length=64, index=True)
     format: str
     size_bytes: int = 0
     conversation_count: int = 0

@@ -36,19 +36,39 @@ def job_events_for(job_id: uuid.UUID, *, steps: int, finish: bool) -> list[dict[
     stamp = TS.isoformat()
     events: list[dict[str, Any]] = [
         {"type": "stage", "stage": "preprocessing"},
-        {"type": "dataset", "total_steps": steps, "examples": 5},
+        {
+            "type": "dataset",
+            "total_steps": steps,
+            "examples": 5,
+            "train_examples": 4,
+            "eval_examples": 1,
+            "tokens": 900,
+            "supervised_tokens": 600,
+            "packed_sequences": 4,
+            "steps_per_epoch": steps,
+            "epochs": 1,
+        },
         {"type": "stage", "stage": "model_loading"},
         {"type": "stage", "stage": "training"},
     ]
     for step in range(1, steps + 1):
         events.append(
-            {"type": "metrics", "step": step, "total_steps": steps, "epoch": step / steps, "loss": 3 - step / steps}
+            {
+                "type": "metrics",
+                "step": step,
+                "total_steps": steps,
+                "epoch": step / steps,
+                "loss": 3 - step / steps,
+                "elapsed": step * 2.0,
+            }
         )
-    events.append({"type": "metrics", "step": steps, "total_steps": steps, "epoch": 1.0, "eval_loss": 2.4})
+    events.append(
+        {"type": "metrics", "step": steps, "total_steps": steps, "epoch": 1.0, "eval_loss": 2.4, "elapsed": steps * 2.0}
+    )
     if finish:
         events += [
             {"type": "stage", "stage": "evaluating"},
-            {"type": "eval", "base_perplexity": 9.0, "adapter_perplexity": 7.0, "eval_loss": 1.9},
+            {"type": "eval", "base_perplexity": 9.0, "adapter_perplexity": 7.0, "eval_loss": 1.9, "tokens": 300},
             {"type": "stage", "stage": "packaging"},
             {"type": "artifact", "kind": "adapter", "path": f"/w/{job_id}/a.zip", "size_bytes": 9, "sha256": "a" * 64},
             {"type": "stage", "stage": "uploading"},

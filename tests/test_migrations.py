@@ -11,7 +11,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
-from store import jobs
+import presets
+from store import files, jobs
 from store.db import Ledger
 from store.events import count_events, record_events
 from store.jobs import JobQuery, get_job, list_jobs, transition
@@ -83,3 +84,24 @@ def test_migrations_roll_back_and_forward(tmp_path: Path) -> None:
     migrate(ledger.engine)
     assert ledger.revision() == HEAD_REVISION
     assert jobs.get_job(ledger, SEED_RUN).provider == "runpod"
+
+
+def test_0007_lets_a_copy_at_another_path_have_its_own_row_and_rolling_back_merges_them(tmp_path: Path) -> None:
+    ledger = Ledger(_old_ledger(tmp_path))
+    migrate(ledger.engine, "0006", down=True)
+    original = files.register_file(
+        ledger, name="a.json", storage_path="/d/a.json", sha256="a" * 64, format="x", size_bytes=1
+    )
+    migrate(ledger.engine)
+
+    copy = files.register_file(
+        ledger, name="b.json", storage_path="/e/b.json", sha256="a" * 64, format="x", size_bytes=1
+    )
+    assert copy.id != original.id
+    job = jobs.create_job(ledger, presets.get("smoke").to_spec("/e/b.json"), training_file_id=copy.id)
+
+    migrate(ledger.engine, "0006", down=True)  # sha256 unique again: the copy folds into the oldest row
+    with ledger.read() as session:
+        rows = session.exec(sa.select(TrainingFile.id).where(TrainingFile.sha256 == "a" * 64)).all()  # type: ignore[call-overload]
+    assert [r[0] for r in rows] == [original.id]
+    assert jobs.get_job(ledger, job.id).training_file_id == original.id

@@ -27,13 +27,53 @@ def _job(ledger: Ledger):  # type: ignore[no-untyped-def]
 def _events() -> list[dict[str, object]]:
     return [
         {"seq": 1, "ts": TS, "type": "stage", "stage": "preprocessing"},
-        {"seq": 2, "ts": TS, "type": "dataset", "total_steps": 20, "examples": 5},
+        {
+            "seq": 2,
+            "ts": TS,
+            "type": "dataset",
+            "total_steps": 20,
+            "examples": 5,
+            "train_examples": 4,
+            "eval_examples": 1,
+            "tokens": 900,
+            "supervised_tokens": 600,
+            "packed_sequences": 4,
+            "steps_per_epoch": 10,
+            "epochs": 2,
+        },
         {"seq": 3, "ts": TS, "type": "stage", "stage": "model_loading"},
         {"seq": 4, "ts": TS, "type": "stage", "stage": "training"},
-        {"seq": 5, "ts": TS, "type": "metrics", "step": 10, "total_steps": 20, "epoch": 1.0, "loss": 2.0, "eta": 30},
-        {"seq": 6, "ts": TS, "type": "metrics", "step": 10, "total_steps": 20, "epoch": 1.0, "eval_loss": 2.5},
+        {
+            "seq": 5,
+            "ts": TS,
+            "type": "metrics",
+            "step": 10,
+            "total_steps": 20,
+            "epoch": 1.0,
+            "loss": 2.0,
+            "eta": 30,
+            "elapsed": 30.0,
+        },
+        {
+            "seq": 6,
+            "ts": TS,
+            "type": "metrics",
+            "step": 10,
+            "total_steps": 20,
+            "epoch": 1.0,
+            "eval_loss": 2.5,
+            "elapsed": 31.0,
+        },
         {"seq": 7, "ts": TS, "type": "stage", "stage": "evaluating"},
-        {"seq": 8, "ts": TS, "type": "eval", "base_perplexity": 9.0, "adapter_perplexity": 7.0, "eval_loss": 1.9},
+        {
+            "seq": 8,
+            "ts": TS,
+            "type": "eval",
+            "base_perplexity": 9.0,
+            "adapter_perplexity": 7.0,
+            "eval_loss": 1.9,
+            "tokens": 300,
+        },
         {"seq": 9, "ts": TS, "type": "stage", "stage": "packaging"},
         {
             "seq": 10,
@@ -138,3 +178,27 @@ def test_auto_resume_keeps_the_rules_of_a_start(ledger: Ledger, monkeypatch) -> 
     supervisor.auto_resume(job.id, 1)
     assert launched == [job.id]
     assert supervisor.auto_resume(job.id, 3) is None and launched == [job.id]  # max_resume_attempts (3) reached
+
+
+def test_a_malformed_event_is_kept_as_a_warning_that_says_why_and_changes_nothing(ledger: Ledger) -> None:
+    from store.events import list_events
+
+    job = _job(ledger)
+    events = [
+        *_events()[:4],
+        {"seq": 5, "ts": TS, "type": "metrics", "step": "ten", "total_steps": 20, "epoch": 1.0, "elapsed": 3.0},
+        {"seq": 6, "ts": TS, "type": "stage", "stage": "sleeping"},
+        {"seq": 7, "ts": TS, "type": "from_a_newer_engine", "anything": 1},
+    ]
+    result = ingest(ledger, job.id, events)
+
+    assert (result.new_events, result.last_seq, result.status) == (7, 7, "training")
+    stored = get_job(ledger, job.id)
+    assert stored.current_step == 0 and metrics_history(ledger, job.id) == []
+    bad_metrics, bad_stage, unknown = list_events(ledger, job.id, after_seq=4)
+    assert (bad_metrics.type, bad_metrics.payload["code"]) == ("warning", "malformed_event")
+    assert bad_metrics.payload["message"].startswith("event 5 (metrics) does not match the engine's schema")
+    assert "integer" in bad_metrics.payload["message"]  # what was wrong, in words
+    assert bad_metrics.payload["details"]["event"]["step"] == "ten"  # what came, kept for whoever looks
+    assert (bad_stage.type, bad_stage.payload["code"]) == ("warning", "malformed_event")
+    assert (unknown.type, unknown.payload) == ("from_a_newer_engine", {"anything": 1})

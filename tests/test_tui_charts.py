@@ -149,11 +149,10 @@ async def test_the_loss_chart_marks_eval_rising_while_train_falls(backend: Backe
     job = create_job(ledger, spec, name="overfits")
     events: list[dict[str, Any]] = [{"type": "stage", "stage": "training"}]
     for step in range(1, 61):
-        events.append({"type": "metrics", "step": step, "total_steps": 60, "loss": 2.0 - step / 40})
+        at = {"step": step, "total_steps": 60, "epoch": step / 60, "elapsed": step * 2.0}
+        events.append({"type": "metrics", **at, "loss": 2.0 - step / 40})
         if step % 20 == 0:
-            events.append(
-                {"type": "metrics", "step": step, "total_steps": 60, "eval_loss": {20: 1.6, 40: 1.5, 60: 1.7}[step]}
-            )
+            events.append({"type": "metrics", **at, "eval_loss": {20: 1.6, 40: 1.5, 60: 1.7}[step]})
     ingest(ledger, job.id, [
         {"seq": i, "ts": (NOW + timedelta(seconds=i)).isoformat(), **e} for i, e in enumerate(events, start=1)
     ])  # fmt: skip

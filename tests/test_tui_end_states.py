@@ -96,7 +96,14 @@ async def test_a_job_that_failed_before_training_has_a_still_progress_bar(backen
         job.id,
         [
             {"seq": 1, "ts": NOW.isoformat(), "type": "stage", "stage": "preprocessing"},
-            {"seq": 2, "ts": NOW.isoformat(), "type": "error", "category": "dataset", "message": "no examples"},
+            {
+                "seq": 2,
+                "ts": NOW.isoformat(),
+                "type": "error",
+                "category": "dataset",
+                "message": "no examples",
+                "hint": "check the file",
+            },
             {"seq": 3, "ts": NOW.isoformat(), "type": "stage", "stage": "failed", "message": "dataset: no examples"},
         ],
     )
@@ -141,7 +148,10 @@ async def test_R_resumes_an_interrupted_job_and_says_why_when_refused(
         await settle(pilot)
         assert asked == [str(job_uuid(6))]
         toasts = [(n.title, n.message) for n in pilot.app._notifications]
-        assert ("Could not resume", "refused by the budget: the month would pass its $400.00 budget") in toasts
+        assert (
+            "Could not resume (BudgetRefused)",
+            "refused by the budget: the month would pass its $400.00 budget",
+        ) in toasts
 
         def resumed(job_id: Any, *, force: bool = False) -> Any:
             asked.append(str(job_id))

@@ -1,7 +1,8 @@
 """The lorapod dashboard: a Textual app that follows every live job while it is open.
 
 The app only wires things together: screens live in ``tui/screens``, dialogs in ``tui/dialogs``, all I/O in
-``tui.backend.Backend`` called from workers, live jobs followed by ``tui.following.Followers``.
+``tui.backend.Backend`` called from workers (never on the UI thread), live jobs followed by
+``tui.following.Followers``, a failed worker reported by ``tui.errors``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from store.jobs import short_id
+from store.settings import Paths
 from store.status import TERMINAL
 from tui.backend import Backend
 from tui.commands import LorapodCommands
+from tui.errors import ReportsWorkerErrors, log_to_file
 from tui.following import Followers
 from tui.messages import JobChanged, JobFinished, LedgerSynced
 
@@ -27,7 +30,7 @@ from tui.messages import JobChanged, JobFinished, LedgerSynced
 DISCOVER_EVERY_S = 2.0
 
 
-class LorapodApp(App[None]):
+class LorapodApp(ReportsWorkerErrors, App[None]):
     TITLE = "lorapod"
     SUB_TITLE = "LoRA fine-tuning on rented GPUs"
     CSS_PATH = "app.tcss"
@@ -79,7 +82,7 @@ class LorapodApp(App[None]):
         text = f"{message.label} {message.status}" + (f"\n{message.reason}" if message.reason else "")
         self.notify(text, title="Job finished", severity=severity, timeout=8 if not message.reason else 15)
 
-    @work(thread=True, group="alerts", exclusive=True)
+    @work(thread=True, group="alerts", exclusive=True, exit_on_error=False)
     def check_alerts(self) -> None:
         for alert in self.backend.take_alerts():
             severity: SeverityLevel = "error" if alert.level == "error" else "warning"
@@ -91,7 +94,7 @@ class LorapodApp(App[None]):
                 timeout=12,
             )
 
-    @work(thread=True, group="sync", exclusive=True)
+    @work(thread=True, group="sync", exclusive=True, exit_on_error=False)
     def sync_ledger(self) -> None:
         """Push and pull with Supabase in the background; offline, say so once and keep trying."""
         state = self.backend.sync_state
@@ -156,25 +159,27 @@ class LorapodApp(App[None]):
 
         self.push_screen(NewJobWizard(), started)
 
-    @work(thread=True, group="actions")
+    # Each action runs in a worker; one that fails is shown by tui.errors.report_error (the worker's name says
+    # which action failed), and reading the ledger before a dialog happens in a worker too.
+
+    @work(thread=True, group="actions", name="start", exit_on_error=False)
     def start_job(self, spec: Any) -> None:
-        try:
-            submission = self.backend.start(spec)
-        except Exception as exc:  # shown to the user; the ledger keeps whatever was recorded
-            self.call_from_thread(self.notify, str(exc), title="Could not start the job", severity="error", timeout=15)
-            return
-        job_id = str(submission.job.id)
-        self.call_from_thread(self._started, job_id)
+        submission = self.backend.start(spec)
+        self.call_from_thread(self._started, str(submission.job.id))
 
     def _started(self, job_id: str) -> None:
         self.notify(f"job {job_id[:8]} started", title="Started", timeout=6)
         self.followers.follow(job_id)
         self.open_job(job_id)
 
+    @work(thread=True, group="actions", name="cancel", exit_on_error=False)
     def cancel_job(self, job_id: str) -> None:
+        job = self.backend.job(job_id)
+        self.call_from_thread(self._confirm_cancel, job)
+
+    def _confirm_cancel(self, job: Any) -> None:
         from tui.dialogs.confirm import ConfirmDialog
 
-        job = self.backend.job(job_id)
         if job.status in TERMINAL:
             self.notify(f"job {short_id(job.id)} is already {job.status}", severity="warning")
             return
@@ -185,17 +190,13 @@ class LorapodApp(App[None]):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._cancel(job_id)
+                self._cancel(str(job.id))
 
         self.push_screen(ConfirmDialog(question, detail, yes="Cancel the job"), answered)
 
-    @work(thread=True, group="actions")
+    @work(thread=True, group="actions", name="cancel", exit_on_error=False)
     def _cancel(self, job_id: str) -> None:
-        try:
-            job = self.backend.cancel(job_id)
-        except Exception as exc:
-            self.call_from_thread(self.notify, str(exc), title="Could not cancel", severity="error")
-            return
+        job = self.backend.cancel(job_id)
         if job.status == "cancelled":  # nothing was running: the ledger alone changed
             message = f"job {short_id(job.id)} had no live engine: it is cancelled, with nothing to checkpoint"
             self.call_from_thread(self.notify, message, title="Cancelled")
@@ -213,28 +214,27 @@ class LorapodApp(App[None]):
         self.notify("Resuming the job…", title="Resume", timeout=3)
         self._resume(job_id)
 
-    @work(thread=True, group="actions")
+    @work(thread=True, group="actions", name="resume", exit_on_error=False)
     def _resume(self, job_id: str) -> None:
-        try:
-            job = self.backend.resume(job_id)
-        except Exception as exc:  # BudgetRefused and "not interrupted" say why in their message
-            self.call_from_thread(self.notify, str(exc), title="Could not resume", severity="error", timeout=15)
-            return
+        job = self.backend.resume(job_id)  # BudgetRefused and "not interrupted" say why in their message
         self.call_from_thread(self._changed, job)
         self.call_from_thread(
             self.notify, f"job {short_id(job.id)} resumed from its newest checkpoint", title="Resumed"
         )
         self.call_from_thread(self.followers.follow, str(job.id))
 
+    @work(thread=True, group="actions", name="retry", exit_on_error=False)
     def retry_job(self, job_id: str) -> None:
+        job, has_suggestion = self.backend.retry_choice(job_id)
+        self.call_from_thread(self._choose_retry, job, has_suggestion)
+
+    def _choose_retry(self, job: Any, has_suggestion: bool) -> None:
         from tui.dialogs.retry import RetryDialog
 
-        detail = self.backend.detail(job_id)
-        job = detail.job
         if job.status not in TERMINAL:
             self.notify("only a finished job can be retried (cancel it first)", severity="warning")
             return
-        has_suggestion = bool(detail.error and detail.error.get("suggested"))
+        job_id = str(job.id)
 
         def chosen(suggested: bool | None) -> None:
             if suggested is not None:
@@ -242,38 +242,35 @@ class LorapodApp(App[None]):
 
         self.push_screen(RetryDialog(job_id, f"job {short_id(job.id)}", has_suggestion), chosen)
 
-    @work(thread=True, group="actions")
+    @work(thread=True, group="actions", name="retry", exit_on_error=False)
     def _retry(self, job_id: str, suggested: bool) -> None:
-        try:
-            submission = self.backend.retry(job_id, suggested=suggested)
-        except Exception as exc:
-            self.call_from_thread(self.notify, str(exc), title="Could not retry", severity="error", timeout=15)
-            return
+        submission = self.backend.retry(job_id, suggested=suggested)
         self.call_from_thread(self._started, str(submission.job.id))
 
+    @work(thread=True, group="actions", name="download", exit_on_error=False)
     def download(self, job_id: str) -> None:
+        job = self.backend.job(job_id)
+        kinds = [a.artifact_type for a in self.backend.artifacts(job.id)]
+        self.call_from_thread(self._choose_download, job, kinds)
+
+    def _choose_download(self, job: Any, kinds: list[str]) -> None:
         from tui.dialogs.download import DownloadDialog
 
-        detail = self.backend.detail(job_id)
-        kinds = [a.artifact_type for a in detail.artifacts]
         if not kinds:
             self.notify("this job has no packages yet", severity="warning")
             return
+        job_id = str(job.id)
 
         def chosen(result: tuple[str, Path] | None) -> None:
             if result is not None:
                 self._download(job_id, *result)
 
-        self.push_screen(DownloadDialog(f"job {short_id(detail.job.id)}", kinds, Path.cwd() / "downloads"), chosen)
+        self.push_screen(DownloadDialog(f"job {short_id(job.id)}", kinds, Path.cwd() / "downloads"), chosen)
 
-    @work(thread=True, group="actions")
+    @work(thread=True, group="actions", name="download", exit_on_error=False)
     def _download(self, job_id: str, kind: str, folder: Path) -> None:
         self.call_from_thread(self.notify, f"downloading the {kind} package…", timeout=3)
-        try:
-            target = self.backend.download(job_id, kind, folder)
-        except Exception as exc:
-            self.call_from_thread(self.notify, str(exc), title="Download refused", severity="error", timeout=15)
-            return
+        target = self.backend.download(job_id, kind, folder)
         message = f"{target}\nsha256 verified against the ledger; every file verified against the manifest"
         self.call_from_thread(self.notify, message, title="Downloaded", timeout=12)
 
@@ -288,7 +285,7 @@ class LorapodApp(App[None]):
             FolderDialog(f"Export the metrics of {len(job_ids)} job(s) as CSV into", Path.cwd() / "exports"), chosen
         )
 
-    @work(thread=True, group="actions")
+    @work(thread=True, group="actions", name="export", exit_on_error=False)
     def _export(self, job_ids: list[uuid.UUID], folder: Path) -> None:
         written = [
             (job_id, self.backend.export_metrics(job_id, folder / f"{short_id(job_id)}-metrics.csv"))
@@ -307,8 +304,17 @@ class LorapodApp(App[None]):
 def run(backend: Backend | None = None) -> None:
     """Open the dashboard (``lorapod`` with no arguments), with the background supervisor running so every live
     job is followed after it closes too."""
-    from remote.daemon import ensure_running
+    import threading
 
     app = LorapodApp(backend)
-    ensure_running(app.backend.settings.paths)
+    log_to_file(app.backend.settings.paths.data_dir)
+    # Started beside the dashboard, not before it: waiting for a fresh supervisor to come up (a Python start
+    # and its imports) used to delay the first paint by as long again.
+    threading.Thread(target=_supervise, args=(app.backend.settings.paths,), name="supervisor", daemon=True).start()
     app.run()
+
+
+def _supervise(paths: Paths) -> None:
+    from remote.daemon import ensure_running
+
+    ensure_running(paths)

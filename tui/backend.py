@@ -8,24 +8,28 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.config import FieldChange, JobSpec, diff
+from engine.events import ErrorEvent, EvalEvent
 from store.alerts import acknowledge, list_alerts
 from store.artifacts import list_artifacts
 from store.attempts import list_attempts
 from store.budget import MonthSpend, month_alerts, month_spend, monthly_totals
-from store.events import list_events
-from store.files import list_files
+from store.errors import StoreError
+from store.events import list_events, typed_event
+from store.files import FileState, checked_files, list_files
 from store.jobs import JobPage, JobQuery, get_job, job_spec, list_jobs
 from store.metrics import metrics_history
 from store.models import Alert, JobEvent, ModelArtifact, TrainingFile, TrainingJob, TrainingMetric, utcnow
 from store.recovery import open_ledger
 from store.settings import Settings, load_settings, write_setting
 from store.status import LIVE
+
+Typed = TypeVar("Typed", EvalEvent, ErrorEvent)
 
 if TYPE_CHECKING:
     from remote.supervisor import Submission, Supervisor, Update
@@ -64,8 +68,8 @@ class JobDetail:
     events: list[JobEvent]
     artifacts: list[ModelArtifact]
     attempts: list[Any]
-    evaluation: dict[str, Any] = field(default_factory=dict)
-    error: dict[str, Any] | None = None
+    evaluation: EvalEvent | None = None  # the latest
+    error: ErrorEvent | None = None  # the latest
 
 
 @dataclass
@@ -103,6 +107,22 @@ class Backend:
 
     def job(self, job_id: Any) -> TrainingJob:
         return get_job(self.ledger, job_id)
+
+    def artifacts(self, job_id: Any) -> list[ModelArtifact]:
+        return list_artifacts(self.ledger, job_id)
+
+    def retry_choice(self, job_id: Any) -> tuple[TrainingJob, bool]:
+        """A job to retry, and whether its last error suggested other values (its events are not all read)."""
+        job = get_job(self.ledger, job_id)
+        error = self._latest(job.id, ErrorEvent)
+        return job, bool(error and error.suggested)
+
+    def _latest(self, job_id: Any, kind: type[Typed]) -> Typed | None:
+        """A job's latest event of one type, typed."""
+        kind_name = kind.model_fields["type"].default
+        rows = list_events(self.ledger, job_id, types=[kind_name])
+        latest = typed_event(rows[-1]) if rows else None
+        return latest if isinstance(latest, kind) else None
 
     def summary(self) -> Summary:
         month = month_spend(self.ledger, self.clock())
@@ -148,8 +168,6 @@ class Backend:
         """A job with its events after ``after_seq`` and metrics after ``after_step`` (all by default)."""
         job = get_job(self.ledger, job_id)
         events = list_events(self.ledger, job.id, after_seq=after_seq)
-        evals = list_events(self.ledger, job.id, types=["eval"])
-        errors = list_events(self.ledger, job.id, types=["error"])
         try:
             spec: JobSpec | None = job_spec(job)
         except ValueError:  # a row from before lorapod recorded full specs
@@ -161,8 +179,8 @@ class Backend:
             events=events,
             artifacts=list_artifacts(self.ledger, job.id),
             attempts=list_attempts(self.ledger, job.id),
-            evaluation=evals[-1].payload if evals else {},
-            error=errors[-1].payload if errors else None,
+            evaluation=self._latest(job.id, EvalEvent),
+            error=self._latest(job.id, ErrorEvent),
         )
 
     def active_job_ids(self) -> list[Any]:
@@ -220,14 +238,17 @@ class Backend:
             {"step": m.step, **{f: getattr(m, f) for f in METRIC_FIELDS}, "recorded_at": m.recorded_at.isoformat()}
             for m in metrics_history(self.ledger, get_job(self.ledger, job_id).id)
         ]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".json":
-            path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
-        else:
-            with path.open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=["step", *METRIC_FIELDS, "recorded_at"])
-                writer.writeheader()
-                writer.writerows(rows)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.suffix == ".json":
+                path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+            else:
+                with path.open("w", newline="", encoding="utf-8") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=["step", *METRIC_FIELDS, "recorded_at"])
+                    writer.writeheader()
+                    writer.writerows(rows)
+        except OSError as exc:  # a folder that is a file, or that cannot be written: said in words
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return len(rows)
 
     def compare(self, job_ids: list[Any]) -> list[JobDetail]:
@@ -279,8 +300,9 @@ class Backend:
         with self._lock:
             self._supervisor = None
 
-    def datasets(self) -> list[TrainingFile]:
-        return list_files(self.ledger)
+    def datasets(self) -> list[tuple[TrainingFile, FileState]]:
+        """Every registered file, with whether its bytes changed since (reads the files: from a worker)."""
+        return checked_files(self.ledger)
 
     def estimate(self, spec: JobSpec, tokens_per_epoch: int) -> Estimate | None:
         return self.supervisor.estimate_for(spec, tokens_per_epoch)

@@ -38,16 +38,12 @@ class Followers:
 
     def start_all(self) -> None:
         """Catch up on every live job, then follow each one (runs in a worker)."""
-        self.app.run_worker(self._start_all, thread=True, group="follow", name="catch-up")
+        self.app.run_worker(self._start_all, thread=True, group="follow", name="catch-up", exit_on_error=False)
 
     def _start_all(self) -> None:
-        try:
-            self.backend.catch_up()
-            followable = self.backend.followable_job_ids()
-        except Exception as exc:  # the dashboard stays up; the jobs table still shows the ledger
-            self.app.call_from_thread(self.app.notify, str(exc), title="Catching up", severity="warning")
-            return
-        for job_id in followable:
+        # A failure is shown by tui.errors; the dashboard stays up and the jobs table still shows the ledger.
+        self.backend.catch_up()
+        for job_id in self.backend.followable_job_ids():
             self.app.call_from_thread(self.follow, str(job_id))
 
     def discover(self) -> None:
@@ -72,7 +68,7 @@ class Followers:
         if current is not None and current.is_running:
             return
         self.workers[job_id] = self.app.run_worker(
-            lambda: self._follow(job_id), thread=True, group="follow", name=f"follow-{job_id[:8]}"
+            lambda: self._follow(job_id), thread=True, group="follow", name=f"follow:{job_id[:8]}", exit_on_error=False
         )
 
     def _follow(self, job_id: str) -> None:
@@ -87,9 +83,5 @@ class Followers:
                 self.app.post_message(JobFinished(job_id, job.status, f"job {short_id(job.id)}", ended_why(job)))
             last["status"], last["step"] = job.status, job.current_step
 
-        try:
-            self.backend.follow(uuid.UUID(job_id), on_update, should_stop=lambda: worker.is_cancelled)
-        except Exception as exc:  # a job this installation cannot reach: say so once, keep the dashboard up
-            self.app.call_from_thread(
-                self.app.notify, f"not following job {job_id[:8]}: {exc}", title="Following", severity="warning"
-            )
+        # A job this installation cannot reach fails this worker alone: tui.errors says so, once.
+        self.backend.follow(uuid.UUID(job_id), on_update, should_stop=lambda: worker.is_cancelled)

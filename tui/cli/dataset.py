@@ -338,3 +338,41 @@ def preview(
     legend = "bold green: trained" if highlight else "[[…]]: trained"
     unit = "tokens" if not shown.estimated else "characters (no --tokenizer: spans, not tokens)"
     say(f"{legend} {unit}, the loss is computed there; the rest is context the model reads.")
+
+
+@dataset.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_registered(as_json: bool) -> None:
+    """The registered training files (one per path and content), each with whether its bytes changed since.
+
+    A file whose contents changed, or that is gone, is flagged: the jobs that trained on it trained on the
+    bytes registered, not on what is there now.
+    """
+    from store.files import FileState, checked_files
+    from tui.cli.common import open_context
+
+    files = checked_files(open_context().ledger)
+    if as_json:
+        emit_json(
+            [
+                {"id": str(f.id), "name": f.name, "path": f.storage_path, "sha256": f.sha256, "format": f.format,
+                 "size_bytes": f.size_bytes, "contents": state.value, "registered": f.created_at.isoformat()}
+                for f, state in files
+            ]
+        )  # fmt: skip
+        return
+    if not files:
+        click.echo("no training files yet: a file is registered when a job starts on it")
+        return
+    marks = {FileState.UNCHANGED: "✔", FileState.CHANGED: "⚠", FileState.MISSING: "✖", FileState.ELSEWHERE: "·"}
+    print_table(
+        ["name", "contents", "sha256", "path", "registered"],
+        [
+            (f.name, f"{marks[state]} {state.value}", f.sha256[:12], f.storage_path, f.created_at.strftime("%Y-%m-%d"))
+            for f, state in files
+        ],
+        flexible=("path", "name"),
+    )
+    changed = sum(state is not FileState.UNCHANGED and state is not FileState.ELSEWHERE for _, state in files)
+    if changed:
+        click.secho(f"{plural(changed, 'file')} changed or missing since registered", err=True, fg="yellow")

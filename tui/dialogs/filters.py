@@ -14,6 +14,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from store.jobs import JobQuery
 from store.models import TrainingFile
+from tui.errors import ReportsWorkerErrors
 
 
 def _date(text: str) -> datetime | None:
@@ -23,7 +24,7 @@ def _date(text: str) -> datetime | None:
     return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
 
 
-class FiltersDialog(ModalScreen[dict[str, Any] | None]):
+class FiltersDialog(ReportsWorkerErrors, ModalScreen[dict[str, Any] | None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Close", id="filters.close", tooltip="Close without changes")]
 
     def __init__(self, query: JobQuery) -> None:
@@ -54,7 +55,7 @@ class FiltersDialog(ModalScreen[dict[str, Any] | None]):
     def on_mount(self) -> None:
         self.load_choices()
 
-    @work(thread=True)
+    @work(thread=True, exit_on_error=False)
     def load_choices(self) -> None:
         models, files = self.app.backend.models_and_files()  # type: ignore[attr-defined]
         self.app.call_from_thread(self._choices, models, files)

@@ -10,10 +10,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, RadioSet, Static
 
 from engine.config import FieldChange
+from tui.errors import ReportsWorkerErrors
 from tui.widgets.choices import Choice
 
 
-class RetryDialog(ModalScreen[bool | None]):
+class RetryDialog(ReportsWorkerErrors, ModalScreen[bool | None]):
     """Dismisses with True (suggested values), False (the same configuration) or None (not now)."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Close", id="retry.close", tooltip="Do not retry")]
@@ -49,7 +50,7 @@ class RetryDialog(ModalScreen[bool | None]):
     def _changed(self) -> None:
         self.show_diff()
 
-    @work(thread=True, exclusive=True)
+    @work(thread=True, exclusive=True, exit_on_error=False)
     def show_diff(self) -> None:
         _, changes = self.app.backend.retry_plan(self.job_id, suggested=self._suggested())  # type: ignore[attr-defined]
         self.app.call_from_thread(self._fill, changes)

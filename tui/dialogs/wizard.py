@@ -30,10 +30,11 @@ from textual.widgets import (
 )
 
 import presets as preset_files
-from engine import SpecError
+from engine import LorapodError, SpecError
 from engine.config import CloudType, Hyperparameters, JobSpec, Provider, allowed_range, diff
 from presets.gpus import catalogue
 from tui.dialogs.wizard_views import DatasetTree, dataset_report, launch_text, review_view
+from tui.errors import ReportsWorkerErrors
 from tui.widgets.choices import Choice
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ STEPS = ["dataset", "preset", "resources", "review"]
 STEP_TITLES = {"dataset": "1 Dataset", "preset": "2 Preset", "resources": "3 Resources", "review": "4 Review"}
 
 
-class NewJobWizard(ModalScreen[JobSpec | None]):
+class NewJobWizard(ReportsWorkerErrors, ModalScreen[JobSpec | None]):
     BINDINGS = [
         Binding("escape", "dismiss(None)", "Close", id="wizard.close", tooltip="Close the wizard; nothing starts"),
         Binding("ctrl+n", "next", "Next", id="wizard.next", tooltip="The next step (on Review: start the job)"),
@@ -204,11 +205,11 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
         changed = len(self._overrides())
         return f"preset {self.preset_name}" + (f" with {changed} change(s)" if changed else "")
 
-    @work(thread=True, exclusive=True, group="inspect")
+    @work(thread=True, exclusive=True, group="inspect", exit_on_error=False)
     def _inspect(self, path: Path, spec: JobSpec, under: str) -> None:
         try:
             inspection = self.lorapod.backend.inspect_dataset(path, spec)
-        except Exception as exc:  # an unreadable file: say so, never crash the dashboard
+        except (LorapodError, OSError) as exc:  # an unreadable or invalid file: said beside it
             self.app.call_from_thread(self.query_one("#dataset-report", Static).update, Text(str(exc), style="red"))
             return
         self.app.call_from_thread(self._inspected, inspection, under)
@@ -301,7 +302,7 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
 
     # --- step 4: review -------------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="review")
+    @work(thread=True, exclusive=True, group="review", exit_on_error=False)
     def build_review(self) -> None:
         spec = self.spec
         inspection = self.inspection
@@ -313,7 +314,7 @@ class NewJobWizard(ModalScreen[JobSpec | None]):
         tokens = int(inspection.report.get("tokens") or 0)
         try:
             estimate = backend.estimate(spec, tokens)
-        except Exception as exc:  # no estimate (unknown GPU, model size): say why, let the user decide
+        except LorapodError as exc:  # no estimate (unknown GPU, model size): say why, let the user decide
             estimate, problem = None, str(exc)
         else:
             problem = ""

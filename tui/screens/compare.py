@@ -17,6 +17,7 @@ from textual.widgets import Header, Static
 from store.jobs import short_id
 from tui.backend import Backend, JobDetail
 from tui.cli.common import duration
+from tui.errors import ReportsWorkerErrors
 from tui.status import label
 from tui.widgets.charts import MetricChart, measured
 from tui.widgets.keyed import Footer
@@ -33,7 +34,7 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:,.4f}" if value < 100 else f"{value:,.1f}"
 
 
-class CompareScreen(Screen[None]):
+class CompareScreen(ReportsWorkerErrors, Screen[None]):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="compare.back", tooltip="Back"),
         Binding("z", "maximise", "Maximise", id="compare.maximise", tooltip="The loss chart alone, or with the tables"),
@@ -65,7 +66,7 @@ class CompareScreen(Screen[None]):
     def on_mount(self) -> None:
         self.load()
 
-    @work(thread=True, exclusive=True)
+    @work(thread=True, exclusive=True, exit_on_error=False)
     def load(self) -> None:
         details = self.lorapod.backend.compare(self.job_ids)
         self.app.call_from_thread(self._show, details, self.lorapod.backend.clock())
@@ -101,8 +102,8 @@ class CompareScreen(Screen[None]):
         row("final loss", [_fmt(losses(d, "loss")[-1] if losses(d, "loss") else None) for d in details])
         row("best loss", [_fmt(min(losses(d, "loss"), default=None)) for d in details])
         row("best eval loss", [_fmt(min(losses(d, "eval_loss"), default=None)) for d in details])
-        row("base perplexity", [_fmt(d.evaluation.get("base_perplexity")) for d in details])
-        row("adapter perplexity", [_fmt(d.evaluation.get("adapter_perplexity")) for d in details])
+        row("base perplexity", [_fmt(d.evaluation.base_perplexity if d.evaluation else None) for d in details])
+        row("adapter perplexity", [_fmt(d.evaluation.adapter_perplexity if d.evaluation else None) for d in details])
         row("duration", [duration(d.job.started_at, d.job.completed_at or now) for d in details])
         row("cost", [f"${d.job.actual_cost_usd:,.2f}" for d in details])
 
@@ -122,7 +123,7 @@ class CompareScreen(Screen[None]):
         generations.add_column("base")
         generations.add_column("adapter")
         for detail in details:
-            first = (detail.evaluation.get("generations") or [{}])[0]
+            first = ((detail.evaluation.generations if detail.evaluation else None) or [{}])[0]
             generations.add_row(short_id(detail.job.id), first.get("base") or "—", first.get("adapter") or "—")
         self.query_one("#compare-summary", Static).update(Group(summary, config, generations))
 

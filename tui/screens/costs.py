@@ -15,6 +15,7 @@ from textual_plotext import PlotextPlot
 from store.budget import MonthSpend
 from store.jobs import JobPage
 from store.settings import SettingsError
+from tui.errors import ReportsWorkerErrors
 from tui.status import label
 from tui.widgets.cards import Card
 from tui.widgets.keyed import Footer, NavTable
@@ -59,7 +60,7 @@ def thresholds_problem(value: str) -> str | None:
     return None
 
 
-class CostsScreen(Screen[None]):
+class CostsScreen(ReportsWorkerErrors, Screen[None]):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="costs.back", tooltip="Back"),
         Binding("ctrl+s", "save", "Save budget", id="costs.save", tooltip="Save the budget settings"),
@@ -99,7 +100,7 @@ class CostsScreen(Screen[None]):
             )
         self.load()
 
-    @work(thread=True, exclusive=True)
+    @work(thread=True, exclusive=True, exit_on_error=False)
     def load(self) -> None:
         month, history, jobs = self.lorapod.backend.costs()
         self.app.call_from_thread(self._show, month, history, jobs)
@@ -154,7 +155,7 @@ class CostsScreen(Screen[None]):
         values = {name: self.query_one(f"#set-{name}", Input).value.strip() for name, _ in BUDGET_FIELDS}
         self.save(values)
 
-    @work(thread=True, exclusive=True)
+    @work(thread=True, exclusive=True, exit_on_error=False)
     def save(self, values: dict[str, str]) -> None:
         backend = self.lorapod.backend
         problem = thresholds_problem(values["alert_thresholds"])

@@ -1,4 +1,5 @@
-"""Datasets: the registered training files, their validation summary and statistics."""
+"""Datasets: the registered training files, their validation summary and statistics, and whether each file still
+holds the bytes it was registered with."""
 
 from __future__ import annotations
 
@@ -13,19 +14,30 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
+from store.files import FileState
 from store.models import TrainingFile
+from tui.errors import ReportsWorkerErrors
 from tui.widgets.keyed import Footer, NavTable
 
 if TYPE_CHECKING:
     from tui.app import LorapodApp
 
 
-class DatasetsScreen(Screen[None]):
+# How a file's contents read beside its name: never colour alone.
+CONTENTS = {
+    FileState.UNCHANGED: Text("✔ unchanged", style="green"),
+    FileState.CHANGED: Text("⚠ changed since registered", style="bold yellow"),
+    FileState.MISSING: Text("✖ missing", style="bold red"),
+    FileState.ELSEWHERE: Text("· not local", style="dim"),
+}
+
+
+class DatasetsScreen(ReportsWorkerErrors, Screen[None]):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="datasets.back", tooltip="Back")]
 
     def __init__(self) -> None:
         super().__init__()
-        self.files: dict[str, TrainingFile] = {}
+        self.files: dict[str, tuple[TrainingFile, FileState]] = {}
 
     @property
     def lorapod(self) -> LorapodApp:
@@ -41,26 +53,27 @@ class DatasetsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns(
-            "Name", "Format", "Convs", "Trainable", "Tokens", "Warnings", "Registered"
+            "Name", "Contents", "Format", "Convs", "Trainable", "Tokens", "Warnings", "Registered"
         )
         self.load()
 
-    @work(thread=True, exclusive=True)
+    @work(thread=True, exclusive=True, exit_on_error=False)
     def load(self) -> None:
         files = self.lorapod.backend.datasets()
         self.app.call_from_thread(self._show, files)
 
-    def _show(self, files: list[TrainingFile]) -> None:
+    def _show(self, files: list[tuple[TrainingFile, FileState]]) -> None:
         if not self.is_mounted:  # a late answer for a screen already closed
             return
         table = self.query_one(DataTable)
         table.clear()
-        self.files = {str(f.id): f for f in files}
-        for f in files:
+        self.files = {str(f.id): (f, state) for f, state in files}
+        for f, state in files:
             warnings = sum(int(w.get("count", 0)) for w in (f.validation or {}).get("warnings") or [])
             tokens = f"{f.token_count:,}" if f.token_count else "—"
             table.add_row(
                 f.name,
+                CONTENTS[state],
                 f.format,
                 str(f.conversation_count),
                 str(f.trainable_pairs),
@@ -78,14 +91,15 @@ class DatasetsScreen(Screen[None]):
     def _detail(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key is None or event.row_key.value not in self.files:
             return
-        f = self.files[str(event.row_key.value)]
+        f, state = self.files[str(event.row_key.value)]
         validation = f.validation or {}
         table = Table(show_header=False, box=None)
         table.add_column(style="bold")
         table.add_column()
-        for name, value in [
+        rows: list[tuple[str, str | Text]] = [
             ("file", f.storage_path),
             ("sha256", f.sha256),
+            ("contents", CONTENTS[state]),
             ("format", f.format),
             ("size", f"{f.size_bytes / 1e6:.2f} MB"),
             ("conversations", str(f.conversation_count)),
@@ -93,7 +107,8 @@ class DatasetsScreen(Screen[None]):
             ("examples", str(validation.get("examples", "—"))),
             ("tokens", f"{f.token_count:,}" if f.token_count else "—"),
             ("valid", "✔ yes" if validation.get("ok") else "✖ no"),
-        ]:
+        ]
+        for name, value in rows:
             table.add_row(name, value)
         warnings = Table(title="Warnings", title_justify="left")
         warnings.add_column("code")

@@ -16,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Select, Static
 
 from store.jobs import SORT_KEYS, JobPage, JobQuery
+from tui.errors import ReportsWorkerErrors
 from tui.messages import JobChanged, LedgerSynced
 from tui.widgets.job_table import COLUMNS, JobTable
 from tui.widgets.keyed import Footer
@@ -36,7 +37,7 @@ GROUPS = [
 SORT_LABELS = {key: header for header, key in COLUMNS if key} | {"created_at": "Created"}
 
 
-class JobsScreen(Screen[None]):
+class JobsScreen(ReportsWorkerErrors, Screen[None]):
     """Home: the job table."""
 
     BINDINGS = [
@@ -92,14 +93,14 @@ class JobsScreen(Screen[None]):
         self.reload()
         self.reload_summary()
 
-    @work(thread=True, exclusive=True, group="jobs-load")
+    @work(thread=True, exclusive=True, group="jobs-load", exit_on_error=False)
     def reload(self) -> None:
         """The current page only: what sorting, filtering, searching and paging change."""
         backend = self.lorapod.backend
         page = backend.jobs(self.query_state)
         self.app.call_from_thread(self._show, page, backend.clock())
 
-    @work(thread=True, exclusive=True, group="jobs-summary")
+    @work(thread=True, exclusive=True, group="jobs-summary", exit_on_error=False)
     def reload_summary(self) -> None:
         summary = self.lorapod.backend.summary()
         self.app.call_from_thread(self._show_summary, summary)

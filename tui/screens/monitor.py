@@ -16,10 +16,13 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, ProgressBar, Select, Static, TabbedContent, TabPane
 
+from engine.events import StageEvent
+from store.events import typed_event
 from store.models import JobEvent, TrainingMetric
-from store.status import TERMINAL
+from store.status import TERMINAL, JobStatus
 from tui.backend import JobDetail
 from tui.cli.common import job_title
+from tui.errors import ReportsWorkerErrors
 from tui.messages import JobChanged
 from tui.status import look
 from tui.widgets.chart_grid import ChartGrid
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
     from tui.app import LorapodApp
 
 
-class MonitorScreen(Screen[None]):
+class MonitorScreen(ReportsWorkerErrors, Screen[None]):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="monitor.back", tooltip="Back to the previous screen"),
         Binding("c", "cancel_job", "Cancel", id="monitor.cancel", tooltip="Cancel this job (it checkpoints first)"),
@@ -90,6 +93,7 @@ class MonitorScreen(Screen[None]):
         self.stages_seen: set[str] = set()
         self.detail: JobDetail | None = None
         self.filter = "-heartbeat"
+        self.detail_status: str | None = None
         self._loading = False
 
     @property
@@ -129,7 +133,7 @@ class MonitorScreen(Screen[None]):
 
     # --- data -----------------------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="monitor")
+    @work(thread=True, exclusive=True, group="monitor", exit_on_error=False)
     def refresh_data(self) -> None:
         # The newest step is read again: its eval loss is merged into its row after its training loss.
         after_step = self.last_step - 1 if self.last_step is not None else None
@@ -147,7 +151,7 @@ class MonitorScreen(Screen[None]):
         if fresh:
             self.last_seq = fresh[-1].seq
             self.events.extend(fresh)
-            self.stages_seen.update(str(e.payload.get("stage")) for e in fresh if e.type == "stage")
+            self.stages_seen.update(e.stage.value for e in map(typed_event, fresh) if isinstance(e, StageEvent))
             self._append_events(fresh)
         if detail.metrics:
             known = {m.step: i for i, m in enumerate(self.metrics)}
@@ -158,6 +162,9 @@ class MonitorScreen(Screen[None]):
                     self.metrics.append(metric)
             self.last_step = max(m.step for m in self.metrics)
             self._plot()
+        if self.detail_status != job.status:  # Resume is offered only while the job is interrupted
+            self.detail_status = job.status
+            self.refresh_bindings()
         self.query_one("#job-title", Static).update(Text(job_title(job), style="bold"))
         self.query_one(StageStepper).show(job.status, job.stage, self.stages_seen)
         # An ended job changes only when someone acts on it (a resume), and that arrives as a JobChanged.
@@ -244,6 +251,11 @@ class MonitorScreen(Screen[None]):
         self.query_one("#details", Static).update(details_view(detail))
 
     # --- actions --------------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "resume":  # only an interrupted job can resume: the footer shows R there alone
+            return self.detail_status == JobStatus.INTERRUPTED
+        return True
 
     def action_cancel_job(self) -> None:
         self.lorapod.cancel_job(self.job_id)

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from rich.text import Text
 from textual import events
+from textual.widgets.data_table import CellDoesNotExist
 
 from store.jobs import JobRow
 from tui.cli.common import duration
@@ -138,7 +139,7 @@ class JobTable(NavTable):
             return None
         try:
             return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
-        except Exception:  # an empty or refreshing table has no cell under the cursor
+        except CellDoesNotExist:  # an empty or refreshing table has no cell under the cursor
             return None
 
     def toggle_selected(self) -> str | None:

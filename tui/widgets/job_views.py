@@ -11,6 +11,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from engine.events import ErrorEvent, EvalEvent
+from store.events import typed_event
 from store.jobs import short_id
 from store.models import JobEvent, TrainingMetric
 from store.status import TERMINAL
@@ -72,34 +74,34 @@ def event_summary(event: JobEvent) -> str:
 
 def event_detail(event: JobEvent) -> Text:
     """The whole event: an error with its hint and traceback, anything else as JSON (no escapes)."""
-    payload = dict(event.payload)
     text = Text()
     text.append(f"{event.type} · seq {event.seq} · {event.ts.isoformat(timespec='seconds')}\n", style="bold")
-    if event.type == "error":
-        text.append(f"{payload.get('category')}: {payload.get('message')}\n", style="bold red")
-        text.append(f"hint: {payload.get('hint')}\n", style="italic")
-        if payload.get("suggested"):
-            text.append(f"suggested for a retry: {payload['suggested']}\n")
-        text.append("\n" + str(payload.get("traceback") or "(no traceback)"), style="dim")
-    else:
-        text.append(json.dumps(payload, indent=2, default=str, ensure_ascii=False))
+    error = typed_event(event) if event.type == "error" else None
+    if isinstance(error, ErrorEvent):
+        text.append(f"{error.category}: {error.message}\n", style="bold red")
+        text.append(f"hint: {error.hint}\n", style="italic")
+        if error.suggested:
+            text.append(f"suggested for a retry: {error.suggested}\n")
+        text.append("\n" + (error.traceback or "(no traceback)"), style="dim")
+    else:  # every field as it was recorded
+        text.append(json.dumps(event.payload, indent=2, default=str, ensure_ascii=False))
     return text
 
 
-def evaluation_view(evaluation: dict[str, Any]) -> RenderableType:
+def evaluation_view(evaluation: EvalEvent | None) -> RenderableType:
     """Base vs adapter perplexity, overall and per group, and the sample generations."""
-    if not evaluation:
+    if evaluation is None:
         return Text("No evaluation yet: it runs after training, on the held-out conversations.", style="dim")
     table = Table(title="Held-out perplexity (lower is better)", title_justify="left")
     table.add_column("")
     table.add_column("base", justify="right")
     table.add_column("adapter", justify="right")
-    table.add_row("overall", _fmt(evaluation.get("base_perplexity")), _fmt(evaluation.get("adapter_perplexity")))
-    for group, values in (evaluation.get("groups") or {}).items():
+    table.add_row("overall", _fmt(evaluation.base_perplexity), _fmt(evaluation.adapter_perplexity))
+    for group, values in evaluation.groups.items():
         for name, pair in values.items():
             table.add_row(f"{group}: {name}", _fmt(pair.get("base_perplexity")), _fmt(pair.get("adapter_perplexity")))
     parts: list[Any] = [table]
-    for index, generation in enumerate(evaluation.get("generations") or [], start=1):
+    for index, generation in enumerate(evaluation.generations, start=1):
         sample = Table(title=f"Generation {index}", title_justify="left", show_lines=True, expand=True)
         sample.add_column("prompt / reference", ratio=1)
         sample.add_column("base", ratio=1)
