@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine import SpecError
+from presets.rubrics import load_rubric
 from engine.config import (
     DEFAULT_BASE_MODEL,
     SECTIONS,
@@ -68,9 +69,13 @@ class Preset(BaseModel):
             **self.job,
         }
         try:
-            return validate_spec(apply_overrides(data, overrides))
+            spec = validate_spec(apply_overrides(data, overrides))
         except SpecError as exc:
             raise PresetError(str(exc)) from None
+        hp = spec.hyperparameters
+        if hp.judge != "off" and not hp.judge_criteria:  # the engine gets the questions, not a file name
+            hp.judge_criteria = load_rubric(hp.judge_rubric)
+        return spec
 
     def with_overrides(self, overrides: Iterable[str]) -> Preset:
         """This preset with ``key=value`` overrides applied and validated (the name stays)."""
