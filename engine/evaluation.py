@@ -103,7 +103,9 @@ def generation_prompts(items: Sequence[EvalItem], count: int = 0) -> list[dict[s
         if last_assistant is None or last_assistant == 0:
             continue
         meta = {key: item.meta[key] for key in GROUP_KEYS if item.meta.get(key)}
-        prompts.append({"prompt": messages[:last_assistant], "reference": messages[last_assistant]["content"], "meta": meta})
+        prompts.append(
+            {"prompt": messages[:last_assistant], "reference": messages[last_assistant]["content"], "meta": meta}
+        )
         if count and len(prompts) >= count:
             break
     return prompts

@@ -26,9 +26,7 @@ GROUP_KEYS = ("persona", "emotional_arc", "topic")
 # The conversation shown to the judge: the system prompt and the last turns (a 70B judge reading a whole
 # long conversation twice per pair would cost more than the answers it judges).
 CONTEXT_TURNS = 6
-SELF_JUDGE_NOTE = (
-    "judged by the base model itself: a model judging its own replies against its fine-tune may be biased"
-)
+SELF_JUDGE_NOTE = "judged by the base model itself: a model judging its own replies against its fine-tune may be biased"
 Ask = Callable[[list[list[Message]]], list[str]]
 
 _INSTRUCTIONS = """You compare two replies, A and B, that an assistant could give next in the conversation below.

@@ -61,7 +61,9 @@ class EndpointJudge:
         try:
             content = response.json()["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise JudgeError(f"judge endpoint {self.url}: not a chat-completions answer: {response.text[:300]}") from None
+            raise JudgeError(
+                f"judge endpoint {self.url}: not a chat-completions answer: {response.text[:300]}"
+            ) from None
         return content if isinstance(content, str) else ""
 
     def close(self) -> None:

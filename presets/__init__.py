@@ -16,7 +16,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine import SpecError
-from presets.rubrics import load_rubric
 from engine.config import (
     DEFAULT_BASE_MODEL,
     SECTIONS,
@@ -30,6 +29,7 @@ from engine.config import (
     diff,
     validate_spec,
 )
+from presets.rubrics import load_rubric
 
 PRESET_DIR = Path(__file__).parent
 # Stands in for the dataset while a preset is shown or compared without one.

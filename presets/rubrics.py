@@ -29,8 +29,12 @@ def load_rubric(name: str) -> dict[str, str]:
         raise RubricError(f"{path}: {exc}") from None
     criteria = data.get("criteria")
     if not isinstance(criteria, dict) or not criteria:
-        raise RubricError(f"{path}: needs a [criteria] table of name = \"question\" lines")
-    bad = [key for key, value in criteria.items() if not isinstance(value, str) or not value.strip() or key == "overall"]
+        raise RubricError(f'{path}: needs a [criteria] table of name = "question" lines')
+    bad = [
+        key for key, value in criteria.items() if not isinstance(value, str) or not value.strip() or key == "overall"
+    ]
     if bad:
-        raise RubricError(f"{path}: criteria {', '.join(bad)}: each needs a question as text (and 'overall' is asked anyway)")
+        raise RubricError(
+            f"{path}: criteria {', '.join(bad)}: each needs a question as text (and 'overall' is asked anyway)"
+        )
     return {key: value.strip() for key, value in criteria.items()}

@@ -30,7 +30,9 @@ def held_out_pairs(ledger: Ledger, job_id: uuid.UUID) -> list[dict[str, Any]]:
     events = list_events(ledger, job_id, types=["eval"])
     pairs = list(events[-1].payload.get("replies") or []) if events else []
     if not pairs:
-        raise StoreError("this job has no held-out replies to rate (it has not been evaluated, or had no held-out split)")
+        raise StoreError(
+            "this job has no held-out replies to rate (it has not been evaluated, or had no held-out split)"
+        )
     return pairs
 
 
@@ -49,9 +51,7 @@ def choice_from_key(key: str, label: str) -> str | None:
     return None
 
 
-def record_rating(
-    ledger: Ledger, job_id: uuid.UUID, prompt_index: int, rater: str, choice: str, label: str
-) -> None:
+def record_rating(ledger: Ledger, job_id: uuid.UUID, prompt_index: int, rater: str, choice: str, label: str) -> None:
     """Store one rating; the same rater rating the same prompt again replaces it."""
     if choice not in CHOICES:
         raise StoreError(f"rating: {choice!r} is not one of {', '.join(CHOICES)}")

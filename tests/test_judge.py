@@ -62,7 +62,7 @@ def _replies(text: str) -> tuple[str, str]:
 def scripted(user: str) -> str:
     """Pairs 0–5: the adapter's reply wins every criterion but clarity (a tie); 6–7: always A (position bias);
     8: the base's reply wins all but clarity (a tie); 9: no verdict at all."""
-    a, b = _replies(user)
+    a, _b = _replies(user)
     index = int(a.rsplit(" ", 1)[1])
     if index == 9:
         return "I cannot decide between these."

@@ -65,7 +65,7 @@ def test_rating_blind_records_the_reply_chosen_and_reveals_it_after(ledger: Ledg
     # Each reveal comes after the prompt's key, never before the replies are shown.
     first_reveal = out.index("recorded: adapter — the adapter's reply was")
     assert out.index("Question 0") < out.index("base reply 0") < first_reveal
-    assert "adapter reply 0" in out[: first_reveal] and "skipped" in out
+    assert "adapter reply 0" in out[:first_reveal] and "skipped" in out
     summary = human_summary(ledger, job.id)
     assert summary is not None
     assert (summary["ratings"], summary["adapter_wins"], summary["base_wins"], summary["ties"]) == (3, 2, 1, 0)

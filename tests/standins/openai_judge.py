@@ -43,7 +43,7 @@ class JudgeStandIn:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — the base class names it so
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def _send(self, status: int, body: dict[str, Any]) -> None:

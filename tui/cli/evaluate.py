@@ -141,16 +141,22 @@ def judge(
     url, model = url or hp.get("judge_url"), model or hp.get("judge_model")
     if not url or not model:
         raise click.UsageError("--url and --model are needed (the job names no judge_url / judge_model)")
-    criteria = load_rubric(rubric) if rubric else hp.get("judge_criteria") or load_rubric(hp.get("judge_rubric") or "default")
+    criteria = (
+        load_rubric(rubric) if rubric else hp.get("judge_criteria") or load_rubric(hp.get("judge_rubric") or "default")
+    )
     pairs = held_out_pairs(context.ledger, job.id)
     endpoint = EndpointJudge(url, model, api_key_env=key_env or hp.get("judge_api_key_env") or "JUDGE_API_KEY")
     try:
-        result = judge_pairs(pairs, criteria, endpoint, judge=endpoint.describe(), batch_size=hp.get("eval_batch_size") or 8)
+        result = judge_pairs(
+            pairs, criteria, endpoint, judge=endpoint.describe(), batch_size=hp.get("eval_batch_size") or 8
+        )
     finally:
         endpoint.close()
     target = _write(job, result, output)
     if as_json:
-        emit_json({"job": str(job.id), "output": str(target), "judge": {k: v for k, v in result.items() if k != "records"}})
+        emit_json(
+            {"job": str(job.id), "output": str(target), "judge": {k: v for k, v in result.items() if k != "records"}}
+        )
         return
     click.echo(f"{short_id(job.id)}: {judge_line(result)}; written to {target}")
 

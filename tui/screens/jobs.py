@@ -46,7 +46,9 @@ class JobsScreen(Screen[None]):
         Binding("x", "export", "Export", show=False, id="jobs.export", tooltip="Export the metrics of the marked jobs"),
         Binding("c", "cancel_job", "Cancel", id="jobs.cancel", tooltip="Cancel the job under the cursor"),
         Binding("r", "retry", "Retry", id="jobs.retry", tooltip="Retry the job under the cursor"),
-        Binding("v", "rate", "Rate", show=False, id="jobs.rate", tooltip="Rate the replies of the job under the cursor"),
+        Binding(
+            "v", "rate", "Rate", show=False, id="jobs.rate", tooltip="Rate the replies of the job under the cursor"
+        ),
         Binding(
             "R", "resume", "Resume", show=False, id="jobs.resume", tooltip="Resume the interrupted job under the cursor"
         ),
