@@ -104,7 +104,8 @@ def run() -> list[dict[str, Any]]:
             f"decode steps; {bound}",
         ),
         _row(
-            "projected 70B: pairwise judge", _projection(judge_steps, 2 * JOB_PROMPTS * JUDGE_PROMPT_TOKENS) / 60, "min",
+            "projected 70B: pairwise judge", _projection(judge_steps, 2 * JOB_PROMPTS * JUDGE_PROMPT_TOKENS) / 60,
+            "min",
             f"{2 * JOB_PROMPTS} judge prompts of ~{JUDGE_PROMPT_TOKENS:,} tokens, verdicts ≤ {VERDICT_TOKENS} "
             f"tokens: {judge_steps:,.0f} decode steps; {bound}",
         ),
