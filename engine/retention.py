@@ -92,7 +92,10 @@ def retention_check(
         raise RetentionError(f"lm-evaluation-harness is not installed ({exc}); install lorapod[train]") from None
     names, folders = task_names(tasks)
     try:
-        manager = TaskManager(include_path=folders or None)
+        # Indexing lm-evaluation-harness's thousands of built-in task files takes minutes on a small CPU: only
+        # when a task is named rather than given as a file.
+        builtin = len(folders) < len(names)
+        manager = TaskManager(include_path=folders or None, include_defaults=builtin)
         unknown = [name for name in names if name not in manager.all_tasks]
         if unknown:
             raise RetentionError(f"retention_tasks: unknown task {', '.join(unknown)} (lm-evaluation-harness)")

@@ -276,4 +276,4 @@ class Rating(SQLModel, table=True):
     rater: str
     choice: str = Field(description="adapter, base or tie")
     adapter_label: str = Field(description="A or B: where the adapter's reply was shown")
-    created_at: datetime = _time(False)
+    updated_at: datetime = _time(False, description="When rated (again): the newest rating of a prompt wins in sync")

@@ -58,12 +58,12 @@ def record_rating(ledger: Ledger, job_id: uuid.UUID, prompt_index: int, rater: s
     if not rater.strip():
         raise StoreError("rater: a name is needed (--rater NAME)")
     row = {"id": uuid.uuid4(), "job_id": job_id, "prompt_index": prompt_index, "rater": rater.strip(),
-           "choice": choice, "adapter_label": label, "created_at": utcnow()}  # fmt: skip
+           "choice": choice, "adapter_label": label, "updated_at": utcnow()}  # fmt: skip
     statement = sqlite_insert(TABLE).values(row)
     statement = statement.on_conflict_do_update(
         index_elements=["job_id", "prompt_index", "rater"],
         set_={"choice": statement.excluded.choice, "adapter_label": statement.excluded.adapter_label,
-              "created_at": statement.excluded.created_at},
+              "updated_at": statement.excluded.updated_at},
     )  # fmt: skip
     with ledger.write() as session:
         session.execute(statement)
@@ -71,7 +71,7 @@ def record_rating(ledger: Ledger, job_id: uuid.UUID, prompt_index: int, rater: s
 
 def ratings(ledger: Ledger, job_id: uuid.UUID) -> list[Rating]:
     with ledger.read() as session:
-        statement = select(Rating).where(col(Rating.job_id) == job_id).order_by(col(Rating.created_at))
+        statement = select(Rating).where(col(Rating.job_id) == job_id).order_by(col(Rating.updated_at))
         return list(session.exec(statement).all())
 
 

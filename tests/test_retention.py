@@ -49,7 +49,7 @@ def test_lm_eval_scores_base_and_adapter_on_a_local_task(demo_model: Path, local
     pytest.importorskip("lm_eval")
     from peft import LoraConfig, get_peft_model
 
-    from engine.retention import RETENTION_TARGET, RetentionError, retention_check
+    from engine.retention import RETENTION_TARGET, retention_check
     from tests.judge_helpers import demo_peft_model
 
     model, tokenizer = demo_peft_model(demo_model)
@@ -68,9 +68,6 @@ def test_lm_eval_scores_base_and_adapter_on_a_local_task(demo_model: Path, local
     same = retention_check(untouched, tokenizer, [str(local_task)], limit=3, batch_size=2, device="cpu")
     assert same["tasks"]["lorapod_tiny_finance"]["base"] == same["tasks"]["lorapod_tiny_finance"]["adapter"]
     assert same["retained"] == 1.0 and same["limit"] == 3
-
-    with pytest.raises(RetentionError, match="unknown task no_such_task"):
-        retention_check(untouched, tokenizer, ["no_such_task"], limit=1, batch_size=1, device="cpu")
 
 
 @pytest.mark.slow

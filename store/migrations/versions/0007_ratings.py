@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column("rater", sa.String(), nullable=False),
         sa.Column("choice", sa.String(), nullable=False),
         sa.Column("adapter_label", sa.String(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["job_id"], ["training_jobs.id"], name="fk_ratings_job_id_training_jobs"),
         sa.PrimaryKeyConstraint("id", name="pk_ratings"),
         sa.UniqueConstraint("job_id", "prompt_index", "rater", name="uq_ratings_job_id_prompt_index_rater"),
