@@ -6,7 +6,7 @@ BEGIN;
 DO $$
 BEGIN
     IF to_regclass('lorapod.ratings') IS NULL THEN
-        RAISE NOTICE 'lorapod rollback 003: there is no lorapod.ratings; nothing to remove';
+        RETURN;  -- nothing to remove, and nothing to say: 002's rollback reports on the schema
     ELSIF coalesce(obj_description(to_regclass('lorapod.ratings'), 'pg_class'), '') LIKE 'lorapod%' THEN
         DROP TABLE lorapod.ratings;
         RAISE NOTICE 'lorapod rollback 003: removed lorapod.ratings';
