@@ -48,7 +48,9 @@ class MonitorScreen(Screen[None]):
         Binding("y", "copy_path", "Copy path", id="monitor.copy", tooltip="Copy the adapter's storage path"),
         Binding("e", "export", "Export", id="monitor.export", tooltip="Export the metrics history as CSV"),
         Binding("m", "compare", "Compare", id="monitor.compare", tooltip="Mark for compare; compare the marked jobs"),
-        Binding("v", "rate", "Rate", id="monitor.rate", tooltip="Rate this job's replies blind, base against adapter"),
+        Binding(
+            "v", "rate", "Rate", show=False, id="monitor.rate", tooltip="Rate this job's replies blind, base vs adapter"
+        ),
         Binding("z", "maximise", "Maximise", id="monitor.maximise", tooltip="Charts: one alone, the next, then all"),
         Binding(
             "w", "window", "Window", show=False, id="monitor.window", tooltip="Charts: all steps, last 1000, 200, 50"
