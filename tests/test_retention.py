@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES
-from tests.engine_helpers import events, run_engine, tiny_spec, write_spec
+from tests.engine_helpers import SAMPLE, events, run_engine, tiny_spec, write_spec
 
 TASK = FIXTURES / "retention" / "tiny_finance.yaml"
 
@@ -74,7 +74,7 @@ def test_lm_eval_scores_base_and_adapter_on_a_local_task(demo_model: Path, local
 def test_a_job_judges_its_replies_and_checks_retention(demo_model: Path, local_task: Path, tmp_path: Path) -> None:
     pytest.importorskip("lm_eval")
     spec = tiny_spec(
-        demo_model, *("num_epochs=1", "judge=base", "eval_max_prompts=1", "retention=true",
+        demo_model, SAMPLE, *("num_epochs=1", "judge=base", "eval_max_prompts=1", "retention=true",
                       f"retention_tasks={local_task}", "retention_limit=4", "eval_batch_size=2"),
     )  # fmt: skip
     workdir = tmp_path / "work"
