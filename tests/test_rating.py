@@ -52,8 +52,12 @@ def keys_for(job_id: uuid.UUID, rater: str, wanted: list[str]) -> str:
     return "\n".join(keys) + "\n"
 
 
-def test_rating_blind_records_the_reply_chosen_and_reveals_it_after(ledger: Ledger) -> None:
+def test_rating_blind_records_the_reply_chosen_and_reveals_it_after(ledger: Ledger, tmp_path: Path) -> None:
     job = rated_job(ledger)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "eval.json").write_text(json.dumps({"base_perplexity": 9.0}))
+    update_job(ledger, job.id, workdir=str(workdir))
     from click.testing import CliRunner
 
     from tui.cli import cli
@@ -71,6 +75,9 @@ def test_rating_blind_records_the_reply_chosen_and_reveals_it_after(ledger: Ledg
     assert (summary["ratings"], summary["adapter_wins"], summary["base_wins"], summary["ties"]) == (3, 2, 1, 0)
     assert summary["win_rate"] == pytest.approx(2 / 3) and summary["raters"] == ["ana"]
     assert "win rate 67%" in out
+    # A job that ran here keeps the tally in its eval.json too, beside what was there.
+    evaluation = json.loads((workdir / "eval.json").read_text())
+    assert evaluation["human"] == summary and evaluation["base_perplexity"] == 9.0
 
 
 def test_the_order_is_random_per_prompt_but_the_same_for_a_rater() -> None:

@@ -241,10 +241,13 @@ class Backend:
     def rate(self, job_id: Any, index: int, rater: str, choice: str, label: str) -> Any:
         """Record one rating; the job's tally after it."""
         from store.ratings import human_summary, record_rating
+        from tui.cli.evaluate import update_eval_json
 
         job = self.job(job_id)
         record_rating(self.ledger, job.id, index, rater, choice, label)
-        return human_summary(self.ledger, job.id)
+        summary = human_summary(self.ledger, job.id)
+        update_eval_json(job, "human", summary)
+        return summary
 
     def compare(self, job_ids: list[Any]) -> list[JobDetail]:
         return [self.detail(job_id) for job_id in job_ids]

@@ -84,6 +84,8 @@ def rate(job_id: str, rater: str | None, only_summary: bool, as_json: bool) -> N
     if not only_summary:
         _rate_loop(context.ledger, job, name)
     summary = human_summary(context.ledger, job.id)
+    if summary is not None:
+        update_eval_json(job, "human", summary)  # beside the judge and the perplexities, where the job ran here
     if as_json:
         emit_json({"job": str(job.id), "human": summary})
     else:
@@ -161,14 +163,24 @@ def judge(
     click.echo(f"{short_id(job.id)}: {judge_line(result)}; written to {target}")
 
 
+def update_eval_json(job: TrainingJob, key: str, value: Any) -> Path | None:
+    """Set ``key`` in the job's eval.json when its workdir is on this machine; the file it wrote, or None."""
+    eval_file = Path(job.workdir) / "eval.json" if job.workdir else None
+    if eval_file is None or not eval_file.is_file():
+        return None
+    evaluation = json.loads(eval_file.read_text(encoding="utf-8"))
+    evaluation[key] = value
+    tmp = eval_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(evaluation, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(eval_file)
+    return eval_file
+
+
 def _write(job: TrainingJob, result: dict[str, Any], output: Path | None) -> Path:
     """The judge section into ``output``, or into the job's local eval.json, or judge-JOB.json here."""
-    eval_file = Path(job.workdir) / "eval.json" if job.workdir else None
-    if output is None and eval_file is not None and eval_file.is_file():
-        evaluation = json.loads(eval_file.read_text(encoding="utf-8"))
-        evaluation["judge"] = result
-        eval_file.write_text(json.dumps(evaluation, indent=2, ensure_ascii=False), encoding="utf-8")
-        return eval_file
+    written = update_eval_json(job, "judge", result) if output is None else None
+    if written is not None:
+        return written
     target = output or Path(f"judge-{short_id(job.id)}.json")
     target.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     return target
