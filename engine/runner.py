@@ -356,6 +356,8 @@ class Job:
             judging = hp.judge == "base" and bool(hp.judge_criteria)
             if hp.judge == "endpoint":
                 self.info(f"judge: {hp.judge_model} at {hp.judge_url} judges from your machine: `lorapod judge JOB`")
+            elif hp.judge == "base" and not judging:
+                self.info("judge skipped: the spec has no judge_criteria (a spec built by lorapod fills them in)")
             result = evaluate(
                 model, tokenizer, prepared.eval_items, "cpu" if use_cpu else "cuda",
                 generations=hp.eval_generations, max_new_tokens=hp.max_new_tokens, max_prompts=hp.eval_max_prompts,
@@ -365,7 +367,7 @@ class Job:
             if result.get("bounded"):
                 self.info(
                     f"eval_max_prompts={hp.eval_max_prompts}: {len(result['replies'])} of "
-                    f"{result['held_out_prompts']} held-out prompts answered and judged"
+                    f"{result['held_out_prompts']} held-out prompts answered{' and judged' if judging else ''}"
                 )
         if hp.retention:
             result["retention"] = self._retention(model, tokenizer, "cpu" if use_cpu else "cuda")
