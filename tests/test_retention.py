@@ -92,6 +92,8 @@ def test_a_job_judges_its_replies_and_checks_retention(demo_model: Path, local_t
     assert eval_event["judge"]["win_rate"] == judge["win_rate"] and "records" not in eval_event["judge"]
     assert eval_event["retention"] == retention
     assert len(eval_event["replies"]) == 1 and {"prompt", "base", "adapter", "meta"} <= set(eval_event["replies"][0])
-    if evaluation["held_out_prompts"] > 1:  # the output says when eval_max_prompts bounded the judging
-        log = (workdir / "logs" / "engine.log").read_text()
-        assert f"eval_max_prompts=1: 1 of {evaluation['held_out_prompts']} held-out prompts" in log
+    # The sample holds out more than one prompt: the output says eval_max_prompts bounded the judging.
+    held_out = evaluation["held_out_prompts"]
+    assert held_out > 1 and evaluation["bounded"] is True
+    log = (workdir / "logs" / "engine.log").read_text()
+    assert f"eval_max_prompts=1: 1 of {held_out} held-out prompts answered and judged" in log
