@@ -19,6 +19,7 @@ from typing import Any
 from benchmarks import (
     cli,
     dataset,
+    evaluation,
     governing,
     ledger,
     local_run,
@@ -48,6 +49,7 @@ SUITES: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "projection": projection.run,
     "governing": governing.run,
     "notices": notices.run,
+    "evaluation": evaluation.run,
 }
 
 

@@ -28,6 +28,19 @@ DEFAULT_GPU_TYPES = ["NVIDIA H100 80GB HBM3", "NVIDIA H100 NVL", "NVIDIA H100 PC
 DEFAULT_BASE_MODEL = "meta-llama/Meta-Llama-3-70B-Instruct"
 # The smoke preset's model: built offline into the data dir on first use (``python -m engine demo-model``).
 DEMO_MODEL = "demo:tiny-llama"
+# The forgetting check's default tasks: financial knowledge (MMLU's accounting, economics and econometrics
+# subjects) and general knowledge (ARC-Easy).
+RETENTION_TASKS = [
+    "mmlu_professional_accounting", "mmlu_high_school_macroeconomics", "mmlu_high_school_microeconomics",
+    "mmlu_econometrics", "arc_easy",
+]  # fmt: skip
+# Hyperparameters that only decide how the trained adapter is evaluated: outside training_hash.
+EVALUATION_ONLY = frozenset(
+    {
+        "eval_max_prompts", "eval_batch_size", "judge", "judge_rubric", "judge_criteria", "judge_url", "judge_model",
+        "judge_api_key_env", "retention", "retention_tasks", "retention_limit",
+    }
+)  # fmt: skip
 
 
 class Provider(StrEnum):
@@ -125,6 +138,29 @@ class Hyperparameters(_Section):
     eval_every_steps: int = Field(50, ge=1, le=1_000_000, description="Eval-loss interval during training.")
     eval_generations: int = Field(4, ge=0, le=64, description="Base-vs-adapter generations after training.")
     max_new_tokens: int = Field(256, ge=1, le=8192, description="Generation length bound in evaluation.")
+    # Evaluation after training (engine.evaluation, engine.judge, engine.retention): none of it changes the weights,
+    # so none of it is in training_hash and a resumed job may change it.
+    eval_max_prompts: int = Field(
+        0, ge=0, le=100_000, description="Held-out prompts answered by base and adapter, then judged; 0: every one."
+    )
+    eval_batch_size: int = Field(8, ge=1, le=256, description="Prompts generated or judged per batch in evaluation.")
+    judge: Literal["base", "endpoint", "off"] = Field(
+        "base",
+        description="Pairwise judge of base vs adapter replies: the base model on the pod, an OpenAI-compatible "
+        "endpoint called from your machine (`lorapod judge JOB`), or off.",
+    )
+    judge_rubric: str = Field("default", min_length=1, description="Rubric: a name in presets/rubrics or a path.")
+    judge_criteria: dict[str, str] = Field(
+        default_factory=dict, description="The rubric's questions, filled from judge_rubric when the spec is built."
+    )
+    judge_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. https://api.openai.com/v1.")
+    judge_model: str | None = Field(None, description="The endpoint's model name.")
+    judge_api_key_env: str = Field("JUDGE_API_KEY", description="Environment variable holding the endpoint's key.")
+    retention: bool = Field(True, description="Forgetting check: lm-evaluation-harness tasks, base vs adapter.")
+    retention_tasks: list[str] = Field(
+        default_factory=lambda: list(RETENTION_TASKS), description="lm-evaluation-harness tasks (or YAML paths)."
+    )
+    retention_limit: int | None = Field(200, ge=1, description="Examples per retention task; unset: all of them.")
     seed: int = Field(42, ge=0, description="Training seed.")
 
     @model_validator(mode="after")
@@ -134,6 +170,8 @@ class Hyperparameters(_Section):
                 "attn_implementation: flash_attention_2 runs in bf16 or fp16 only; set bf16=true, or "
                 "attn_implementation=auto"
             )
+        if self.judge == "endpoint" and not (self.judge_url and self.judge_model):
+            raise ValueError("judge: an endpoint judge needs judge_url and judge_model")
         return self
 
 
@@ -188,7 +226,7 @@ class JobSpec(_Section):
         material: dict[str, Any] = {
             "base_model": self.base_model,
             "dataset": self.dataset.model_dump(mode="json"),
-            "hyperparameters": self.hyperparameters.model_dump(mode="json"),
+            "hyperparameters": self.hyperparameters.model_dump(mode="json", exclude=set(EVALUATION_ONLY)),
         }
         if self.resources.gpu_count > 1:  # the global batch is per-GPU batch × GPUs: another count of steps
             material["ranks"] = self.resources.gpu_count

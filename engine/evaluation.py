@@ -1,5 +1,6 @@
 """The evaluating stage: held-out perplexity of the base model and of the adapter, per group, and side-by-side
-generations, written to eval.json and emitted as an eval event.
+both models' replies to every held-out prompt (batched; eval_max_prompts bounds them), optionally judged by the
+base model (engine.judge), written to eval.json and emitted as an eval event.
 
 Perplexity is over the held-out assistant tokens only (the same mask as training), each example on its own
 (no packing, no KV cache), so base and adapter are measured on exactly the same tokens.
@@ -9,18 +10,21 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.chat import Message
+from engine.generation import generate_batched
+from engine.judge import judge_pairs, visible_context
 
 if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedTokenizerBase
 
 GROUP_KEYS = ("persona", "emotional_arc", "topic")
+JUDGE_MAX_NEW_TOKENS = 160  # a verdict is one small JSON object
 
 
 @dataclass
@@ -89,49 +93,61 @@ def perplexities(
     }
 
 
-def generation_prompts(items: Sequence[EvalItem], count: int) -> list[tuple[list[Message], str]]:
-    """Up to ``count`` held-out prompts: each conversation up to its last user turn, and the reference reply."""
+def generation_prompts(items: Sequence[EvalItem], count: int = 0) -> list[dict[str, Any]]:
+    """Held-out prompts (up to ``count``; 0: all): each conversation up to its last user turn, the reference reply
+    and the example's persona, arc and topic."""
     prompts = []
     for item in items:
         messages = list(item.messages)
         last_assistant = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
         if last_assistant is None or last_assistant == 0:
             continue
-        prompts.append((messages[:last_assistant], messages[last_assistant]["content"]))
-        if len(prompts) >= count:
+        meta = {key: item.meta[key] for key in GROUP_KEYS if item.meta.get(key)}
+        prompts.append(
+            {"prompt": messages[:last_assistant], "reference": messages[last_assistant]["content"], "meta": meta}
+        )
+        if count and len(prompts) >= count:
             break
     return prompts
 
 
-def generate(
+def answer_held_out(
     model: PeftModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompt: list[Message],
+    items: Sequence[EvalItem],
     device: str,
     *,
-    adapter: bool,
+    max_prompts: int,
     max_new_tokens: int,
-) -> str:
-    """A greedy, bounded reply that stops at <|eot_id|>."""
-    import torch
+    batch_size: int,
+    stop: Callable[[], bool] = lambda: False,
+) -> tuple[list[dict[str, Any]], int]:
+    """Base and adapter replies to the held-out prompts (at most ``max_prompts``; 0: all), and how many there were;
+    each prompt is kept as its system prompt and last turns (engine.judge.visible_context)."""
+    every = generation_prompts(items)
+    pairs = every[:max_prompts] if max_prompts else every
+    prompts = [pair["prompt"] for pair in pairs]
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "stop": stop}
+    base = generate_batched(model, tokenizer, prompts, device, adapter=False, **kwargs)
+    adapter = generate_batched(model, tokenizer, prompts, device, adapter=True, **kwargs)
+    for pair, base_reply, adapter_reply in zip(pairs, base, adapter, strict=True):
+        # Kept as a judge or a rater sees it: eval.json and the eval event stay small however long the conversation.
+        pair.update(prompt=visible_context(pair["prompt"]), base=base_reply, adapter=adapter_reply)
+    return pairs, len(every)
 
-    from engine.chat import EOT, render
 
-    text = render(prompt, add_generation_prompt=True).text
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").to(device)
-    eot = tokenizer.convert_tokens_to_ids(EOT)
-    context = nullcontext() if adapter else model.disable_adapter()
-    model.eval()
-    with context, torch.no_grad():
-        out = model.generate(
-            **ids,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=eot,
-            pad_token_id=tokenizer.pad_token_id,
-            use_cache=True,
-        )
-    return str(tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)).strip()
+def model_judge(
+    model: PeftModel, tokenizer: PreTrainedTokenizerBase, device: str, *, batch_size: int, stop: Callable[[], bool]
+) -> Callable[[list[list[Message]]], list[str]]:
+    """The base model (adapter off) as the judge: batched greedy answers to judge prompts."""
+
+    def ask(chats: list[list[Message]]) -> list[str]:
+        return generate_batched(
+            model, tokenizer, chats, device, adapter=False, max_new_tokens=JUDGE_MAX_NEW_TOKENS, batch_size=batch_size,
+            stop=stop,
+        )  # fmt: skip
+
+    return ask
 
 
 def evaluate(
@@ -142,30 +158,30 @@ def evaluate(
     *,
     generations: int,
     max_new_tokens: int,
+    max_prompts: int = 0,
+    batch_size: int = 8,
+    judge_criteria: Mapping[str, str] | None = None,
     stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
-    """Everything eval.json holds: base and adapter perplexity (overall and per group) and generations."""
+    """Everything eval.json holds: base and adapter perplexity (overall and per group), both models' replies to the
+    held-out prompts (the first ``generations`` also as samples) and, given criteria, the base model's judgement."""
     base = perplexities(model, items, device, adapter=False, stop=stop)
     tuned = perplexities(model, items, device, adapter=True, stop=stop)
-    samples = []
-    for prompt, reference in generation_prompts(items, generations):
-        if stop():
-            break
-        samples.append(
-            {
-                "prompt": prompt[-1]["content"],
-                "reference": reference,
-                "base": generate(model, tokenizer, prompt, device, adapter=False, max_new_tokens=max_new_tokens),
-                "adapter": generate(model, tokenizer, prompt, device, adapter=True, max_new_tokens=max_new_tokens),
-            }
-        )
+    replies, held_out = answer_held_out(
+        model, tokenizer, items, device, max_prompts=max_prompts, max_new_tokens=max_new_tokens,
+        batch_size=batch_size, stop=stop,
+    )  # fmt: skip
+    samples = [
+        {"prompt": r["prompt"][-1]["content"], "reference": r["reference"], "base": r["base"], "adapter": r["adapter"]}
+        for r in replies[:generations]
+    ]
     groups: dict[str, dict[str, dict[str, float]]] = {}
     for key, values in tuned["groups"].items():
         groups[key] = {
             name: {"base_perplexity": base["groups"].get(key, {}).get(name), "adapter_perplexity": value}
             for name, value in values.items()
         }
-    return {
+    result: dict[str, Any] = {
         "examples": len(items),
         "tokens": tuned["tokens"],
         "base_perplexity": base["perplexity"],
@@ -174,4 +190,15 @@ def evaluate(
         "eval_loss": tuned["loss"],
         "groups": groups,
         "generations": samples,
+        "replies": replies,
+        "held_out_prompts": held_out,
+        "bounded": held_out > len(replies),
     }
+    if judge_criteria:
+        ask = model_judge(model, tokenizer, device, batch_size=batch_size, stop=stop)
+        bounded_from = held_out if held_out > len(replies) else None
+        result["judge"] = judge_pairs(
+            replies, judge_criteria, ask, judge="base model", bounded_from=bounded_from, stop=stop,
+            batch_size=max(1, batch_size // 2),
+        )  # fmt: skip
+    return result

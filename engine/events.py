@@ -142,6 +142,12 @@ class EvalEvent(_Event):
     tokens: int
     groups: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
     generations: list[dict[str, str]] = Field(default_factory=list)
+    # Both models' replies to the held-out prompts ({prompt, reference, base, adapter, meta}), which a person
+    # rates blind (`lorapod rate`) or an endpoint judges from the user's machine (`lorapod judge`).
+    replies: list[dict[str, Any]] = Field(default_factory=list)
+    held_out_prompts: int | None = None  # how many there were: more than ``replies`` when eval_max_prompts bounded them
+    judge: dict[str, Any] | None = None  # eval.json's ``judge`` without its raw records (those stay in eval.json)
+    retention: dict[str, Any] | None = None  # eval.json's ``retention``: the forgetting check
 
 
 class ArtifactEvent(_Event):

@@ -29,6 +29,7 @@ from engine.config import (
     diff,
     validate_spec,
 )
+from presets.rubrics import load_rubric
 
 PRESET_DIR = Path(__file__).parent
 # Stands in for the dataset while a preset is shown or compared without one.
@@ -68,9 +69,13 @@ class Preset(BaseModel):
             **self.job,
         }
         try:
-            return validate_spec(apply_overrides(data, overrides))
+            spec = validate_spec(apply_overrides(data, overrides))
         except SpecError as exc:
             raise PresetError(str(exc)) from None
+        hp = spec.hyperparameters
+        if hp.judge != "off" and not hp.judge_criteria:  # the engine gets the questions, not a file name
+            hp.judge_criteria = load_rubric(hp.judge_rubric)
+        return spec
 
     def with_overrides(self, overrides: Iterable[str]) -> Preset:
         """This preset with ``key=value`` overrides applied and validated (the name stays)."""

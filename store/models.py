@@ -260,3 +260,21 @@ class NoticeDelivery(SQLModel, table=True):
     created_at: datetime = _time(False)
     sent_at: datetime | None = _time()
     next_attempt_at: datetime | None = _time(description="When a try is due; None once sent or given up")
+
+
+class Rating(SQLModel, table=True):
+    """One person's blind verdict on one held-out prompt of a job: the adapter's reply, the base's, or a tie.
+
+    A rater rates a prompt once (a second rating replaces the first); several raters may rate the same job.
+    """
+
+    __tablename__ = "ratings"
+    __table_args__ = (sa.UniqueConstraint("job_id", "prompt_index", "rater"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    job_id: uuid.UUID = Field(foreign_key="training_jobs.id", index=True)
+    prompt_index: int = Field(description="The prompt's place in the job's eval event ``replies``")
+    rater: str
+    choice: str = Field(description="adapter, base or tie")
+    adapter_label: str = Field(description="A or B: where the adapter's reply was shown")
+    updated_at: datetime = _time(False, description="When rated (again): the newest rating of a prompt wins in sync")

@@ -40,6 +40,7 @@ class PullPhase(SyncContext):
             ("model_artifacts", rules.ARTIFACTS),
             ("training_metrics_history", rules.METRICS),
             ("job_events", rules.EVENTS),
+            ("ratings", rules.RATINGS),
         ):
             self._pull_table(name, table, upper)
         self.phase = ""
@@ -90,12 +91,14 @@ class PullPhase(SyncContext):
             return
         self._ensure_local_jobs(local, {row["job_id"] for row in rows})
         table = {"job_attempts": rules.ATTEMPTS, "model_artifacts": rules.ARTIFACTS,
-                 "training_metrics_history": rules.METRICS, "job_events": rules.EVENTS}[name]  # fmt: skip
+                 "training_metrics_history": rules.METRICS, "job_events": rules.EVENTS,
+                 "ratings": rules.RATINGS}[name]  # fmt: skip
         statement = {
             "job_attempts": lambda: rules.upsert_attempts("sqlite", rules.synced_columns(rules.ATTEMPTS)),
             "model_artifacts": lambda: rules.upsert_artifacts("sqlite", rules.synced_columns(rules.ARTIFACTS)),
             "training_metrics_history": lambda: rules.upsert_metrics("sqlite"),
             "job_events": lambda: rules.insert_events("sqlite"),
+            "ratings": lambda: rules.upsert_ratings("sqlite"),
         }[name]()
         values = [strip(table, row) for row in rows]
         appended = name in ("training_metrics_history", "job_events")

@@ -16,12 +16,14 @@ class PushPhase(SyncContext):
     """Push: each batch is committed there, then its cursor here (a batch cut off between is sent again)."""
 
     def push(self) -> None:
-        """Files and jobs changed since the push cursor, then metrics and events added since it."""
+        """Files and jobs changed since the push cursor, then metrics and events added since it, then ratings
+        changed since it."""
         if self.files_table is not None:
             self._push_changed("training_files", rules.FILES, self._send_files)
         self._push_changed("training_jobs", rules.JOBS, self._send_jobs)
         self._push_appended("training_metrics_history", rules.METRICS, self._send_metrics)
         self._push_appended("job_events", rules.EVENTS, self._send_events)
+        self._push_changed("ratings", rules.RATINGS, self._send_ratings)
         self.phase = ""
 
     def _push_changed(self, name: str, table: sa.Table, send: Callable[[list[dict[str, Any]]], None]) -> None:
@@ -110,6 +112,10 @@ class PushPhase(SyncContext):
     def _send_events(self, rows: list[dict[str, Any]]) -> None:
         self._ensure_remote_jobs({row["job_id"] for row in rows})
         self._send("job_events", rules.insert_events("postgresql"), [strip(rules.EVENTS, r) for r in rows])
+
+    def _send_ratings(self, rows: list[dict[str, Any]]) -> None:
+        self._ensure_remote_jobs({row["job_id"] for row in rows})
+        self._send("ratings", rules.upsert_ratings("postgresql"), [dict(row) for row in rows])
 
     def _ensure_remote_jobs(self, ids: set[uuid.UUID]) -> None:
         """Push jobs that rows about to be pushed belong to, if the database lacks them (created meanwhile)."""

@@ -14,6 +14,8 @@ from one definition, so both sides resolve a conflict identically and converge:
 - **model_artifacts** (by id): values fill in; a storage URI is never replaced by a local path.
 - **training_metrics_history** (by job and step): append-only — a step keeps its values and gains missing ones.
 - **job_events** (by job and seq): append-only — an event already there is left as it is.
+- **ratings** (by job, prompt and rater): the newest ``updated_at`` wins (a rater who rates again changes
+  their mind); the first row's id stays.
 - **training_files** (by id): the newest ``updated_at`` wins; a file already known under another id is skipped.
   (The web app owns that table; a pull fetches the files its jobs refer to.)
 """
@@ -28,7 +30,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from store.metrics import METRIC_FIELDS
-from store.models import JobAttempt, JobEvent, ModelArtifact, SyncState, TrainingFile, TrainingJob, TrainingMetric
+from store.models import (
+    JobAttempt,
+    JobEvent,
+    ModelArtifact,
+    Rating,
+    SyncState,
+    TrainingFile,
+    TrainingJob,
+    TrainingMetric,
+)
 
 JOBS: sa.Table = TrainingJob.__table__  # type: ignore[attr-defined]
 FILES: sa.Table = TrainingFile.__table__  # type: ignore[attr-defined]
@@ -37,6 +48,7 @@ ARTIFACTS: sa.Table = ModelArtifact.__table__  # type: ignore[attr-defined]
 METRICS: sa.Table = TrainingMetric.__table__  # type: ignore[attr-defined]
 EVENTS: sa.Table = JobEvent.__table__  # type: ignore[attr-defined]
 SYNC_STATE: sa.Table = SyncState.__table__  # type: ignore[attr-defined]
+RATINGS: sa.Table = Rating.__table__  # type: ignore[attr-defined]
 
 TERMINAL_RANK = {"completed": 3, "failed": 2, "cancelled": 1}
 STATUS_BUNDLE = frozenset({"status", "stage", "completed_at", "error_message", "error_category", "error_hint"})
@@ -153,6 +165,15 @@ def upsert_metrics(dialect: str) -> Any:
     merged = {name: sa.func.coalesce(old[name], new[name]) for name in METRIC_FIELDS}
     gains = sa.or_(*(sa.and_(old[name].is_(None), new[name].isnot(None)) for name in METRIC_FIELDS))
     return stmt.on_conflict_do_update(index_elements=["job_id", "step"], set_=merged, where=gains)
+
+
+def upsert_ratings(dialect: str) -> Any:
+    stmt = _insert(dialect, RATINGS)
+    new, old = stmt.excluded, RATINGS.c
+    changed = {c: new[c] for c in ("choice", "adapter_label", "updated_at")}
+    return stmt.on_conflict_do_update(
+        index_elements=["job_id", "prompt_index", "rater"], set_=changed, where=new.updated_at > old.updated_at
+    )
 
 
 def insert_events(dialect: str) -> Any:

@@ -15,7 +15,9 @@ import sqlalchemy as sa
 from store.errors import SyncSchemaConflict, SyncSchemaMissing
 from store.supabase import MARKER, SCHEMA
 
-REMOTE_TABLES = ("training_jobs", "job_attempts", "model_artifacts", "training_metrics_history", "job_events")
+REMOTE_TABLES = (
+    "training_jobs", "job_attempts", "model_artifacts", "training_metrics_history", "job_events", "ratings",
+)  # fmt: skip
 MIGRATION_HINT = (
     'apply the migration: `lorapod sync --print-sql migration | psql "$SUPABASE_DB_URL"`, or paste it '
     "into the SQL editor (docs/supabase.md)"

@@ -77,7 +77,7 @@ def test_migration_applies_twice_and_rolls_back(postgres: PostgresServer, with_t
     assert secured == dict.fromkeys(TABLES, True)
     assert pg_rows(url, "SELECT id, public FROM storage.buckets") == [("model-artifacts", False)]
     policies = pg_rows(url, "SELECT count(*) FROM pg_policies WHERE policyname LIKE 'lorapod:%%'")[0][0]
-    assert policies == 2 + 2 * 4 + 3  # jobs, the four child tables, storage.objects — none doubled
+    assert policies == 2 + 2 * 5 + 3  # jobs, the five child tables (ratings too), storage.objects — none doubled
     foreign_key = pg_rows(
         url,
         "SELECT count(*) FROM pg_constraint WHERE conname = 'fk_training_jobs_training_file_id_training_files'",

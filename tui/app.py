@@ -142,6 +142,13 @@ class LorapodApp(ReportsWorkerErrors, App[None]):
 
         self.push_screen(MonitorScreen(job_id))
 
+    def open_rate(self, job_id: str, rater: str | None = None) -> None:
+        import getpass
+
+        from tui.screens.rate import RateScreen
+
+        self.push_screen(RateScreen(job_id, rater or getpass.getuser()))
+
     def open_compare(self, job_ids: list[str]) -> None:
         from tui.screens.compare import CompareScreen
 

@@ -251,6 +251,25 @@ class Backend:
             raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return len(rows)
 
+    def rating_session(self, job_id: Any, rater: str) -> tuple[TrainingJob, list[dict[str, Any]], set[int], Any]:
+        """What the Rate screen opens with: the job, its held-out pairs, the prompts ``rater`` has rated, the tally."""
+        from store.ratings import held_out_pairs, human_summary, rated_by
+
+        job = self.job(job_id)
+        pairs = held_out_pairs(self.ledger, job.id)
+        return job, pairs, rated_by(self.ledger, job.id, rater), human_summary(self.ledger, job.id)
+
+    def rate(self, job_id: Any, index: int, rater: str, choice: str, label: str) -> Any:
+        """Record one rating; the job's tally after it."""
+        from store.ratings import human_summary, record_rating
+        from tui.cli.evaluate import update_eval_json
+
+        job = self.job(job_id)
+        record_rating(self.ledger, job.id, index, rater, choice, label)
+        summary = human_summary(self.ledger, job.id)
+        update_eval_json(job, "human", summary)
+        return summary
+
     def compare(self, job_ids: list[Any]) -> list[JobDetail]:
         return [self.detail(job_id) for job_id in job_ids]
 

@@ -47,6 +47,7 @@ class LorapodCommands(Provider):
                 (f"Download a package of job {short}{name}", "adapter, full or deploy", partial(app.download, job)),
                 (f"Export metrics of job {short}{name}", "CSV", partial(app.export_metrics, [row.id])),
                 (f"Mark job {short}{name} for compare", "", partial(app.marked.add, job)),
+                (f"Rate job {short}{name}", "Its replies blind, base against adapter", partial(app.open_rate, job)),
             ]
             if row.status == "interrupted":
                 self.commands.append(

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "download": ("tui.cli.job_info", "download", "Copy a job's package into a folder, checksums verified."),
     "export": ("tui.cli.job_info", "export_metrics", "A job's metrics history as CSV or JSON."),
     "compare": ("tui.cli.job_info", "compare", "Jobs side by side: losses, perplexities, cost, config."),
+    "rate": ("tui.cli.evaluate", "rate", "Rate a job's replies blind, base against adapter."),
+    "judge": ("tui.cli.evaluate", "judge", "Judge a job's replies through an OpenAI-compatible endpoint."),
     "config": ("tui.cli.config", "config", "Show or change settings (secrets are never printed)."),
     "presets": ("tui.cli.presets", "presets", "List, show and compare job presets."),
     "estimate": ("tui.cli.costs", "estimate", "Estimate a job's duration and cost range."),

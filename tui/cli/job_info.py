@@ -20,6 +20,7 @@ from store.events import list_events
 from store.jobs import job_spec, short_id
 from store.metrics import METRIC_FIELDS, metrics_history
 from store.models import TrainingJob
+from store.ratings import human_summary
 from store.status import TERMINAL
 from tui.cli.common import JOB_ARGUMENT, Context, duration, job_title, open_context
 from tui.cli.output import emit_json, money, print_table
@@ -65,7 +66,12 @@ def job_details(context: Context, job: TrainingJob) -> dict[str, Any]:
             "best": min(losses) if losses else None,
             "best_eval": min(eval_losses) if eval_losses else None,
         },
-        "evaluation": {k: evaluation.get(k) for k in ("base_perplexity", "adapter_perplexity", "eval_loss", "groups")},
+        "evaluation": {
+            **{k: evaluation.get(k) for k in ("base_perplexity", "adapter_perplexity", "eval_loss", "groups")},
+            "judge": evaluation.get("judge"),
+            "retention": evaluation.get("retention"),
+            "human": human_summary(context.ledger, job.id),
+        },
         "error": error,
         "attempts": [
             {
@@ -130,6 +136,11 @@ def show(job_id: str, as_json: bool) -> None:
                 f"base {_num(evaluation['base_perplexity'])} → adapter {_num(evaluation['adapter_perplexity'])}",
             )
         )
+    if evaluation.get("judge") or evaluation.get("human"):
+        from tui.cli.evaluate import human_line, judge_line
+
+        rows.append(("judge", judge_line(evaluation.get("judge"))))
+        rows.append(("raters", human_line(evaluation.get("human"))))
     if job.parent_job_id:
         rows.append(("retry of", short_id(job.parent_job_id)))
     if job.workdir:

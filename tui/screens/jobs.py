@@ -48,6 +48,9 @@ class JobsScreen(ReportsWorkerErrors, Screen[None]):
         Binding("c", "cancel_job", "Cancel", id="jobs.cancel", tooltip="Cancel the job under the cursor"),
         Binding("r", "retry", "Retry", id="jobs.retry", tooltip="Retry the job under the cursor"),
         Binding(
+            "v", "rate", "Rate", show=False, id="jobs.rate", tooltip="Rate the replies of the job under the cursor"
+        ),
+        Binding(
             "R", "resume", "Resume", show=False, id="jobs.resume", tooltip="Resume the interrupted job under the cursor"
         ),
         Binding("s", "sort", "Sort", show=False, id="jobs.sort", tooltip="Sort by the next column"),
@@ -238,6 +241,11 @@ class JobsScreen(ReportsWorkerErrors, Screen[None]):
         job_id = self._current()
         if job_id:
             self.lorapod.open_job(job_id)
+
+    def action_rate(self) -> None:
+        job_id = self._current()
+        if job_id:
+            self.lorapod.open_rate(job_id)
 
     def action_select(self) -> None:
         self.query_one(JobTable).toggle_selected()

@@ -51,6 +51,9 @@ class MonitorScreen(ReportsWorkerErrors, Screen[None]):
         Binding("y", "copy_path", "Copy path", id="monitor.copy", tooltip="Copy the adapter's storage path"),
         Binding("e", "export", "Export", id="monitor.export", tooltip="Export the metrics history as CSV"),
         Binding("m", "compare", "Compare", id="monitor.compare", tooltip="Mark for compare; compare the marked jobs"),
+        Binding(
+            "v", "rate", "Rate", show=False, id="monitor.rate", tooltip="Rate this job's replies blind, base vs adapter"
+        ),
         Binding("z", "maximise", "Maximise", id="monitor.maximise", tooltip="Charts: one alone, the next, then all"),
         Binding(
             "w", "window", "Window", show=False, id="monitor.window", tooltip="Charts: all steps, last 1000, 200, 50"
@@ -259,6 +262,9 @@ class MonitorScreen(ReportsWorkerErrors, Screen[None]):
 
     def action_cancel_job(self) -> None:
         self.lorapod.cancel_job(self.job_id)
+
+    def action_rate(self) -> None:
+        self.lorapod.open_rate(self.job_id)
 
     def action_retry(self) -> None:
         self.lorapod.retry_job(self.job_id)
