@@ -17,7 +17,7 @@ from store.errors import LedgerError
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 SCRIPT_LOCATION = Path(__file__).parent
 
 
