@@ -373,6 +373,10 @@ class Job:
 
 def main(spec_path: Path | None, workdir_path: Path, *, models_dir: Path | None = None) -> int:
     """Run the job in ``workdir_path``; the exit code says how it ended (0 completed/cancelled, 1 failed, 2 spec)."""
+    if distributed.is_rank_process():
+        # Orphaned, a rank would train on unwatched and hold its GPU: it ends with torch's agent, hard, as the
+        # agent would have ended it (the agent itself ends with the launcher).
+        distributed.die_with_parent(signal.SIGKILL)
     workdir = Workdir(workdir_path.absolute())
     workdir.root.mkdir(parents=True, exist_ok=True)
     setup_logging(workdir)

@@ -148,3 +148,32 @@ def test_fsdp_on_cpu_ranks_is_refused_by_name(demo_model: Path, tmp_path: Path) 
     assert len(error) == 1 and error[0]["category"] == "spec"
     assert "parallelism=fsdp" in error[0]["message"] and "this machine has none" in error[0]["message"]
     assert "Traceback" not in result.stdout
+
+
+def _alive(pid: int) -> bool:
+    # A rank orphaned then ended may linger as a zombie nobody reaps: it counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_ranks_die_with_a_launcher_killed_hard(demo_model: Path, tmp_path: Path) -> None:
+    # A SIGKILLed launcher cannot ask its ranks to stop; they must not train on, unwatched, holding the GPUs.
+    spec = _two_ranks(demo_model, "num_epochs=20", "save_steps=1000", "eval_every_steps=1000")
+    workdir = Workdir(tmp_path / "job")
+    engine = start_engine(write_spec(spec, tmp_path / "spec.json"), workdir.root)
+    ranks: list[int] = []
+    try:
+        wait_for(lambda: workdir.rank_pid(0).exists() and workdir.rank_pid(1).exists(), timeout=300)
+        ranks = [int(workdir.rank_pid(r).read_text()) for r in (0, 1)]
+        ranks.append(int(Path(f"/proc/{ranks[0]}/stat").read_text().rsplit(")", 1)[1].split()[1]))  # the agent
+        engine.kill()
+        engine.wait(timeout=30)
+        wait_for(lambda: not any(_alive(pid) for pid in ranks), timeout=60)
+    finally:
+        for pid in ranks:  # a failing run must not leave them (or torch's agent) running
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if engine.poll() is None:
+            engine.kill()
