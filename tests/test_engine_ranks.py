@@ -59,6 +59,7 @@ def test_two_ranks_complete_with_one_rank_s_losses(demo_model: Path, tmp_path: P
     _assert_one_writer(items)
     training = next(e for e in of_type(items, "stage") if e["stage"] == "training")
     assert training["world_size"] == 2 and training["parallelism"] == "ddp"
+    assert "CPU ranks run data parallel" in training["message"]  # auto's choice, and why
     per_rank = [e["gpu_memory_gb_per_rank"] for e in of_type(items, "metrics")]
     assert all(m == [None, None] for m in per_rank)  # gathered from both ranks; no GPU here
 
