@@ -7,6 +7,7 @@ at the same step with one checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from engine.config import JobSpec
 from engine.dataset.stats import steps_for
 from engine.workdir import Workdir
+from tests.conftest import run_cli
 from tests.engine_helpers import (
     SAMPLE,
     events,
@@ -47,7 +49,7 @@ def _assert_one_writer(items: list[dict]) -> None:
     assert stages(items).count("training") == 1
 
 
-def test_two_ranks_complete_with_one_rank_s_losses(demo_model: Path, tmp_path: Path) -> None:
+def test_two_ranks_complete_with_one_rank_s_losses(demo_model: Path, tmp_path: Path, lorapod_home: Path) -> None:
     two = run_engine(write_spec(_two_ranks(demo_model), tmp_path / "two.json"), tmp_path / "two")
     assert two.returncode == 0, two.stdout + two.stderr
     one_spec = tiny_spec(demo_model, SAMPLE, "batch_size=2")
@@ -67,6 +69,14 @@ def test_two_ranks_complete_with_one_rank_s_losses(demo_model: Path, tmp_path: P
     dataset = of_type(items, "dataset")[0]
     assert dataset["steps_per_epoch"] == steps_for(dataset["packed_sequences"], 1, 1, 2) == 7
     assert max(e["total_steps"] for e in of_type(items, "metrics")) == dataset["total_steps"] == 14
+    # ...and what `lorapod dataset stats` and `lorapod estimate` say of the same spec before it runs.
+    same = ["--tokenizer", str(demo_model), "--preset", "smoke"]
+    same += [
+        f"--set={o}" for o in ("max_seq_length=512", "batch_size=1", "gradient_accumulation_steps=1", "gpu_count=2")
+    ]
+    stats = json.loads(run_cli("dataset", "stats", str(SAMPLE), *same, "--json").stdout)
+    estimate = json.loads(run_cli("estimate", "--dataset", str(SAMPLE), *same, "--set=model_size_b=1", "--json").stdout)
+    assert stats["steps_per_epoch"] == estimate["tokens_from"]["steps_per_epoch"] == 7
 
     losses, reference = step_losses(items), step_losses(events(tmp_path / "one"))
     assert sorted(losses) == sorted(reference) == list(range(1, 15))
