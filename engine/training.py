@@ -98,8 +98,10 @@ def parallelism_choice(spec: JobSpec, ranks: int, *, cuda: bool) -> tuple[str | 
     if ranks <= 1:
         return None, "one rank"
     if spec.resources.parallelism == "fsdp" and not cuda:
-        # accelerate (1.15) turns FSDP on for accelerator processes only: for CPU ranks its AcceleratorState drops
-        # the FSDP plugin and the Trainer wraps the model in DistributedDataParallel, unsharded, without a word.
+        # accelerate (1.15) turns FSDP on for accelerator processes only (AcceleratorState: MULTI_GPU, MULTI_XPU,
+        # ...; CPU ranks stay MULTI_CPU): it drops the FSDP plugin and the Trainer wraps the model in
+        # DistributedDataParallel, unsharded, without a word. torch's own fully_shard does run on gloo CPU ranks,
+        # but sharding here, before the Trainer, would be a CPU-only path beside accelerate's, testing nothing of it.
         raise SpecError(
             "parallelism=fsdp: FSDP shards the model across GPUs, and this machine has none (accelerate runs CPU "
             "ranks as plain data parallel); set parallelism=ddp or auto"
