@@ -112,7 +112,9 @@ def parallelism_choice(spec: JobSpec, ranks: int, *, cuda: bool) -> tuple[str | 
 def _gpu_memory_total_gb() -> float:
     import torch
 
-    return torch.cuda.get_device_properties(distributed.local_rank()).total_memory / 1e9
+    # Too few GPUs for the ranks is refused by name when they join (distributed.init), not here.
+    index = min(distributed.local_rank(), max(torch.cuda.device_count() - 1, 0))
+    return torch.cuda.get_device_properties(index).total_memory / 1e9
 
 
 def fsdp_settings(spec: JobSpec, ranks: int, *, cuda: bool) -> dict[str, Any]:
