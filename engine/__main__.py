@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return pod_main()
     from engine.bench import main as bench_main
 
-    return bench_main(args)
+    raw = sys.argv[1:] if argv is None else argv
+    return bench_main(args, raw[raw.index("bench") + 1 :])
 
 
 if __name__ == "__main__":

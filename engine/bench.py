@@ -19,6 +19,9 @@ agree. MFU = tokens/s × FLOPs per token ÷ the dense bf16 peak. For 80 layers, 
 ``s_fixed + 80 × (s_K − s_fixed) ÷ K``, s_K measured on the K-layer model and s_fixed (embedding, mask and rotary
 tables, final norm, lm_head and loss, forward and backward) timed separately; the peak memory is extrapolated as
 ``peak_K + (80 − K) × (resident + saved)`` per layer, both measured in the run.
+
+``--gpus N`` times the same benchmark on one rank and on N in one run, for the speed-up of N GPUs
+(engine.bench_ranks); the table itself is drawn by engine.bench_report.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from typing import Any
 
-from engine import EngineError
+from engine import EngineError, bench_ranks, distributed
+from engine.bench_report import format_report
 
 TARGET_LAYERS = 80
 # Dense bf16 tensor-core peaks in TFLOP/s, matched in order against torch.cuda.get_device_name().
@@ -56,7 +60,6 @@ FORMULAS = {
     "peak_memory_80": "peak_K + (80 − K) × (resident per layer + saved activations per layer): an extrapolation; "
     "paged optimizer states (CUDA managed memory, about 2 bytes per LoRA parameter) are outside it",
 }
-GIB = 1024**3
 # The job spec's words for a speed setting, and this command's flag for it (in refusals).
 FLAGS = {
     "set attn_implementation=auto (sdpa)": "use --attn sdpa",
@@ -164,6 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--peak-tflops", type=float, help="dense bf16 peak for MFU (default: from the GPU's name)")
     add("--toy", action="store_true", help="tiny shapes: the whole path, 4-bit included, in seconds on a CPU")
     add("--json", action="store_true", help="print one JSON object instead of the table")
+    bench_ranks.add_arguments(parser, _positive)
 
 
 def _positive(text: str) -> int:
@@ -172,14 +176,21 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def main(args: argparse.Namespace) -> int:
-    """Run the benchmark and print the table (or the JSON object). 0 on success, 1 when it failed."""
+def main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the table (or the JSON object). 0 on success, 1 when it failed.
+
+    ``argv`` are the bench's own arguments: a ``--gpus`` run gives them to each of its runs (engine.bench_ranks)."""
     try:
         with contextlib.redirect_stdout(sys.stderr):  # library chatter must not mix into the JSON
-            report = run(args)
-    except BenchmarkFailed as exc:
+            if args.gpus > 1 and not distributed.is_rank_process():
+                report = bench_ranks.measure(argv if argv is not None else sys.argv[2:], args.gpus)
+            else:
+                report = run(args)
+    except EngineError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
+    if distributed.rank() != 0:  # rank 0 speaks for the ranks
+        return 0
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_report(report))
     return 0
 
@@ -200,13 +211,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise BenchmarkFailed("--device cuda: no CUDA device is visible")
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    distributed.init(use_cpu=not cuda)  # one of several ranks (--gpus): this one's GPU, in their process group
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     hp = speed_settings(args, cuda=cuda)
     torch.manual_seed(0)
     try:
         model, fixed_bytes = build(shape, args, device)
         model = add_lora(model, hp, quantized=args.load_in_4bit)
-        forward = apply_speed_settings(model, args)
+        forward = bench_ranks.wrap(apply_speed_settings(model, args), device)
         measured, optimizer, lora_parameters = _train(
             model, forward, args, hp, shape, device, seq_len, doc_len, fixed_bytes
         )
@@ -430,57 +442,3 @@ def _synchronize(device: Any) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """The report as a readable table, with its conditions and formulas."""
-    c, m = report["conditions"], report["measured"]
-    s, lora = c["shape"], c["lora"]
-    peak = "n/a (give --peak-tflops)" if c["peak_tflops"] is None else (
-        f"{c['peak_tflops']:g} TFLOP/s dense bf16 ({c['peak_tflops_source']})"
-    )  # fmt: skip
-    weights = c["quantization"] or "bf16, no quantization"
-    if c["fp32_embedding_norms_head"]:
-        weights += "; embedding, norms and lm_head upcast to fp32"
-    lines = [
-        "lorapod bench: LoRA training throughput, Llama-3-70B layer shapes" + (" (TOY shapes)" if c["toy"] else ""),
-        f"  device      {c['device_name']} [{c['device']}], peak {peak}",
-        f"  model       {c['layers']} of {c['target_layers']} decoder layers: hidden {s['hidden']}, MLP "
-        f"{s['intermediate']}, {s['heads']} heads / {s['kv_heads']} KV, vocab {s['vocab']}, random weights",
-        f"  weights     {weights}; attention {c['attention']}; loss: {c['loss']}"
-        + "".join(
-            f"; {name}" for name, on in (("Liger kernels", c["liger_kernel"]), ("compiled", c["torch_compile"])) if on
-        ),
-        f"  training    LoRA r{lora['r']} α{lora['alpha']} dropout {lora['dropout']} on {len(lora['targets'])} "
-        f"projections; checkpointing {'on' if c['activation_checkpointing'] else 'off'}; {c['optimizer']}",
-        f"  data        batch {c['batch']} × {c['seq_len']} tokens, packed documents of {c['doc_len']}; "
-        f"{c['warmup_steps']} warm-up + {c['steps']} timed steps",
-        "  versions    " + ", ".join(f"{k} {v}" for k, v in c["versions"].items()),
-        "",
-        f"  {'':<13}{'layers':>6}{'params':>10}{'tokens/s':>11}{'s/step':>9}{'MFU 6N':>8}{'MFU 4N+2N':>11}"
-        f"{'peak memory':>22}",
-    ]
-    for label, row in (("measured", m), ("extrapolated", report["extrapolated"])):
-        memory = "n/a" if row["peak_memory_bytes"] is None else f"{row['peak_memory_bytes'] / GIB:.2f} GiB"
-        if label == "extrapolated" and row["peak_memory_bytes"] is not None:
-            memory += " (extrapolated)"
-        lines.append(
-            f"  {label:<13}{row['layers']:>6}{_count(row['parameters']):>10}{_num(row['tokens_per_s'], ',.0f'):>11}"
-            f"{_num(row['seconds_per_step'], '.3f'):>9}{_num(row['mfu_6n'], '.1%'):>8}"
-            f"{_num(row['mfu_4n_2n'], '.1%'):>11}{memory:>22}"
-        )
-    lines += [
-        "",
-        f"  loss {m['loss_first']:.3f} → {m['loss_last']:.3f}; outside the layers "
-        f"{m['fixed_part_seconds_per_token'] * 1e6:.2f} µs/token",
-        *(f"  {name}: {text}" for name, text in report["formulas"].items()),
-    ]
-    return "\n".join(lines)
-
-
-def _num(value: float | None, fmt: str) -> str:
-    return "n/a" if value is None else format(value, fmt)
-
-
-def _count(value: int) -> str:
-    return f"{value / 1e9:.2f}B" if value >= 1e9 else f"{value / 1e6:.2f}M"

@@ -187,7 +187,8 @@ class Resources(_Section):
     parallelism: Literal["auto", "ddp", "fsdp"] = Field(
         "auto",
         description="Several GPUs: ddp (each holds the whole 4-bit model; LoRA gradients reduced), fsdp (each "
-        "holds a shard, for a model that does not fit one GPU); auto: ddp.",
+        "holds a shard, for a model that does not fit one GPU); auto: ddp when one GPU holds the 4-bit model and "
+        "a micro-batch (engine.memory's estimate), else fsdp.",
     )
     interruptible: bool = Field(False, description="Rent an interruptible pod where still offered.")
     max_hours: float | None = Field(None, gt=0.0, le=720.0, description="Wall-clock limit; unset: settings.")

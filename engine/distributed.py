@@ -17,6 +17,7 @@ from the newest checkpoint.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -39,6 +40,7 @@ STARTED_ENV = "LORAPOD_LAUNCHER_STARTED"
 # Exit code of a rank stopped because another rank stopped: the job is interrupted, not failed.
 PEER_LOST_EXIT = 75
 _PEER_FAILURE_WORDS = ("gloo", "nccl", "connection closed by peer", "connection reset by peer", "broken pipe")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 # A BaseException, like KeyboardInterrupt: it ends the rank whatever library code catches on the way.
@@ -86,7 +88,16 @@ def launch(spec_json: str, workdir: Workdir, models_dir: Path | None, nproc: int
     }
     # Its own session: a Ctrl-C or a supervisor's signal reaches this process alone, which asks every rank to
     # stop at the same step; the launcher would otherwise kill them before their checkpoint.
-    child = subprocess.Popen(launch_command(nproc, workdir.root, models_dir), env=env, start_new_session=True)
+    launcher = os.getpid()
+    child = subprocess.Popen(
+        launch_command(nproc, workdir.root, models_dir),
+        env=env,
+        start_new_session=True,
+        # A SIGKILLed launcher can ask nothing of anyone: the kernel then sends torch's agent the SIGTERM on which
+        # it stops its ranks, and each rank has its own (die_with_parent) should the agent be killed too. The
+        # launcher runs no other thread, so the hook between fork and exec is safe.
+        preexec_fn=lambda: die_with_parent(signal.SIGTERM, launcher),  # noqa: PLW1509
+    )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if workdir.cancel_requested() is None:  # a supervisor writes its reason before it signals
@@ -104,6 +115,20 @@ def launch(spec_json: str, workdir: Workdir, models_dir: Path | None, nproc: int
     if code:
         log.error("the ranks ended with exit code %d (each rank's log lines are in %s)", code, workdir.log_file)
     return code
+
+
+def die_with_parent(signum: int, parent: int | None = None) -> None:
+    """Have the kernel send this process ``signum`` when its parent ends (Linux); it exits at once when the parent
+    (``parent``, else the one it has now) already ended before the request took hold."""
+    parent = os.getppid() if parent is None else parent
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):  # not Linux: the supervisor's pid checks remain
+        return
+    if os.getppid() != parent:
+        os._exit(PEER_LOST_EXIT)
 
 
 def init(use_cpu: bool) -> None:

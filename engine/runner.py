@@ -263,7 +263,7 @@ class Job:
         cuda = device() == "cuda"
         check_machine(spec.hyperparameters, cuda=cuda)  # before anything slow: a refused setting fails at once
         self.info(describe(spec.hyperparameters, cuda=cuda))
-        parallelism = self._parallelism(cuda)  # likewise: a mode this machine cannot run fails here
+        parallelism, why = self._parallelism(cuda)  # likewise: a mode this machine cannot run fails here
         distributed.init(use_cpu=not cuda)
         model_path = resolve_base_model(spec.base_model, self.models_dir)
         tokenizer = load_tokenizer(model_path, token)
@@ -286,7 +286,12 @@ class Job:
         model = load_model(spec, model_path, token)
         use_cpu = not cuda
 
-        self.enter(Stage.TRAINING, world_size=self.world_size, parallelism=parallelism)
+        self.enter(
+            Stage.TRAINING,
+            f"{self.world_size} ranks, {parallelism}: {why}" if parallelism else None,
+            world_size=self.world_size,
+            parallelism=parallelism,
+        )
         self.progress = Progress()
         trainer, cancel = build_trainer(
             spec, workdir, model, tokenizer, prepared.train, prepared.evaluation,
@@ -320,10 +325,10 @@ class Job:
         self.enter(Stage.UPLOADING)
         self.upload(packages)
 
-    def _parallelism(self, cuda: bool) -> str | None:
-        from engine.training import parallelism
+    def _parallelism(self, cuda: bool) -> tuple[str | None, str]:
+        from engine.training import parallelism_choice
 
-        return parallelism(self.spec, self.world_size, cuda=cuda)
+        return parallelism_choice(self.spec, self.world_size, cuda=cuda)
 
     def upload(self, packages: list[Any]) -> None:
         """Copy the packages to the artifact store the environment names; each lands as an artifact event
@@ -408,6 +413,10 @@ class Job:
 
 def main(spec_path: Path | None, workdir_path: Path, *, models_dir: Path | None = None) -> int:
     """Run the job in ``workdir_path``; the exit code says how it ended (0 completed/cancelled, 1 failed, 2 spec)."""
+    if distributed.is_rank_process():
+        # Orphaned, a rank would train on unwatched and hold its GPU: it ends with torch's agent, hard, as the
+        # agent would have ended it (the agent itself ends with the launcher).
+        distributed.die_with_parent(signal.SIGKILL)
     workdir = Workdir(workdir_path.absolute())
     workdir.root.mkdir(parents=True, exist_ok=True)
     setup_logging(workdir)

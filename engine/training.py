@@ -23,6 +23,7 @@ from engine import SpecError, distributed
 from engine.config import JobSpec
 from engine.events import CheckpointEvent, MetricsEvent, StatusEvent, WarningEvent
 from engine.failures import NonFiniteLoss
+from engine.memory import choose_parallelism
 from engine.speed import flattens_rows, optimizer
 from engine.workdir import Workdir
 
@@ -88,19 +89,32 @@ def sft_config(spec: JobSpec, workdir: Workdir, *, has_eval: bool, use_cpu: bool
 
 def parallelism(spec: JobSpec, ranks: int, *, cuda: bool) -> str | None:
     """How several ranks share a job: ``ddp`` (each holds the whole 4-bit model) or ``fsdp`` (each a shard)."""
+    return parallelism_choice(spec, ranks, cuda=cuda)[0]
+
+
+def parallelism_choice(spec: JobSpec, ranks: int, *, cuda: bool) -> tuple[str | None, str]:
+    """``parallelism`` and why: set in the spec, or ``auto``'s choice from the memory estimate (engine.memory)
+    against this machine's GPU."""
     if ranks <= 1:
-        return None
-    chosen = spec.resources.parallelism
-    if chosen == "fsdp" and not cuda:
-        # accelerate (1.15) turns FSDP on for accelerator processes only: for CPU ranks its AcceleratorState drops
-        # the FSDP plugin and the Trainer wraps the model in DistributedDataParallel, unsharded, without a word.
+        return None, "one rank"
+    if spec.resources.parallelism == "fsdp" and not cuda:
+        # accelerate (1.15) turns FSDP on for accelerator processes only (AcceleratorState: MULTI_GPU, MULTI_XPU,
+        # ...; CPU ranks stay MULTI_CPU): it drops the FSDP plugin and the Trainer wraps the model in
+        # DistributedDataParallel, unsharded, without a word. torch's own fully_shard does run on gloo CPU ranks,
+        # but sharding here, before the Trainer, would be a CPU-only path beside accelerate's, testing nothing of it.
         raise SpecError(
             "parallelism=fsdp: FSDP shards the model across GPUs, and this machine has none (accelerate runs CPU "
             "ranks as plain data parallel); set parallelism=ddp or auto"
         )
-    # auto: data parallel unless the memory preflight says a copy does not fit one GPU; that preflight is not
-    # in the engine yet, so auto means ddp (70B in NF4 fits one 80 GB GPU).
-    return "fsdp" if chosen == "fsdp" else "ddp"
+    return choose_parallelism(spec, ranks, _gpu_memory_total_gb() if cuda else None)
+
+
+def _gpu_memory_total_gb() -> float:
+    import torch
+
+    # Too few GPUs for the ranks is refused by name when they join (distributed.init), not here.
+    index = min(distributed.local_rank(), max(torch.cuda.device_count() - 1, 0))
+    return torch.cuda.get_device_properties(index).total_memory / 1e9
 
 
 def fsdp_settings(spec: JobSpec, ranks: int, *, cuda: bool) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,13 +19,15 @@ from engine.bench import (
     extrapolate_peak_memory,
     extrapolate_seconds_per_token,
     flops_per_token,
-    format_report,
     layer_parameters,
     mfu,
     model_parameters,
     peak_tflops_for,
 )
-from tests.conftest import ROOT
+from engine.bench_ranks import bench_argv
+from engine.bench_report import format_report
+from tests.bench_helpers import H100
+from tests.conftest import ROOT, run_cli
 
 PLAIN_SPEED = ["--attn", "eager", "--loss", "full", "--optimizer", "adamw_torch_fused"]
 TOY_RUN = ["--toy", "--device", "cpu", "--steps", "2", "--json"]
@@ -213,3 +216,35 @@ def test_importing_the_options_loads_no_torch() -> None:
     code = "import sys, engine.bench; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_two_ranks_are_timed_against_one_and_the_estimate_rests_on_their_speed_up(
+    tmp_path: Path, lorapod_home: Path
+) -> None:
+    command = [sys.executable, "-m", "engine", "bench", "--toy", "--device", "cpu", "--layers", "1", "--seq-len", "64",
+               "--steps", "2", "--warmup", "1", "--gpus", "2", "--json"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    one, two = report["ranks"]
+    assert (one["ranks"], two["ranks"]) == (1, 2)
+    assert two["tokens_per_step"] == 2 * one["tokens_per_step"] == 2 * 64  # each rank its own micro-batch
+    efficiency = two["tokens_per_s"] / (2 * one["tokens_per_s"])
+    assert report["conditions"]["gpus"] == 2
+    assert report["conditions"]["scaling_efficiency"] == pytest.approx(efficiency, abs=1e-4)
+
+    path = tmp_path / "bench-2.json"
+    path.write_text(result.stdout, encoding="utf-8")
+    assert run_cli("costs", "calibrate", str(path), "--force", "--gpu", H100).exit_code == 0
+    human = run_cli("estimate", "--tokens", "1000000", "--gpu-count", "2")
+    assert human.exit_code == 0, human.output
+    speedup = round(2 * report["conditions"]["scaling_efficiency"], 2)
+    assert f"speed-up {speedup:g}× on 2 GPUs, measured on 2 × CPU" in human.stdout
+    assert "an assumption" not in human.stdout
+
+
+def test_a_gpus_run_gives_each_run_the_same_options_as_json() -> None:
+    assert bench_argv(["--toy", "--gpus", "2", "--steps", "3"]) == ["--toy", "--steps", "3", "--json"]
+    assert bench_argv(["--gpus=4", "--json"]) == ["--json"]

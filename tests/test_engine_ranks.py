@@ -7,6 +7,7 @@ at the same step with one checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from engine.config import JobSpec
 from engine.dataset.stats import steps_for
 from engine.workdir import Workdir
+from tests.conftest import run_cli
 from tests.engine_helpers import (
     SAMPLE,
     events,
@@ -47,7 +49,7 @@ def _assert_one_writer(items: list[dict]) -> None:
     assert stages(items).count("training") == 1
 
 
-def test_two_ranks_complete_with_one_rank_s_losses(demo_model: Path, tmp_path: Path) -> None:
+def test_two_ranks_complete_with_one_rank_s_losses(demo_model: Path, tmp_path: Path, lorapod_home: Path) -> None:
     two = run_engine(write_spec(_two_ranks(demo_model), tmp_path / "two.json"), tmp_path / "two")
     assert two.returncode == 0, two.stdout + two.stderr
     one_spec = tiny_spec(demo_model, SAMPLE, "batch_size=2")
@@ -59,6 +61,7 @@ def test_two_ranks_complete_with_one_rank_s_losses(demo_model: Path, tmp_path: P
     _assert_one_writer(items)
     training = next(e for e in of_type(items, "stage") if e["stage"] == "training")
     assert training["world_size"] == 2 and training["parallelism"] == "ddp"
+    assert "CPU ranks run data parallel" in training["message"]  # auto's choice, and why
     per_rank = [e["gpu_memory_gb_per_rank"] for e in of_type(items, "metrics")]
     assert all(m == [None, None] for m in per_rank)  # gathered from both ranks; no GPU here
 
@@ -66,6 +69,14 @@ def test_two_ranks_complete_with_one_rank_s_losses(demo_model: Path, tmp_path: P
     dataset = of_type(items, "dataset")[0]
     assert dataset["steps_per_epoch"] == steps_for(dataset["packed_sequences"], 1, 1, 2) == 7
     assert max(e["total_steps"] for e in of_type(items, "metrics")) == dataset["total_steps"] == 14
+    # ...and what `lorapod dataset stats` and `lorapod estimate` say of the same spec before it runs.
+    same = ["--tokenizer", str(demo_model), "--preset", "smoke"]
+    same += [
+        f"--set={o}" for o in ("max_seq_length=512", "batch_size=1", "gradient_accumulation_steps=1", "gpu_count=2")
+    ]
+    stats = json.loads(run_cli("dataset", "stats", str(SAMPLE), *same, "--json").stdout)
+    estimate = json.loads(run_cli("estimate", "--dataset", str(SAMPLE), *same, "--set=model_size_b=1", "--json").stdout)
+    assert stats["steps_per_epoch"] == estimate["tokens_from"]["steps_per_epoch"] == 7
 
     losses, reference = step_losses(items), step_losses(events(tmp_path / "one"))
     assert sorted(losses) == sorted(reference) == list(range(1, 15))
@@ -148,3 +159,32 @@ def test_fsdp_on_cpu_ranks_is_refused_by_name(demo_model: Path, tmp_path: Path) 
     assert len(error) == 1 and error[0]["category"] == "spec"
     assert "parallelism=fsdp" in error[0]["message"] and "this machine has none" in error[0]["message"]
     assert "Traceback" not in result.stdout
+
+
+def _alive(pid: int) -> bool:
+    # A rank orphaned then ended may linger as a zombie nobody reaps: it counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_ranks_die_with_a_launcher_killed_hard(demo_model: Path, tmp_path: Path) -> None:
+    # A SIGKILLed launcher cannot ask its ranks to stop; they must not train on, unwatched, holding the GPUs.
+    spec = _two_ranks(demo_model, "num_epochs=20", "save_steps=1000", "eval_every_steps=1000")
+    workdir = Workdir(tmp_path / "job")
+    engine = start_engine(write_spec(spec, tmp_path / "spec.json"), workdir.root)
+    ranks: list[int] = []
+    try:
+        wait_for(lambda: workdir.rank_pid(0).exists() and workdir.rank_pid(1).exists(), timeout=300)
+        ranks = [int(workdir.rank_pid(r).read_text()) for r in (0, 1)]
+        ranks.append(int(Path(f"/proc/{ranks[0]}/stat").read_text().rsplit(")", 1)[1].split()[1]))  # the agent
+        engine.kill()
+        engine.wait(timeout=30)
+        wait_for(lambda: not any(_alive(pid) for pid in ranks), timeout=60)
+    finally:
+        for pid in ranks:  # a failing run must not leave them (or torch's agent) running
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if engine.poll() is None:
+            engine.kill()

@@ -11,8 +11,9 @@ from types import SimpleNamespace
 import pytest
 
 from engine.config import JobSpec
+from engine.memory import choose_parallelism, memory_need, shape_for
 from presets import get as get_preset
-from remote.runpod.sizing import disk_need, memory_need, shape_for
+from remote.runpod.sizing import disk_need
 from remote.runpod.stock import CUDA_VERSIONS, RUNPOD_CUDA_VERSIONS, STOCK_IMAGE, TORCH_INDEX, cuda_versions_for
 from tests.conftest import ROOT
 from tests.engine_helpers import SAMPLE
@@ -79,6 +80,32 @@ def test_allowed_cuda_versions_come_from_the_torch_build_the_bootstrap_installs(
     assert f"ARG TORCH_INDEX={TORCH_INDEX}\n" in dockerfile  # both paths install the same build
 
 
+# Llama 3.1 405B at one micro-batch of 4096 tokens: about 256 GB whole, 82 GB a shard over 4 GPUs.
+HUGE = ("model_size_b=405", "batch_size=1", "gradient_accumulation_steps=16")
+
+
+def test_auto_parallelism_shards_only_a_model_that_does_not_fit_one_gpu() -> None:
+    seventy, huge = balanced("gpu_count=4"), balanced("gpu_count=4", *HUGE)
+    mode, why = choose_parallelism(seventy, 4, 80)
+    assert mode == "ddp" and "fits one GPU's 80 GB" in why
+    mode, why = choose_parallelism(huge, 4, 141)
+    assert mode == "fsdp" and "more than one GPU's 141 GB: sharded over 4 GPUs, about 82 GB each" in why
+    assert "still too much" not in why
+    whole, shard = memory_need(huge), memory_need(huge, shards=4)
+    assert whole is not None and shard is not None and not whole.fits(141) and shard.fits(141)
+    # Sharding divides the weights, not a rank's activations: a micro-batch too big is named as such.
+    too_big = balanced("gpu_count=2", "batch_size=8", "gradient_accumulation_steps=2")
+    assert choose_parallelism(too_big, 2, 80)[1].endswith("still too much: a smaller batch_size is needed")
+    assert choose_parallelism(balanced("gpu_count=4", "parallelism=ddp", *HUGE), 4, 141)[0] == "ddp"  # as set
+    assert choose_parallelism(huge, 4, None) == (
+        "ddp",
+        "auto: CPU ranks run data parallel (FSDP shards across GPUs only)",
+    )
+    unknown = balanced("gpu_count=2", "base_model=/models/mine")
+    mode, why = choose_parallelism(unknown, 2, 80)
+    assert mode == "ddp" and "size is unknown" in why
+
+
 def test_shapes_are_read_by_nearest_parameter_count() -> None:
     assert (shape_for(70).layers, shape_for(8).hidden, shape_for(1.1).layers) == (80, 4096, 16)
 
@@ -142,6 +169,16 @@ def test_the_default_gpus_are_refused_for_70b_at_8_x_4096_with_a_suggestion(clus
     assert result.returncode == 1
     assert "GB of GPU memory" in result.stdout and "batch_size=4" in result.stdout
     assert "NVIDIA H100 80GB HBM3 (80 GB)" in result.stdout
+
+
+def test_gpus_that_shard_a_model_hold_what_one_cannot_unless_ddp_is_set(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.standin.volume_sizes[VOLUME] = 2000  # 405 B parameters in bf16 on the volume
+    huge = [*BALANCED, *H200, *(a for o in (*HUGE, "gpu_count=4") for a in ("--set", o))]
+    sharded = lorapod(*huge, "--plan", "--json", env=_env(cluster, tmp_path))
+    assert sharded.returncode == 0, sharded.stdout + sharded.stderr
+    assert json.loads(sharded.stdout)["launch"]["gpu_types"][0]["fits"] is True
+    copies = lorapod(*huge, "--set", "parallelism=ddp", "--plan", env=_env(cluster, tmp_path))
+    assert copies.returncode == 1 and "GB of GPU memory" in copies.stdout
 
 
 def test_a_network_volume_too_small_is_refused_before_any_create_call_naming_both_sizes(

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import JobSpec
+from engine.memory import MemoryNeed, memory_need
 from presets.gpus import catalogue
 from remote.runpod.client import RestClient
 from remote.runpod.errors import JobDoesNotFit
 from remote.runpod.pods import create_request
-from remote.runpod.sizing import DiskNeed, MemoryNeed, disk_need, memory_advice, memory_need
+from remote.runpod.sizing import DiskNeed, disk_need, memory_advice
 from remote.runpod.stock import CUDA_VERSIONS, STOCK_IMAGE, TORCH_INDEX, start_command
 from store.artifacts import store_environment
 from store.errors import StoreError
@@ -150,6 +151,9 @@ def plan_pod(settings: Settings, spec: JobSpec, rest: RestClient, *, hub: bool =
     """The pod ``spec`` needs, read without creating anything (a network volume's size is read)."""
     disk = disk_need(spec, hub=hub)
     memory = memory_need(spec)
+    ranks = spec.resources.gpu_count
+    # Several GPUs may shard a model one GPU cannot hold (parallelism auto picks fsdp then, as the engine does).
+    sharded = memory_need(spec, shards=ranks) if ranks > 1 and spec.resources.parallelism != "ddp" else None
     problems: list[str] = []
     image = settings.runpod_image or STOCK_IMAGE
     if not settings.runpod_image and settings.runpod_transport == "http":
@@ -162,6 +166,7 @@ def plan_pod(settings: Settings, spec: JobSpec, rest: RestClient, *, hub: bool =
         known = catalogue().find(gpu_id)
         memory_gb = known.memory_gb if known else None
         fits = memory is None or memory_gb is None or memory.fits(memory_gb)
+        fits = fits or (sharded is not None and memory_gb is not None and sharded.fits(memory_gb))
         gpus.append(GpuFit(gpu_id, memory_gb, fits))
     if memory is not None and gpus and not any(g.fits for g in gpus):
         hp = spec.hyperparameters
@@ -169,8 +174,9 @@ def plan_pod(settings: Settings, spec: JobSpec, rest: RestClient, *, hub: bool =
         problems.append(
             f"{spec.base_model} needs about {memory.total_gb:.0f} GB of GPU memory at batch_size {hp.batch_size} × "
             f"max_seq_length {hp.max_seq_length} (4-bit weights {memory.weights_gb:g}, LoRA and optimizer "
-            f"{memory.lora_gb:g}, activations {memory.activations_gb:g}, CUDA {memory.reserve_gb:g} GB); none of "
-            f"{held} holds it — try {memory_advice(spec)}"
+            f"{memory.lora_gb:g}, activations {memory.activations_gb:g}, CUDA {memory.reserve_gb:g} GB"
+            + (f"; sharded over {ranks} GPUs, about {sharded.total_gb:.0f} GB each" if sharded else "")
+            + f"); none of {held} holds it — try {memory_advice(spec)}"
         )
     volume_id = spec.resources.network_volume_id or settings.runpod_network_volume_id
     network_volume: dict[str, Any] | None = None

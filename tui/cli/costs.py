@@ -69,7 +69,7 @@ def estimate(
     spec = preset.to_spec()
     counted = None
     if dataset_path is not None:
-        counted = _dataset_tokens(dataset_path, tokenizer, spec, as_json)
+        counted = _dataset_tokens(dataset_path, tokenizer, spec, gpu_count or spec.resources.gpu_count, as_json)
         tokens = counted["tokens_per_epoch"]
     assert tokens is not None
     resources = spec.resources
@@ -112,6 +112,10 @@ def estimate(
         )
         click.echo(f"dataset {dataset_path}: {counted['train_examples']:,} training examples, {counted['mode']} mode")
         click.echo(f"{tokens:,} tokens per epoch ({how})")
+        click.echo(
+            f"{counted['steps_per_epoch']:,} optimizer steps per epoch: {counted['packed_sequences']:,} packed "
+            f"sequences ÷ a global batch of {counted['global_batch']} (batch × accumulation × GPUs)"
+        )
     click.echo(
         f"{preset.name}: {spec.base_model} ({model_b:g}B), {tokens:,} tokens × {spec.hyperparameters.num_epochs} "
         f"epochs = {result.tokens:,} tokens"
@@ -140,13 +144,16 @@ def estimate(
             click.secho(f"budget: refused — {reason}", fg="red")
 
 
-def _dataset_tokens(path: Path, tokenizer: Path | None, spec: JobSpec, as_json: bool) -> dict[str, Any]:
-    """The tokens one epoch trains on: the train split of ``path`` as the job would convert it."""
+def _dataset_tokens(path: Path, tokenizer: Path | None, spec: JobSpec, gpus: int, as_json: bool) -> dict[str, Any]:
+    """The tokens one epoch trains on, the train split of ``path`` as the job would convert it, and its optimizer
+    steps on ``gpus`` GPUs (the count ``lorapod dataset stats`` and the engine give)."""
     from engine.dataset import ConvertOptions
+    from engine.dataset.stats import dataset_stats
     from tui.cli.dataset import load_tokenizer, prepared_or_exit
 
     options = ConvertOptions.from_spec(spec.dataset, spec.hyperparameters.max_seq_length)
     prepared = prepared_or_exit(path, options, load_tokenizer(tokenizer), as_json)
+    figures = dataset_stats(prepared, spec.hyperparameters, gpus)
     return {
         "dataset": str(path),
         "mode": options.mode.value,
@@ -154,6 +161,9 @@ def _dataset_tokens(path: Path, tokenizer: Path | None, spec: JobSpec, as_json: 
         "tokens_per_epoch": sum(e.meta["tokens"] for e in prepared.train),
         "tokens_estimated": prepared.counter.estimated,
         "tokenizer": prepared.counter.name,
+        "packed_sequences": figures.packed_sequences,
+        "steps_per_epoch": figures.steps_per_epoch,
+        "global_batch": figures.batch_size * figures.gradient_accumulation_steps * gpus,
     }
 
 

@@ -13,6 +13,7 @@ from engine.config import DatasetFormat, DatasetMode, Hyperparameters
 from engine.dataset import ChatTokenizer, ConvertOptions, DatasetError, Prepared, TokenizerError, convert_file, prepare
 from engine.dataset.report import ValidationReport, plural
 from tui.cli.output import console, emit_json, print_table
+from tui.cli.presets import SET_HELP
 
 MAX_SEQ_DEFAULT = Hyperparameters.model_fields["max_seq_length"].default
 FORMATS = [f.value for f in DatasetFormat]
@@ -218,18 +219,25 @@ def _options(file_format: str, mode: str | None, preset_mode: DatasetMode, max_s
 @_file_argument
 @_tokenizer_option
 @click.option("--preset", "preset_name", default=None, help="Preset giving batch shape and max_seq_length.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @_mode_option
 @_format_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def stats(
-    file: Path, tokenizer: Path | None, preset_name: str | None, mode: str | None, format_: str, as_json: bool
+    file: Path,
+    tokenizer: Path | None,
+    preset_name: str | None,
+    overrides: tuple[str, ...],
+    mode: str | None,
+    format_: str,
+    as_json: bool,
 ) -> None:
     """Tokens per example, padding waste with packing, and optimizer steps per epoch under a preset."""
     from engine.dataset.stats import dataset_stats
     from store.settings import load_settings
     from tui.cli.presets import resolve_preset
 
-    spec = resolve_preset(preset_name or load_settings().default_preset, ()).to_spec()
+    spec = resolve_preset(preset_name or load_settings().default_preset, overrides).to_spec()
     chat_tokenizer = load_tokenizer(tokenizer)
     hyper = spec.hyperparameters
     preset_mode = spec.dataset.dataset_mode
