@@ -72,6 +72,8 @@ class DatasetEvent(_Event):
     steps_per_epoch: int
     total_steps: int
     epochs: int
+    # The repairs conversion made, with their counts (the dataset manifest's ``repairs``): {} when turned off.
+    repairs: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
 class MetricsEvent(_Event):

@@ -274,6 +274,10 @@ class Job:
         if self.rank != 0:
             prepared = prepare(spec, workdir, tokenizer, world_size=self.world_size, convert=False)
         self.emit(DatasetEvent(**prepared.stats))
+        from engine.dataset.convert import describe_repairs
+
+        for line in describe_repairs(prepared.stats["repairs"]):
+            self.info(line)
         from engine.training import Progress, build_trainer, warn_if_few_steps
 
         warn_if_few_steps(spec, prepared.stats["steps_per_epoch"], self.emit)

@@ -75,6 +75,9 @@ def test_a_smoke_run_completes_every_stage_and_the_loss_falls(reference_run: Pat
     assert len(losses) >= 10
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     dataset = of_type(items, "dataset")[0]
+    # Both repairs ran by default, and the event says how much each changed.
+    assert set(dataset["repairs"]) == {"unescape", "drop_truncated"}
+    assert {"texts", "replies"} <= set(dataset["repairs"]["unescape"])
     metrics = of_type(items, "metrics")
     assert metrics[-1]["step"] == metrics[-1]["total_steps"] == dataset["total_steps"]
     assert any(m.get("eval_loss") is not None for m in metrics)
@@ -99,6 +102,10 @@ def test_three_packages_verify_and_the_adapter_reloads_and_generates(reference_r
         assert "transformers==" in deploy.read("requirements.txt").decode()
     with zipfile.ZipFile(artifacts["full"]["path"]) as full:
         assert {"spec.json", "events.jsonl", "metrics.csv", "eval.json", "logs/engine.log"} <= set(full.namelist())
+        dataset_manifest = json.loads(full.read("dataset/manifest.json"))
+    for event in artifacts.values():
+        with zipfile.ZipFile(event["path"]) as package:
+            assert json.loads(package.read("manifest.json"))["dataset_repairs"] == dataset_manifest["repairs"]
 
     import torch
     from peft import PeftModel
