@@ -126,6 +126,12 @@ class Hyperparameters(_Section):
     log_every_steps: int = Field(10, ge=1, le=100_000, description="Metrics event interval.")
     status_every_steps: int = Field(50, ge=1, le=100_000, description="Status summary interval.")
     eval_every_steps: int = Field(50, ge=1, le=1_000_000, description="Eval-loss interval during training.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, le=1000, description="Stop after this many evaluations without a new lowest eval loss; unset: off."
+    )
+    overfitting_evals: int = Field(
+        3, ge=1, le=100, description="Warn when eval loss rises this many evaluations in a row as train loss falls."
+    )
     eval_generations: int = Field(4, ge=0, le=64, description="Base-vs-adapter generations after training.")
     max_new_tokens: int = Field(256, ge=1, le=8192, description="Generation length bound in evaluation.")
     seed: int = Field(42, ge=0, description="Training seed.")

@@ -109,7 +109,7 @@ class CheckpointEvent(_Event):
     step: int
     epoch: float
     path: str
-    reason: Literal["steps", "time", "epoch", "cancel", "final"]
+    reason: Literal["steps", "time", "epoch", "cancel", "final", "best"]  # best: a new lowest eval loss
 
 
 class LogEvent(_Event):
@@ -144,6 +144,8 @@ class EvalEvent(_Event):
     tokens: int
     groups: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
     generations: list[dict[str, str]] = Field(default_factory=list)
+    best_checkpoint: dict[str, float] | None = None  # {step, eval_loss} of the packaged adapter
+    targets: dict[str, dict[str, Any]] = Field(default_factory=dict)  # engine.targets.check_targets
 
 
 class ArtifactEvent(_Event):

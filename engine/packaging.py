@@ -171,6 +171,8 @@ def build_packages(spec: JobSpec, workdir: Workdir, evaluation: dict[str, Any], 
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "lorapod": _version(),
         "dataset_repairs": _dataset_repairs(workdir),
+        # The checkpoint the adapter is: the one with the lowest held-out loss ({step, eval_loss}).
+        "best_checkpoint": evaluation.get("best_checkpoint"),
     }
     records = [
         (workdir.spec, "spec.json"), (workdir.events, "events.jsonl"), (workdir.metrics_csv, "metrics.csv"),

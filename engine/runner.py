@@ -305,11 +305,12 @@ class Job:
         if self.rank != 0:
             log.info("rank %d trained its share; rank 0 evaluates and packages", self.rank)
             return
-        model.save_pretrained(str(workdir.adapter))  # the trained adapter (the trainer trained this very object)
+        best = self._choose_checkpoint(model, trainer.state)
+        model.save_pretrained(str(workdir.adapter))  # the adapter the trainer trained, at its best checkpoint
         tokenizer.save_pretrained(workdir.adapter)
 
         self.enter(Stage.EVALUATING, f"{len(prepared.eval_items)} held-out examples")
-        evaluation = self._evaluate(model, tokenizer, prepared, use_cpu)
+        evaluation = self._evaluate(model, tokenizer, prepared, use_cpu, best)
 
         self.enter(Stage.PACKAGING)
         from engine.packaging import build_packages
@@ -347,8 +348,24 @@ class Job:
             )  # fmt: skip
             self.info(f"{package.kind} package stored: {storage_path(stored.uri)}")
 
-    def _evaluate(self, model: Any, tokenizer: Any, prepared: Any, use_cpu: bool) -> dict[str, Any]:
+    def _choose_checkpoint(self, model: Any, state: Any) -> dict[str, Any] | None:
+        """The checkpoint with the lowest held-out loss, its adapter weights put into ``model``; None without
+        periodic evaluations (no held-out split)."""
+        from engine.selection import best_checkpoint, load_adapter_weights
+
+        best = best_checkpoint(state.log_history, self.workdir.checkpoints)
+        if best is None:
+            return None
+        if best.step != state.global_step:
+            load_adapter_weights(model, best.path)
+            self.info(f"packaging checkpoint-{best.step}: its eval loss {best.eval_loss:.4f} is the lowest")
+        return best.to_dict()
+
+    def _evaluate(
+        self, model: Any, tokenizer: Any, prepared: Any, use_cpu: bool, best: dict[str, Any] | None
+    ) -> dict[str, Any]:
         from engine.evaluation import evaluate
+        from engine.targets import check_targets
 
         hp = self.spec.hyperparameters
         if not prepared.eval_items:
@@ -361,6 +378,8 @@ class Job:
                 stop=lambda: self.should_stop() is not None,
             )  # fmt: skip
         self.check_cancel()
+        result["best_checkpoint"] = best
+        result["targets"] = check_targets(result)
         self.workdir.eval_file.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
         self.emit(
             EvalEvent(
@@ -370,6 +389,8 @@ class Job:
                 tokens=result.get("tokens", 0),
                 groups=result.get("groups", {}),
                 generations=result.get("generations", []),
+                best_checkpoint=best,
+                targets=result["targets"],
             )
         )
         return result

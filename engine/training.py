@@ -289,7 +289,7 @@ class CheckpointCallback(TrainerCallback):
         self.reason = "steps"
 
 
-CHECKPOINT_REASONS = ("steps", "time", "epoch", "final", "cancel")
+CHECKPOINT_REASONS = ("steps", "time", "epoch", "final", "cancel", "best")
 
 
 class CancelCallback(TrainerCallback):
@@ -330,18 +330,26 @@ def build_trainer(
     use_cpu: bool,
 ) -> tuple[SFTTrainer, CancelCallback]:
     from transformers import PrinterCallback
-    from trl import SFTTrainer
 
+    from engine.selection import SelectionCallback
+    from engine.weighted_eval import TokenWeightedSFTTrainer
+
+    hp = spec.hyperparameters
     args = sft_config(spec, workdir, has_eval=evaluation is not None, use_cpu=use_cpu)
     checkpoints = CheckpointCallback(spec, emit)
     cancel = CancelCallback(should_stop, checkpoints)
-    trainer = SFTTrainer(
+    selection = SelectionCallback(
+        emit, patience=hp.early_stopping_patience, overfitting_evals=hp.overfitting_evals,
+        mark_best=lambda: setattr(checkpoints, "reason", "best"),
+    )  # fmt: skip
+    trainer = TokenWeightedSFTTrainer(
         model=model,
         args=args,
         train_dataset=train,
         eval_dataset=evaluation,
         processing_class=tokenizer,
-        callbacks=[EventsCallback(spec, emit, progress), checkpoints, cancel],
+        # The selection callback runs before the metrics one, so the last step is evaluated (and logged) too.
+        callbacks=[selection, EventsCallback(spec, emit, progress), checkpoints, cancel],
     )
     trainer.remove_callback(PrinterCallback)  # events carry the logs; no dicts on stdout
     return trainer, cancel
