@@ -45,8 +45,30 @@ TARGETS = (
 )
 
 
+_MARKS = {"pass": "✓ pass", "fail": "✗ fail", "not measured": "– not measured"}
+
+
+def status_text(status: str) -> str:
+    """The status with a mark beside it, so it never rests on colour alone."""
+    return _MARKS.get(status, status)
+
+
+def target_rows(targets: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(label, status, summary) of each target, in the targets' order: what the CLI and the dashboard list."""
+    rows = []
+    for target in TARGETS:
+        result = targets.get(target.key) or {"status": "not measured", "summary": "not checked"}
+        rows.append((target.label, status_text(result["status"]), result.get("summary", "")))
+    return rows
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _meets(value: float, threshold: float) -> bool:
+    """At or above the threshold; a value on it counts however the division rounded (23 ÷ 20 - 1 vs 0.15)."""
+    return value >= threshold - 1e-9
 
 
 def _result(target: Target, status: Status, summary: str, **numbers: Any) -> dict[str, Any]:
@@ -62,7 +84,7 @@ def _perplexity(target: Target, evaluation: Mapping[str, Any]) -> dict[str, Any]
     if base is None or adapter is None or base <= 0:
         return _not_measured(target, "no held-out perplexity")
     reduction = 1.0 - adapter / base
-    status: Status = "pass" if reduction >= PERPLEXITY_REDUCTION else "fail"
+    status: Status = "pass" if _meets(reduction, PERPLEXITY_REDUCTION) else "fail"
     summary = f"{reduction:.1%} below the base ({base:.3g} → {adapter:.3g}); needs ≥ {PERPLEXITY_REDUCTION:.0%}"
     return _result(
         target, status, summary, base=base, adapter=adapter, reduction=reduction, threshold=PERPLEXITY_REDUCTION
@@ -75,7 +97,7 @@ def _human(target: Target, human: Mapping[str, Any] | None) -> dict[str, Any]:
     wins, losses, ties = (_number(human.get(k)) for k in ("wins", "losses", "ties"))
     if wins is None or losses is None:
         rate = _number(human.get("win_rate"))
-        if rate is None or rate >= 1.0:
+        if rate is None:
             return _not_measured(target, "no human ratings")
         preference = rate / (1.0 - rate) - 1.0 if rate < 1.0 else float("inf")
     elif wins + losses == 0:
@@ -84,7 +106,7 @@ def _human(target: Target, human: Mapping[str, Any] | None) -> dict[str, Any]:
         preference = float("inf")
     else:
         preference = wins / losses - 1.0
-    status: Status = "pass" if preference >= HUMAN_PREFERENCE else "fail"
+    status: Status = "pass" if _meets(preference, HUMAN_PREFERENCE) else "fail"
     counted = f" ({wins:.0f} wins, {ties or 0:.0f} ties, {losses:.0f} losses)" if wins is not None else ""
     how = "always" if preference == float("inf") else f"{preference:+.1%} as often as the base"
     summary = f"adapter preferred {how}{counted}; needs ≥ +{HUMAN_PREFERENCE:.0%}"
@@ -99,7 +121,7 @@ def _retention(target: Target, retention: Mapping[str, Any] | None) -> dict[str,
     retained = _number((retention or {}).get("retained"))
     if retained is None:
         return _not_measured(target, "no forgetting check")
-    status: Status = "pass" if retained >= RETENTION else "fail"
+    status: Status = "pass" if _meets(retained, RETENTION) else "fail"
     summary = f"{retained:.1%} of the base model's score kept; needs ≥ {RETENTION:.0%}"
     numbers = {k: retention[k] for k in ("base_score", "adapter_score", "tasks") if retention and k in retention}
     return _result(target, status, summary, retained=retained, threshold=RETENTION, **numbers)
@@ -127,7 +149,7 @@ def _persona(target: Target, judge: Mapping[str, Any] | None) -> dict[str, Any]:
         if not cases:
             return _not_measured(target, "no judged persona criterion")
         rate = (wins + ties) / cases
-    status: Status = "pass" if rate >= PERSONA_MATCH else "fail"
+    status: Status = "pass" if _meets(rate, PERSONA_MATCH) else "fail"
     of = f" of {cases:.0f} cases" if cases else ""
     summary = f"persona voice matched in {rate:.1%}{of}; needs ≥ {PERSONA_MATCH:.0%}"
     return _result(target, status, summary, match_rate=rate, cases=cases, threshold=PERSONA_MATCH)
