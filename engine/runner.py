@@ -273,11 +273,7 @@ class Job:
         distributed.barrier()
         if self.rank != 0:
             prepared = prepare(spec, workdir, tokenizer, world_size=self.world_size, convert=False)
-        self.emit(DatasetEvent(**prepared.stats))
-        from engine.dataset.convert import describe_repairs
-
-        for line in describe_repairs(prepared.stats["repairs"]):
-            self.info(line)
+        self._report_dataset(prepared.stats)
         from engine.training import Progress, build_trainer, warn_if_few_steps
 
         warn_if_few_steps(spec, prepared.stats["steps_per_epoch"], self.emit)
@@ -305,9 +301,7 @@ class Job:
         if self.rank != 0:
             log.info("rank %d trained its share; rank 0 evaluates and packages", self.rank)
             return
-        best = self._choose_checkpoint(model, trainer.state)
-        model.save_pretrained(str(workdir.adapter))  # the adapter the trainer trained, at its best checkpoint
-        tokenizer.save_pretrained(workdir.adapter)
+        best = self._save_adapter(model, tokenizer, trainer.state)
 
         self.enter(Stage.EVALUATING, f"{len(prepared.eval_items)} held-out examples")
         evaluation = self._evaluate(model, tokenizer, prepared, use_cpu, best)
@@ -347,6 +341,20 @@ class Job:
                 )
             )  # fmt: skip
             self.info(f"{package.kind} package stored: {storage_path(stored.uri)}")
+
+    def _report_dataset(self, stats: dict[str, Any]) -> None:
+        from engine.dataset.convert import describe_repairs
+
+        self.emit(DatasetEvent(**stats))
+        for line in describe_repairs(stats["repairs"]):
+            self.info(line)
+
+    def _save_adapter(self, model: Any, tokenizer: Any, state: Any) -> dict[str, Any] | None:
+        """The adapter the trainer trained (this very object), at its best checkpoint, saved into the workdir."""
+        best = self._choose_checkpoint(model, state)
+        model.save_pretrained(str(self.workdir.adapter))
+        tokenizer.save_pretrained(self.workdir.adapter)
+        return best
 
     def _choose_checkpoint(self, model: Any, state: Any) -> dict[str, Any] | None:
         """The checkpoint with the lowest held-out loss, its adapter weights put into ``model``; None without

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from engine.events import WarningEvent
+from engine.events import LogEvent, WarningEvent
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -74,7 +75,7 @@ def overfitting_streak(
     if len(evals) < evaluations + 1:
         return None
     streak = list(evals[-(evaluations + 1) :])
-    if any(b[1] <= a[1] for a, b in zip(streak, streak[1:], strict=False)):
+    if any(b[1] <= a[1] for a, b in pairwise(streak)):
         return None
 
     def mean_train(after: int, upto: int) -> float | None:
@@ -135,9 +136,18 @@ class SelectionCallback(TrainerCallback):
         elif self.patience is not None:
             best_step = min(evals, key=lambda e: e[1])[0]
             since = sum(1 for step, _ in evals if step > best_step)
-            if since >= self.patience:
+            if since >= self.patience and not control.should_training_stop:
                 control.should_training_stop = True
                 control.should_save = True
+                best_loss = min(value for _, value in evals)
+                self.emit(
+                    LogEvent(
+                        message=(
+                            f"stopping early at step {state.global_step}: {since} evaluations without beating step "
+                            f"{best_step}'s eval loss {best_loss:.4f} (early_stopping_patience {self.patience})"
+                        )
+                    )
+                )
         self._check_overfitting(evals, train_losses(state.log_history))
 
     def _check_overfitting(self, evals: list[tuple[int, float]], trains: list[tuple[int, float]]) -> None:

@@ -24,7 +24,7 @@ class TokenWeightedSFTTrainer(SFTTrainer):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         # Every rank's sums; with several ranks a last short batch may repeat a few examples (accelerate pads it).
         nll, tokens = (float(v) for v in self.accelerator.reduce(self._eval_sums, reduction="sum"))
-        if tokens > 0:
+        if tokens > 0 and output.metrics is not None:
             output.metrics[f"{metric_key_prefix}_loss"] = nll / tokens
         return output
 

@@ -74,6 +74,7 @@ def test_early_stopping_waits_for_its_patience(tmp_path: Path) -> None:
     script.run([(2.0, 1.5), (1.8, 1.4), (1.6, 1.45), (1.5, 1.41), (1.4, 1.2)])
     assert script.stopped_at == 8  # two evaluations (6 and 8) without beating step 4's 1.4
     assert script.saved[-1] == 8  # the stop saves, and step 4's checkpoint stays the best
+    assert any("stopping early at step 8" in getattr(e, "message", "") for e in script.events)
     best = best_checkpoint(script.state.log_history, tmp_path)
     assert best is not None and best.step == 4
 

@@ -274,13 +274,7 @@ def compare(job_ids: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         emit_json(
             {
-                "jobs": [
-                    {
-                        k: d[k]
-                        for k in ("id", "short_id", "name", "status", "duration", "cost", "loss", "evaluation", "targets")
-                    }
-                    for d in details
-                ],
+                "jobs": [{k: d[k] for k in COMPARED_KEYS} for d in details],
                 "config_diff": config,
             }
         )
@@ -299,6 +293,9 @@ def compare(job_ids: tuple[str, ...], as_json: bool) -> None:
     ]
     rows += [[name, *(str(v) for v in values)] for name, values in config.items()]
     print_table(header, rows)
+
+
+COMPARED_KEYS = ("id", "short_id", "name", "status", "duration", "cost", "loss", "evaluation", "targets")
 
 
 def _target_comparison(details: list[dict[str, Any]]) -> list[list[Any]]:
