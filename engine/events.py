@@ -72,6 +72,8 @@ class DatasetEvent(_Event):
     steps_per_epoch: int
     total_steps: int
     epochs: int
+    # The repairs conversion made, with their counts (the dataset manifest's ``repairs``): {} when turned off.
+    repairs: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
 class MetricsEvent(_Event):
@@ -107,7 +109,7 @@ class CheckpointEvent(_Event):
     step: int
     epoch: float
     path: str
-    reason: Literal["steps", "time", "epoch", "cancel", "final"]
+    reason: Literal["steps", "time", "epoch", "cancel", "final", "best"]  # best: a new lowest eval loss
 
 
 class LogEvent(_Event):
@@ -148,6 +150,8 @@ class EvalEvent(_Event):
     held_out_prompts: int | None = None  # how many there were: more than ``replies`` when eval_max_prompts bounded them
     judge: dict[str, Any] | None = None  # eval.json's ``judge`` without its raw records (those stay in eval.json)
     retention: dict[str, Any] | None = None  # eval.json's ``retention``: the forgetting check
+    best_checkpoint: dict[str, float] | None = None  # {step, eval_loss} of the packaged adapter
+    targets: dict[str, dict[str, Any]] = Field(default_factory=dict)  # engine.targets.check_targets
 
 
 class ArtifactEvent(_Event):

@@ -170,6 +170,9 @@ def build_packages(spec: JobSpec, workdir: Workdir, evaluation: dict[str, Any], 
         "training_hash": spec.training_hash(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "lorapod": _version(),
+        "dataset_repairs": _dataset_repairs(workdir),
+        # The checkpoint the adapter is: the one with the lowest held-out loss ({step, eval_loss}).
+        "best_checkpoint": evaluation.get("best_checkpoint"),
     }
     records = [
         (workdir.spec, "spec.json"), (workdir.events, "events.jsonl"), (workdir.metrics_csv, "metrics.csv"),
@@ -200,6 +203,15 @@ def build_packages(spec: JobSpec, workdir: Workdir, evaluation: dict[str, Any], 
             _write_zip(target, files, extra, {**meta, "kind": kind})
         packages.append(Package(kind, target, target.stat().st_size, sha256_file(target)))
     return packages
+
+
+def _dataset_repairs(workdir: Workdir) -> dict[str, Any]:
+    """The repairs conversion made, with their counts, as the dataset manifest records them."""
+    try:
+        repairs = json.loads((workdir.dataset / "manifest.json").read_text(encoding="utf-8")).get("repairs")
+    except (OSError, ValueError):
+        return {}
+    return repairs if isinstance(repairs, dict) else {}
 
 
 def _version() -> str:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+from engine.weighted_eval import TokenWeightedSFTTrainer
 
 # The 2D padding mask travels beside the batch under this name, for counting tokens only: handed to the model it
 # would replace the per-document mask by a plain padding mask and let documents see each other.
@@ -39,7 +40,7 @@ class PackedRowsCollator(DataCollatorForLanguageModeling):
         return batch
 
 
-class PackedRowsTrainer(SFTTrainer):
+class PackedRowsTrainer(TokenWeightedSFTTrainer):
     """SFTTrainer fed by PackedRowsCollator: the model sees no attention mask, the token count still does."""
 
     def compute_loss(

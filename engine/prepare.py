@@ -62,7 +62,7 @@ def prepare(
     if convert:
         options = ConvertOptions.from_spec(spec.dataset, hp.max_seq_length)
         convert_file(source, workdir.dataset, options, tokenizer=chat)
-    train_examples, eval_examples, _ = load_examples(workdir.dataset)
+    train_examples, eval_examples, manifest = load_examples(workdir.dataset)
     if not train_examples:
         raise DatasetError(f"{source}: no trainable examples after conversion")
 
@@ -93,6 +93,7 @@ def prepare(
         "steps_per_epoch": steps_per_epoch,
         "total_steps": steps_per_epoch * hp.num_epochs,
         "epochs": hp.num_epochs,
+        "repairs": manifest.repairs,
     }
     return Prepared(
         train=Dataset.from_list(train_rows),

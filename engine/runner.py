@@ -275,7 +275,7 @@ class Job:
         distributed.barrier()
         if self.rank != 0:
             prepared = prepare(spec, workdir, tokenizer, world_size=self.world_size, convert=False)
-        self.emit(DatasetEvent(**prepared.stats))
+        self._report_dataset(prepared.stats)
         from engine.training import Progress, build_trainer, warn_if_few_steps
 
         warn_if_few_steps(spec, prepared.stats["steps_per_epoch"], self.emit)
@@ -308,11 +308,10 @@ class Job:
         if self.rank != 0:
             log.info("rank %d trained its share; rank 0 evaluates and packages", self.rank)
             return
-        model.save_pretrained(str(workdir.adapter))  # the trained adapter (the trainer trained this very object)
-        tokenizer.save_pretrained(workdir.adapter)
+        best = self._save_adapter(model, tokenizer, trainer.state)
 
         self.enter(Stage.EVALUATING, f"{len(prepared.eval_items)} held-out examples")
-        evaluation = self._evaluate(model, tokenizer, prepared, use_cpu)
+        evaluation = self._evaluate(model, tokenizer, prepared, use_cpu, best)
 
         self.enter(Stage.PACKAGING)
         from engine.packaging import build_packages
@@ -350,8 +349,38 @@ class Job:
             )  # fmt: skip
             self.info(f"{package.kind} package stored: {storage_path(stored.uri)}")
 
-    def _evaluate(self, model: Any, tokenizer: Any, prepared: Any, use_cpu: bool) -> dict[str, Any]:
+    def _report_dataset(self, stats: dict[str, Any]) -> None:
+        from engine.dataset.convert import describe_repairs
+
+        self.emit(DatasetEvent(**stats))
+        for line in describe_repairs(stats["repairs"]):
+            self.info(line)
+
+    def _save_adapter(self, model: Any, tokenizer: Any, state: Any) -> dict[str, Any] | None:
+        """The adapter the trainer trained (this very object), at its best checkpoint, saved into the workdir."""
+        best = self._choose_checkpoint(model, state)
+        model.save_pretrained(str(self.workdir.adapter))
+        tokenizer.save_pretrained(self.workdir.adapter)
+        return best
+
+    def _choose_checkpoint(self, model: Any, state: Any) -> dict[str, Any] | None:
+        """The checkpoint with the lowest held-out loss, its adapter weights put into ``model``; None without
+        periodic evaluations (no held-out split)."""
+        from engine.selection import best_checkpoint, load_adapter_weights
+
+        best = best_checkpoint(state.log_history, self.workdir.checkpoints)
+        if best is None:
+            return None
+        if best.step != state.global_step:
+            load_adapter_weights(model, best.path)
+            self.info(f"packaging checkpoint-{best.step}: its eval loss {best.eval_loss:.4f} is the lowest")
+        return best.to_dict()
+
+    def _evaluate(
+        self, model: Any, tokenizer: Any, prepared: Any, use_cpu: bool, best: dict[str, Any] | None
+    ) -> dict[str, Any]:
         from engine.evaluation import evaluate
+        from engine.targets import check_targets
 
         hp = self.spec.hyperparameters
         if not prepared.eval_items:
@@ -377,6 +406,8 @@ class Job:
         if hp.retention:
             result["retention"] = self._retention(model, tokenizer, "cpu" if use_cpu else "cuda")
         self.check_cancel()
+        result["best_checkpoint"] = best
+        result["targets"] = check_targets(result)
         self.workdir.eval_file.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
         self.emit(
             EvalEvent(
@@ -390,6 +421,8 @@ class Job:
                 held_out_prompts=result.get("held_out_prompts"),
                 judge={k: v for k, v in result["judge"].items() if k != "records"} if result.get("judge") else None,
                 retention=result.get("retention"),
+                best_checkpoint=best,
+                targets=result["targets"],
             )
         )
         return result

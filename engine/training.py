@@ -303,7 +303,7 @@ class CheckpointCallback(TrainerCallback):
         self.reason = "steps"
 
 
-CHECKPOINT_REASONS = ("steps", "time", "epoch", "final", "cancel")
+CHECKPOINT_REASONS = ("steps", "time", "epoch", "final", "cancel", "best")
 
 
 class CancelCallback(TrainerCallback):
@@ -344,13 +344,20 @@ def build_trainer(
     use_cpu: bool,
 ) -> tuple[SFTTrainer, CancelCallback]:
     from transformers import PrinterCallback
-    from trl import SFTTrainer
 
+    from engine.selection import SelectionCallback
+    from engine.weighted_eval import TokenWeightedSFTTrainer
+
+    hp = spec.hyperparameters
     args = sft_config(spec, workdir, has_eval=evaluation is not None, use_cpu=use_cpu)
     checkpoints = CheckpointCallback(spec, emit)
     cancel = CancelCallback(should_stop, checkpoints)
+    selection = SelectionCallback(
+        emit, patience=hp.early_stopping_patience, overfitting_evals=hp.overfitting_evals,
+        mark_best=lambda: setattr(checkpoints, "reason", "best"),
+    )  # fmt: skip
     rows_kept = spec.hyperparameters.packing and not flattens_rows(model.config._attn_implementation)
-    trainer_class = SFTTrainer
+    trainer_class: type[TokenWeightedSFTTrainer] = TokenWeightedSFTTrainer
     if rows_kept:
         from engine.packed_rows import PackedRowsTrainer
 
@@ -361,7 +368,8 @@ def build_trainer(
         train_dataset=train,
         eval_dataset=evaluation,
         processing_class=tokenizer,
-        callbacks=[EventsCallback(spec, emit, progress), checkpoints, cancel],
+        # The selection callback runs before the metrics one, so the last step is evaluated (and logged) too.
+        callbacks=[selection, EventsCallback(spec, emit, progress), checkpoints, cancel],
     )
     trainer.remove_callback(PrinterCallback)  # events carry the logs; no dicts on stdout
     if rows_kept:

@@ -138,7 +138,7 @@ def test_load_examples_refuses_a_folder_that_is_not_a_conversion(tmp_path: Path)
         load_examples(tmp_path)
 
 
-def test_repairs_are_off_by_default_and_reported_when_used(tmp_path: Path) -> None:
+def test_repairs_are_on_by_default_reported_and_can_be_turned_off(tmp_path: Path) -> None:
     document = sample_document()
     pairs = document["conversations"][0]["training_pairs"]
     pairs[1]["target_response"] = 'Three steps:\\n\\n1. Save \\"first\\".\\n2. Invest.'
@@ -149,11 +149,13 @@ def test_repairs_are_off_by_default_and_reported_when_used(tmp_path: Path) -> No
         later["conversation_history"][5]["content"] = pairs[5]["target_response"]
     path = write_json(tmp_path / "d.json", document)
 
-    plain = examples_of(path, DatasetMode.CONVERSATIONS)
+    plain = examples_of(path, DatasetMode.CONVERSATIONS, unescape=False, drop_truncated=False)
     assert "\\n" in plain[0].messages[2]["content"] and len(plain[0].trained_turns()) == 4
+    off = convert_file(path, tmp_path / "off", ConvertOptions(unescape=False, drop_truncated=False))
+    assert off.repairs == {}
 
-    manifest = convert_file(path, tmp_path / "out", ConvertOptions(unescape=True, drop_truncated=True))
-    assert manifest.repairs == {"unescape": {"texts": 1}, "drop_truncated": {"pairs": 1}}
+    manifest = convert_file(path, tmp_path / "out", ConvertOptions())
+    assert manifest.repairs == {"unescape": {"texts": 1, "replies": 1}, "drop_truncated": {"pairs": 1}}
     train, held_out, _ = load_examples(tmp_path / "out")
     first = next(e for e in train + held_out if e.meta["conversation_index"] == 0)
     assert first.messages[2]["content"] == 'Three steps:\n\n1. Save "first".\n2. Invest.'

@@ -277,8 +277,8 @@ def test_suspicious_content_is_warned_with_its_place(tmp_path: Path) -> None:
     for code, (conversation, pair) in expected.items():
         location = warnings[code].locations[0]
         assert (location.conversation_index, location.pair_index) == (conversation, pair), code
-    assert "--unescape" in warnings["escaped_newlines"].message
-    assert "--drop-truncated" in warnings["truncated_response"].message
+    assert "--no-unescape" in warnings["escaped_newlines"].message
+    assert "--keep-truncated" in warnings["truncated_response"].message
 
 
 # Property-based: whatever is done to a valid file, validation answers with a report.

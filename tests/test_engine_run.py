@@ -75,12 +75,24 @@ def test_a_smoke_run_completes_every_stage_and_the_loss_falls(reference_run: Pat
     assert len(losses) >= 10
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     dataset = of_type(items, "dataset")[0]
+    # Both repairs ran by default, and the event says how much each changed.
+    assert set(dataset["repairs"]) == {"unescape", "drop_truncated"}
+    assert {"texts", "replies"} <= set(dataset["repairs"]["unescape"])
     metrics = of_type(items, "metrics")
     assert metrics[-1]["step"] == metrics[-1]["total_steps"] == dataset["total_steps"]
     assert any(m.get("eval_loss") is not None for m in metrics)
     assert of_type(items, "status") and of_type(items, "heartbeat")
     evaluation = json.loads((reference_run / "eval.json").read_text())
     assert evaluation["adapter_perplexity"] < evaluation["base_perplexity"]
+    # The last step is evaluated too, and the packaged adapter is the checkpoint with the lowest eval loss.
+    evaluated = {m["step"]: m["eval_loss"] for m in metrics if m.get("eval_loss") is not None}
+    assert dataset["total_steps"] in evaluated
+    best = evaluation["best_checkpoint"]
+    assert best == {"step": min(evaluated, key=lambda s: (evaluated[s], s)), "eval_loss": min(evaluated.values())}
+    # The trainer's periodic eval loss is token-weighted, as the final evaluation is: at the same weights they agree.
+    assert evaluation["eval_loss"] == pytest.approx(best["eval_loss"], rel=1e-3)
+    assert set(evaluation["targets"]) == {"perplexity", "human", "retention", "persona"}
+    assert evaluation["targets"]["human"]["status"] == "not measured"
     assert evaluation["generations"] and evaluation["generations"][0]["adapter"]
 
 
@@ -99,6 +111,18 @@ def test_three_packages_verify_and_the_adapter_reloads_and_generates(reference_r
         assert "transformers==" in deploy.read("requirements.txt").decode()
     with zipfile.ZipFile(artifacts["full"]["path"]) as full:
         assert {"spec.json", "events.jsonl", "metrics.csv", "eval.json", "logs/engine.log"} <= set(full.namelist())
+        dataset_manifest = json.loads(full.read("dataset/manifest.json"))
+        best = json.loads(full.read("eval.json"))["best_checkpoint"]
+    for event in artifacts.values():
+        with zipfile.ZipFile(event["path"]) as package:
+            manifest = json.loads(package.read("manifest.json"))
+            assert manifest["dataset_repairs"] == dataset_manifest["repairs"]
+            assert manifest["best_checkpoint"] == best
+    from safetensors.torch import load_file
+
+    packaged = load_file(str(reference_run / "adapter" / "adapter_model.safetensors"))
+    chosen = load_file(str(reference_run / "checkpoints" / f"checkpoint-{best['step']}" / "adapter_model.safetensors"))
+    assert packaged.keys() == chosen.keys() and all(packaged[k].equal(chosen[k]) for k in packaged)
 
     import torch
     from peft import PeftModel

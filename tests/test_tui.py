@@ -181,6 +181,9 @@ async def test_evaluation_and_details_tabs(backend: Backend) -> None:
         evaluation = text_of(screen.query_one("#evaluation"))
         assert "9.84" in evaluation and "6.12" in evaluation and "anxious_planner" in evaluation
         assert "the most common reaction I see" in evaluation  # the adapter's generation beside the base's
+        # The four targets, each with a word beside its colour: 9.84 → 6.12 is 37.8% below the base.
+        assert "Targets" in evaluation and "37.8% below the base" in evaluation and "✓ pass" in evaluation
+        assert evaluation.count("not measured") == 3
         await pilot.press("4")
         await settle(pilot)
         assert screen.query_one(TabbedContent).active == "tab-details"

@@ -140,11 +140,11 @@ def _describe(findings: Findings, score: float) -> None:
         ),
         "escaped_newlines": lambda n: (
             f"literal escapes (backslash-n, backslash-quote) stand for line breaks and quotes in "
-            f"{plural(n, 'text')}: --unescape repairs them"
+            f"{plural(n, 'text')}: repaired by default (--no-unescape keeps them)"
         ),
         "truncated_response": lambda n: (
             f"the reply stops mid-sentence or ends in a dangling backslash in {plural(n, 'pair')}: "
-            "--drop-truncated leaves them out of training"
+            "left out of training by default (--keep-truncated trains them)"
         ),
         "empty_content": lambda n: (
             f"empty text in {plural(n, 'place')}: empty turns are left out, empty replies not trained"

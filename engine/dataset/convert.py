@@ -26,13 +26,21 @@ _UNESCAPED = {"r\\n": "\n", "n": "\n", "t": "\t", '"': '"'}
 
 @dataclass(slots=True)
 class Repairs:
-    """The optional repairs, and how much each changed."""
+    """The repairs (each on unless turned off), and how much each changed."""
 
-    unescape: bool = False
-    drop_truncated: bool = False
+    unescape: bool = True
+    drop_truncated: bool = True
     unescaped_texts: int = 0
     dropped_pairs: int = 0
     _texts: dict[str, str] = field(default_factory=dict, repr=False)
+    _replies: set[str] = field(default_factory=set, repr=False)  # the trained replies the repair changed
+
+    def reply(self, value: str) -> str:
+        """A reply to be trained, repaired: counted apart from the other texts, as what the model would learn."""
+        fixed = self.text(value)
+        if fixed != value:
+            self._replies.add(value)
+        return fixed
 
     def text(self, value: str) -> str:
         if not self.unescape:
@@ -47,10 +55,28 @@ class Repairs:
     def to_dict(self) -> dict[str, Any]:
         applied: dict[str, Any] = {}
         if self.unescape:
-            applied["unescape"] = {"texts": self.unescaped_texts}
+            applied["unescape"] = {"texts": self.unescaped_texts, "replies": len(self._replies)}
         if self.drop_truncated:
             applied["drop_truncated"] = {"pairs": self.dropped_pairs}
         return applied
+
+
+def describe_repairs(applied: dict[str, Any]) -> list[str]:
+    """One line per repair a conversion made (its manifest's ``repairs``), with its counts and how to turn it off."""
+    lines = []
+    if "unescape" in applied:
+        done = applied["unescape"]
+        replies = done.get("replies", 0)
+        lines.append(
+            f"repaired literal backslash-n in {plural(done['texts'], 'text')} ({replies:,} trained "
+            f"repl{'y' if replies == 1 else 'ies'}); --no-unescape keeps them"
+        )
+    if "drop_truncated" in applied:
+        lines.append(
+            f"left {plural(applied['drop_truncated']['pairs'], 'pair')} whose reply stops mid-sentence out of "
+            "training; --keep-truncated trains them"
+        )
+    return lines
 
 
 @dataclass(slots=True)
@@ -123,7 +149,7 @@ def chains(conversation: Conversation, repairs: Repairs) -> Iterator[Chain]:
                 yield current
             current = Chain(conversation, context, {})
         current.pairs[len(current.messages)] = pair
-        current.messages.append(_message("assistant", repairs.text(pair.target or "")))
+        current.messages.append(_message("assistant", repairs.reply(pair.target or "")))
     if current is not None:
         yield current
 

@@ -44,8 +44,8 @@ class ConvertOptions(BaseModel):
     mode: DatasetMode = DatasetMode.CONVERSATIONS
     eval_fraction: float = Field(0.1, ge=0.0, le=0.5)
     split_seed: int = Field(42, ge=0)
-    unescape: bool = False
-    drop_truncated: bool = False
+    unescape: bool = True
+    drop_truncated: bool = True
     max_seq_length: int = Field(DEFAULT_MAX_SEQ_LENGTH, ge=64)
 
     @classmethod

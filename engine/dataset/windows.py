@@ -36,10 +36,11 @@ def as_context(message: ExampleMessage) -> ExampleMessage:
 def fit_windows(messages: Sequence[ExampleMessage], counts: Sequence[int], max_tokens: int) -> Fitted:
     """``messages`` as one window when it fits in ``max_tokens``; otherwise windows at turn boundaries.
 
-    A turn is the user (or other) messages since the last reply, plus the reply. Each window starts at the
-    first reply not yet trained, takes as many following turns as fit, then fills what is left with the turns
-    just before it as context (their replies with ``weight: 0``). Every trained reply is trained in exactly one
-    window; one that cannot fit even alone with the system prompt is skipped and reported by its ordinal.
+    A turn is the user (or other) messages since the last reply, plus the reply. Each window opens at the first
+    reply not yet trained with as many turns just before it as fit, as context (their replies with
+    ``weight: 0``), so that reply sees exactly what pairs mode would show it; the room left takes the following
+    turns. Every trained reply is trained in exactly one window; one that cannot fit even alone with the system
+    prompt is skipped and reported by its ordinal.
     """
     total = BOS_TOKENS + sum(counts)
     if total <= max_tokens:
@@ -66,17 +67,19 @@ def fit_windows(messages: Sequence[ExampleMessage], counts: Sequence[int], max_t
             fitted.skipped.append(ordinal[i])
             i += 1
             continue
-        used, last = prefix_tokens + cost[i], i
+        # Earlier context first, as much as fits beside this reply (what pairs mode gives it), then the
+        # following turns the room left takes.
+        used, first = prefix_tokens + cost[i], i
+        while first > 0 and used + cost[first - 1] <= max_tokens:
+            first -= 1
+            used += cost[first]
+        last = i
         while last + 1 < len(turns) and used + cost[last + 1] <= max_tokens:
             last += 1
             used += cost[last]
         while last > i and not trained[last]:
             used -= cost[last]
             last -= 1
-        first = i
-        while first > 0 and used + cost[first - 1] <= max_tokens:
-            first -= 1
-            used += cost[first]
         context = [as_context(m) for m in messages[turns[first][0] : turns[i][0]]]
         body = list(messages[turns[i][0] : turns[last][1]])
         fitted.windows.append(Window(prefix + context + body, used))

@@ -11,6 +11,7 @@ import click
 
 from engine.config import DatasetFormat, DatasetMode, Hyperparameters
 from engine.dataset import ChatTokenizer, ConvertOptions, DatasetError, Prepared, TokenizerError, convert_file, prepare
+from engine.dataset.convert import describe_repairs
 from engine.dataset.report import ValidationReport, plural
 from tui.cli.output import console, emit_json, print_table
 from tui.cli.presets import SET_HELP
@@ -138,8 +139,18 @@ def validate(
 @_mode_option
 @click.option("--eval-fraction", type=click.FloatRange(0.0, 0.5), default=0.1, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True, help="Seed of the held-out split.")
-@click.option("--unescape", is_flag=True, help='Repair literal backslash-n (and \\") into line breaks (and quotes).')
-@click.option("--drop-truncated", is_flag=True, help="Leave out replies that stop mid-sentence.")
+@click.option(
+    "--unescape/--no-unescape",
+    default=True,
+    show_default=True,
+    help='Repair literal backslash-n (and \\") into line breaks (and quotes).',
+)
+@click.option(
+    "--drop-truncated/--keep-truncated",
+    default=True,
+    show_default=True,
+    help="Leave replies that stop mid-sentence out of training (they stay as context).",
+)
 @_max_seq_option
 @_tokenizer_option
 @_format_option
@@ -190,8 +201,8 @@ def convert(
     )
     for warning in manifest.warnings:
         say(f"warning [{warning['code']}] ×{warning['count']:,}: {warning['message']}", "yellow")
-    for name, done in manifest.repairs.items():
-        say(f"repaired ({name}): " + ", ".join(f"{n:,} {unit}" for unit, n in done.items()))
+    for line in describe_repairs(manifest.repairs):
+        say(line)
     how = "estimated at ≈4 characters per token" if counts.tokens_estimated else f"tokenizer {counts.tokenizer}"
     say(
         f"{plural(counts.examples, 'example')} in {manifest.mode.value} mode: {counts.tokens:,} tokens, "

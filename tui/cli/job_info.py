@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from engine.config import diff
+from engine.targets import check_targets, target_rows
 from remote.provider import RunHandle
 from store.artifacts import list_artifacts
 from store.attempts import list_attempts
@@ -32,8 +33,14 @@ def _last_payload(context: Context, job: TrainingJob, kind: str) -> dict[str, An
     return events[-1].payload if events else None
 
 
-def job_details(context: Context, job: TrainingJob) -> dict[str, Any]:
-    """Everything `show --json` prints about a job."""
+EVALUATION_KEYS = (
+    "base_perplexity", "adapter_perplexity", "eval_loss", "groups", "best_checkpoint", "judge", "human", "retention",
+)  # fmt: skip
+
+
+def job_details(context: Context, job: TrainingJob, *, human: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything `show --json` prints about a job; ``human`` (ratings gathered since) replaces the evaluation's."""
+    human = human if human is not None else human_summary(context.ledger, job.id)
     history = metrics_history(context.ledger, job.id)
     losses = [m.loss for m in history if m.loss is not None]
     eval_losses = [m.eval_loss for m in history if m.eval_loss is not None]
@@ -66,12 +73,9 @@ def job_details(context: Context, job: TrainingJob) -> dict[str, Any]:
             "best": min(losses) if losses else None,
             "best_eval": min(eval_losses) if eval_losses else None,
         },
-        "evaluation": {
-            **{k: evaluation.get(k) for k in ("base_perplexity", "adapter_perplexity", "eval_loss", "groups")},
-            "judge": evaluation.get("judge"),
-            "retention": evaluation.get("retention"),
-            "human": human_summary(context.ledger, job.id),
-        },
+        "evaluation": {**{k: evaluation.get(k) for k in EVALUATION_KEYS}, "human": human or evaluation.get("human")},
+        # Checked here, not taken from the pod: human ratings come in after the job ended.
+        "targets": check_targets(evaluation, human=human),
         "error": error,
         "attempts": [
             {
@@ -136,6 +140,9 @@ def show(job_id: str, as_json: bool) -> None:
                 f"base {_num(evaluation['base_perplexity'])} → adapter {_num(evaluation['adapter_perplexity'])}",
             )
         )
+    best = evaluation.get("best_checkpoint")
+    if best:
+        rows.append(("packaged", f"checkpoint-{best['step']}, lowest eval loss {_num(best['eval_loss'])}"))
     if evaluation.get("judge") or evaluation.get("human"):
         from tui.cli.evaluate import human_line, judge_line
 
@@ -146,6 +153,9 @@ def show(job_id: str, as_json: bool) -> None:
     if job.workdir:
         rows.append(("workdir", job.workdir))
     print_table(["", ""], rows, header=False, flexible=("",))
+    print_table(
+        ["target", "status", "measured"], target_rows(details["targets"]), title="Targets", flexible=("measured",)
+    )
     if details["error"] or job.error_message:
         error = details["error"] or {}
         click.secho(f"error ({job.error_category}): {job.error_message}", fg="red")
@@ -271,10 +281,7 @@ def compare(job_ids: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         emit_json(
             {
-                "jobs": [
-                    {k: d[k] for k in ("id", "short_id", "name", "status", "duration", "cost", "loss", "evaluation")}
-                    for d in details
-                ],
+                "jobs": [{k: d[k] for k in COMPARED_KEYS} for d in details],
                 "config_diff": config,
             }
         )
@@ -287,11 +294,21 @@ def compare(job_ids: tuple[str, ...], as_json: bool) -> None:
         ["best eval loss", *(_num(d["loss"]["best_eval"]) for d in details)],
         ["base perplexity", *(_num(d["evaluation"].get("base_perplexity")) for d in details)],
         ["adapter perplexity", *(_num(d["evaluation"].get("adapter_perplexity")) for d in details)],
+        *_target_comparison(details),
         ["duration", *(d["duration"] for d in details)],
         ["cost", *(money(d["cost"]["actual_usd"]) for d in details)],
     ]
     rows += [[name, *(str(v) for v in values)] for name, values in config.items()]
     print_table(header, rows)
+
+
+COMPARED_KEYS = ("id", "short_id", "name", "status", "duration", "cost", "loss", "evaluation", "targets")
+
+
+def _target_comparison(details: list[dict[str, Any]]) -> list[list[Any]]:
+    """A row per target: each job's status."""
+    columns = [target_rows(d["targets"]) for d in details]
+    return [[f"target: {name}", *(rows[i][1] for rows in columns)] for i, (name, _, _) in enumerate(columns[0])]
 
 
 def _flat(spec: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.events import ErrorEvent, EvalEvent
+from engine.targets import check_targets, target_rows
 from store.events import typed_event
 from store.jobs import short_id
 from store.models import JobEvent, TrainingMetric
@@ -88,10 +89,24 @@ def event_detail(event: JobEvent) -> Text:
     return text
 
 
+_TARGET_STYLES = {"✓": "green", "✗": "red", "–": "dim"}
+
+
 def evaluation_view(evaluation: EvalEvent | None) -> RenderableType:
     """Base vs adapter perplexity, overall and per group, and the sample generations."""
     if evaluation is None:
         return Text("No evaluation yet: it runs after training, on the held-out conversations.", style="dim")
+    targets = Table(title="Targets", title_justify="left")
+    for column in ("target", "status", "measured"):
+        targets.add_column(column)
+    for name, status, summary in target_rows(check_targets(evaluation.model_dump())):
+        targets.add_row(name, Text(status, style=_TARGET_STYLES.get(status.split()[0], "")), summary)
+    best = evaluation.best_checkpoint
+    packaged = (
+        Text(f"Packaged: checkpoint-{best['step']}, the lowest eval loss ({_fmt(best['eval_loss'])})")
+        if best
+        else Text("")
+    )
     table = Table(title="Held-out perplexity (lower is better)", title_justify="left")
     table.add_column("")
     table.add_column("base", justify="right")
@@ -100,7 +115,7 @@ def evaluation_view(evaluation: EvalEvent | None) -> RenderableType:
     for group, values in evaluation.groups.items():
         for name, pair in values.items():
             table.add_row(f"{group}: {name}", _fmt(pair.get("base_perplexity")), _fmt(pair.get("adapter_perplexity")))
-    parts: list[Any] = [table]
+    parts: list[Any] = [targets, packaged, table]
     for index, generation in enumerate(evaluation.generations, start=1):
         sample = Table(title=f"Generation {index}", title_justify="left", show_lines=True, expand=True)
         sample.add_column("prompt / reference", ratio=1)
