@@ -349,7 +349,8 @@ class Supervisor:
         data.update(job_id=None)
         overrides = [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in changes.items()]
         new = validate_spec(apply_overrides(data, overrides))
-        return new, diff(old, new)
+        # The job id is the ledger's, not a setting: a retry always gets its own.
+        return new, diff(old.model_copy(update={"job_id": None}), new)
 
     def retry(self, job_id: uuid.UUID | str, *, suggested: bool, force: bool = False) -> Submission:
         job = get_job(self.ledger, job_id)
