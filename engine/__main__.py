@@ -1,4 +1,5 @@
-"""``python -m engine``: run a job, build the demo model, serve the pod API, run a pod's job, or benchmark."""
+"""``python -m engine``: run a job, build the demo model, serve the pod API or the playground, run a pod's job,
+or benchmark."""
 
 from __future__ import annotations
 
@@ -31,6 +32,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--host", default="0.0.0.0")
 
+    play = commands.add_parser("playground", help="serve a job's base model and adapter for side-by-side replies")
+    play.add_argument("--workdir", type=Path, required=True, help="the finished job's workdir (spec.json, adapter/)")
+    play.add_argument(
+        "--models-dir", type=Path, default=None, help="where the demo model is (default: <workdir>/models)"
+    )
+    play.add_argument("--port", type=int, default=0, help="0: any free port (the ready line on stdout says which)")
+    play.add_argument("--host", default="127.0.0.1")
+
     commands.add_parser("pod", help="inside a RunPod pod: serve, run the job from $LORAPOD_SPEC, delete the pod")
 
     bench = commands.add_parser("bench", help="QLoRA throughput with Llama-3-70B layer shapes")
@@ -54,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         from engine.serve import main as serve_main
 
         return serve_main(args.workdir, port=args.port, host=args.host)
+    if args.command == "playground":
+        from engine.playground import main as playground_main
+
+        return playground_main(args.workdir, models_dir=args.models_dir, host=args.host, port=args.port)
     if args.command == "pod":
         from engine.pod import main as pod_main
 

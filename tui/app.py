@@ -251,6 +251,12 @@ class LorapodApp(App[None]):
             return
         self.call_from_thread(self._started, str(submission.job.id))
 
+    def try_job(self, job_id: str) -> None:
+        """The Try screen: a prompt to the job's base model and adapter, replies side by side."""
+        from tui.screens.try_ import TryScreen
+
+        self.push_screen(TryScreen(job_id))
+
     def download(self, job_id: str) -> None:
         from tui.dialogs.download import DownloadDialog
 
