@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.config import JobSpec
 from engine.workdir import Workdir
+from store.db import Ledger
+from store.jobs import create_job, transition
+from store.models import TrainingJob
+from store.status import JobStatus
 from tests.engine_helpers import tiny_spec, write_spec
 
 
@@ -34,3 +39,10 @@ def finished_workdir(root: Path, demo_model: Path, *, base_model: str | None = N
     get_peft_model(model, lora).save_pretrained(work.adapter)
     AutoTokenizer.from_pretrained(demo_model).save_pretrained(work.adapter)
     return work
+
+
+def completed_job(ledger: Ledger, spec: JobSpec, workdir: str) -> TrainingJob:
+    """``spec`` recorded as a job that has run to completion in ``workdir``."""
+    job = create_job(ledger, spec)
+    transition(ledger, job.id, JobStatus.TRAINING, workdir=workdir)
+    return transition(ledger, job.id, JobStatus.COMPLETED)
