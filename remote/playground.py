@@ -228,8 +228,8 @@ def ask_both(
     """``prompt`` put to the base model, then to the adapter; each piece goes to ``on_piece`` as it comes."""
     messages = [*(history or []), {"role": "user", "content": prompt}]
     replies: dict[Side, Reply] = {}
-    session.touch()
     for side in SIDES:
+        session.touch()  # before each reply: a pod is never taken for idle while it answers
         callback = (lambda piece, s=side: on_piece(s, piece)) if on_piece else None  # type: ignore[misc]
         replies[side] = session.client.reply(messages, side, max_new_tokens=max_new_tokens, on_piece=callback)
     session.touch()

@@ -113,8 +113,9 @@ async def until(pilot: Any, predicate: Any, timeout: float = 240) -> None:
 @pytest.mark.slow
 @pytest.mark.anyio
 async def test_the_try_screen_streams_one_prompt_into_the_base_and_adapter_panes(
-    lorapod_home: Path, demo_model: Path, tmp_path: Path
+    lorapod_home: Path, demo_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(TryScreen, "max_new_tokens", 24)
     settings = load_settings()
     workdir = finished_workdir(tmp_path / "job", demo_model)
     ledger = Ledger(settings.paths.ledger)
@@ -132,7 +133,7 @@ async def test_the_try_screen_streams_one_prompt_into_the_base_and_adapter_panes
         prompt.value = PROMPT
         await pilot.press("enter")
         await until(pilot, lambda: "done" in str(screen.query_one("#try-status").content))
-        expected = greedy(workdir.root, demo_model, PROMPT, 128)
+        expected = greedy(workdir.root, demo_model, PROMPT, 24)
         for side in ("base", "adapter"):
             assert screen.reply_text(side).strip() == expected[side]
             assert screen.updates[side] >= 2  # the reply grew piece by piece, not at once

@@ -25,10 +25,10 @@ if TYPE_CHECKING:
     from tui.app import LorapodApp
 
 SIDES = ("base", "adapter")
-MAX_NEW_TOKENS = 128
 
 
 class TryScreen(Screen[None]):
+    max_new_tokens = 128  # a reply's length bound: well inside RunPod's 100-second proxy limit on a pod
     BINDINGS = [
         Binding(
             "escape", "app.pop_screen", "Back", id="try.back", tooltip="Back; a playground pod stays up until idle"
@@ -138,7 +138,7 @@ class TryScreen(Screen[None]):
             self.post_message(ReplyGrew(side, texts[side]))
 
         try:
-            replies = ask_both(session, prompt, max_new_tokens=MAX_NEW_TOKENS, on_piece=piece)
+            replies = ask_both(session, prompt, max_new_tokens=self.max_new_tokens, on_piece=piece)
         except Exception as exc:
             self.post_message(ReplyDone("", error=str(exc)))
             return
