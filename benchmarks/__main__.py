@@ -23,6 +23,7 @@ from benchmarks import (
     ledger,
     local_run,
     notices,
+    playground,
     projection,
     ranks,
     runpod,
@@ -48,6 +49,7 @@ SUITES: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "projection": projection.run,
     "governing": governing.run,
     "notices": notices.run,
+    "playground": playground.run,
 }
 
 

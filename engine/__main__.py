@@ -40,13 +40,28 @@ def _parser() -> argparse.ArgumentParser:
     play.add_argument("--port", type=int, default=0, help="0: any free port (the ready line on stdout says which)")
     play.add_argument("--host", default="127.0.0.1")
 
-    commands.add_parser("pod", help="inside a RunPod pod: serve, run the job from $LORAPOD_SPEC, delete the pod")
+    commands.add_parser(
+        "pod",
+        help="inside a RunPod pod: serve, run the job from $LORAPOD_SPEC, delete the pod (with "
+        "LORAPOD_PLAYGROUND=1: serve the finished job's playground)",
+    )
 
     bench = commands.add_parser("bench", help="QLoRA throughput with Llama-3-70B layer shapes")
     from engine.bench import add_arguments
 
     add_arguments(bench)
     return parser
+
+
+def _pod() -> int:
+    """In a pod: its job's whole life, or with LORAPOD_PLAYGROUND=1 the finished job's playground."""
+    if os.environ.get("LORAPOD_PLAYGROUND") == "1":
+        from engine.playground import pod_main as playground_main
+
+        return playground_main()
+    from engine.pod import main as pod_main
+
+    return pod_main()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return playground_main(args.workdir, models_dir=args.models_dir, host=args.host, port=args.port)
     if args.command == "pod":
-        from engine.pod import main as pod_main
-
-        return pod_main()
+        return _pod()
     from engine.bench import main as bench_main
 
     return bench_main(args)

@@ -250,10 +250,6 @@ class PodJob:
 def main() -> int:
     """0 once the job has run (how the engine ended is in its events and the exit marker); 1 when this
     process itself fails, which the entrypoint reports."""
-    if os.environ.get("LORAPOD_PLAYGROUND") == "1":  # a pod started to try a finished job's adapter
-        from engine.playground import pod_main
-
-        return pod_main()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

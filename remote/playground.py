@@ -230,7 +230,7 @@ def ask_both(
     replies: dict[Side, Reply] = {}
     for side in SIDES:
         session.touch()  # before each reply: a pod is never taken for idle while it answers
-        callback = (lambda piece, s=side: on_piece(s, piece)) if on_piece else None  # type: ignore[misc]
+        callback = (lambda piece, s=side: on_piece(s, piece)) if on_piece else None
         replies[side] = session.client.reply(messages, side, max_new_tokens=max_new_tokens, on_piece=callback)
     session.touch()
     return replies

@@ -19,7 +19,7 @@ from store.settings import load_settings
 from tests.conftest import ROOT, SECRET_VARIABLES, run_cli
 from tests.engine_helpers import SAMPLE, tiny_spec
 from tests.playground_helpers import completed_job, finished_workdir
-from tests.tui_fixtures import workers_done
+from tests.tui_fixtures import NOW, populate, workers_done
 from tui.app import LorapodApp
 from tui.backend import Backend
 from tui.screens.try_ import TryScreen
@@ -141,3 +141,24 @@ async def test_the_try_screen_streams_one_prompt_into_the_base_and_adapter_panes
         await pilot.press("escape")
         await pilot.pause(0.2)
         assert not isinstance(app.screen, TryScreen)
+
+
+@pytest.mark.anyio
+async def test_the_palette_opens_the_try_screen_which_says_why_a_job_cannot_be_tried(lorapod_home: Path) -> None:
+    settings = load_settings()
+    populate(Ledger(settings.paths.ledger))
+    app = LorapodApp(Backend(settings, clock=lambda: NOW), follow=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        await workers_done(app)
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        await pilot.press(*"Try job 00000001")
+        await pilot.pause(0.6)
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, TryScreen) and screen.job_id.startswith("00000001")
+        await until(pilot, lambda: "cannot start" in str(screen.query_one("#try-status").content), timeout=30)
+        status = str(screen.query_one("#try-status").content)
+        assert status.startswith("✗ cannot start: job 00000001")  # a mark and words, not colour alone
+        assert screen.query_one("#try-prompt", Input).disabled

@@ -299,10 +299,11 @@ def test_every_binding_has_an_id_a_description_and_a_tooltip() -> None:
     from tui.dialogs.filters import FiltersDialog
     from tui.dialogs.retry import RetryDialog
     from tui.dialogs.wizard import NewJobWizard
+    from tui.screens.try_ import TryScreen
 
     owners = [
         LorapodApp, JobsScreen, MonitorScreen, CompareScreen, CostsScreen, DatasetsScreen, HelpScreen, ConfirmDialog,
-        DownloadDialog, FolderDialog, FiltersDialog, RetryDialog, NewJobWizard,
+        DownloadDialog, FolderDialog, FiltersDialog, RetryDialog, NewJobWizard, TryScreen,
     ]  # fmt: skip
     for owner in owners:
         for binding in owner.BINDINGS:

@@ -174,7 +174,7 @@ class TryScreen(Screen[None]):
 def _summary(replies: dict[Any, Reply]) -> str:
     parts = []
     for side in SIDES:
-        reply = replies[side]  # type: ignore[index]
+        reply = replies[side]
         first = f", first token {reply.first_token_s * 1000:.0f} ms" if reply.first_token_s is not None else ""
         parts.append(f"{side}: {reply.tokens} tokens{first}")
     return " · ".join(parts)
