@@ -254,12 +254,12 @@ def quote_session(settings: Settings, ledger: Ledger, job: TrainingJob) -> Quote
     from store.jobs import short_id
     from store.status import JobStatus
 
+    if job.status != JobStatus.COMPLETED:
+        raise PlaygroundError(f"job {short_id(job.id)} is {job.status}: only a completed job has an adapter to try")
     if job.provider == "runpod":
         from remote.runpod.playground import RunPodPlaygrounds
 
         return RunPodPlaygrounds(settings, ledger).quote(job)
-    if job.status != JobStatus.COMPLETED:
-        raise PlaygroundError(f"job {short_id(job.id)} is {job.status}: only a completed job has an adapter to try")
     if not (local_workdir(settings, job) / "adapter" / "adapter_model.safetensors").is_file():
         raise PlaygroundError(f"job {short_id(job.id)} left no adapter in {local_workdir(settings, job) / 'adapter'}")
     return None

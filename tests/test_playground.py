@@ -153,12 +153,13 @@ async def test_the_palette_opens_the_try_screen_which_says_why_a_job_cannot_be_t
         await workers_done(app)
         await pilot.press("ctrl+p")
         await pilot.pause(0.3)
-        await pilot.press(*"Try job 00000001")
+        await pilot.press(*"Try job 00000005")
         await pilot.pause(0.6)
         await pilot.press("enter")
         screen = app.screen
-        assert isinstance(screen, TryScreen) and screen.job_id.startswith("00000001")
+        assert isinstance(screen, TryScreen) and screen.job_id.startswith("00000005")
         await until(pilot, lambda: "cannot start" in str(screen.query_one("#try-status").content), timeout=30)
         status = str(screen.query_one("#try-status").content)
-        assert status.startswith("✗ cannot start: job 00000001")  # a mark and words, not colour alone
+        # A completed local job whose workdir holds no adapter: a mark and words, not colour alone.
+        assert status.startswith("✗ cannot start: job 00000005") and "left no adapter" in status
         assert screen.query_one("#try-prompt", Input).disabled
