@@ -165,7 +165,9 @@ class RunPodPlaygrounds:
                 "it has been deleted"
             )
         log.info("playground pod %s up for job %s at $%s/h", pod.id, short_id(job.id), rate)
-        return PodPlayground(client, self.ledger, attempt)
+        session = PodPlayground(client, self.ledger, attempt)
+        session.touch()  # its idle time counts from when it can answer, not from its creation
+        return session
 
     def _url(self, pod_id: str) -> str:
         return self.settings.runpod_proxy_url.format(pod_id=pod_id, port=POD_API_PORT)

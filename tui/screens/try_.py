@@ -14,10 +14,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Header, Input, Static
 
 from store.jobs import short_id
 from tui.messages import ReplyDone, ReplyGrew
+from tui.widgets.keyed import Footer
 
 if TYPE_CHECKING:
     from remote.playground import Reply, Session
