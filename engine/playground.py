@@ -9,7 +9,7 @@ gets the same reply.
 
 Routes (all but ``/health`` need ``Authorization: Bearer <LORAPOD_POD_TOKEN>``)::
 
-    GET  /health  {"ok": true, "playground": true, "base_model": …}
+    GET  /health  {"ok": true, "playground": true, "base_model": …, "busy": false, "idle_s": 12.5}
     POST /chat    {"messages": [{"role", "content"}…], "side": "base" | "adapter", "max_new_tokens": N}
                   → newline-delimited JSON: {"text": "…"} per piece as it is generated, then
                     {"done": true, "tokens": N, "first_token_s": s, "seconds": s}
@@ -24,7 +24,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -64,6 +64,9 @@ class Replier:
         self.device = device
         self.base_model = base_model
         self._lock = threading.Lock()  # one model: the adapter is switched off for the base, never for two at once
+        self.busy = 0  # replies under way (or waiting for the model)
+        self._busy_lock = threading.Lock()
+        self.last_active = time.monotonic()
 
     @classmethod
     def load(cls, workdir: Path, models_dir: Path) -> Replier:
@@ -132,6 +135,18 @@ class Replier:
                 result["error"] = f"{type(exc).__name__}: {exc}"
                 streamer.end()
 
+        with self._busy_lock:
+            self.busy += 1
+        try:
+            yield from self._generate(generate, streamer, stop, result)
+        finally:
+            with self._busy_lock:
+                self.busy -= 1
+                self.last_active = time.monotonic()
+
+    def _generate(
+        self, generate: Callable[[], None], streamer: Any, stop: threading.Event, result: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
         with self._lock:
             started = time.perf_counter()
             first: float | None = None
@@ -167,7 +182,10 @@ def create_app(replier: Replier, token: str) -> FastAPI:
     app.add_middleware(_BearerAuth, token=token)
 
     def health() -> dict[str, Any]:
-        return {"ok": True, "playground": True, "base_model": replier.base_model}
+        # busy and idle_s: whoever deletes an idle playground asks first, so a long reply is never cut off.
+        idle = 0.0 if replier.busy else time.monotonic() - replier.last_active
+        return {"ok": True, "playground": True, "base_model": replier.base_model, "busy": bool(replier.busy),
+                "idle_s": round(idle, 1)}  # fmt: skip
 
     def chat(body: ChatBody) -> StreamingResponse:
         messages: list[Message] = [

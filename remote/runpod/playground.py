@@ -179,6 +179,21 @@ class RunPodPlaygrounds:
             return True  # RunPod's API is busy: not known to be gone
         return found is not None and PodInfo.parse(found).desired_status not in ("EXITED", "TERMINATED")
 
+    def _answering(self, pod_id: str, idle: timedelta) -> bool:
+        """Whether the pod says it is replying, or has replied within ``idle`` (a reply longer than the idle
+        time, or a client whose note of its last use did not reach the ledger)."""
+        token = self.tokens.load(pod_id)
+        if not token:
+            return False
+        client = PlaygroundClient(self._url(pod_id), token)
+        try:
+            health = client.health()
+        finally:
+            client.close()
+        return health is not None and (
+            bool(health.get("busy")) or float(health.get("idle_s", 1e9)) < idle.total_seconds()
+        )
+
     def _reach(self, attempt: JobAttempt) -> PodPlayground | None:
         pod_id = str(attempt.handle.get("pod_id"))
         token = self.tokens.load(pod_id)
@@ -235,7 +250,7 @@ class RunPodPlaygrounds:
         for attempt in open_playgrounds(self.ledger):
             last = _last_used(attempt)
             pod_id = str(attempt.handle.get("pod_id"))
-            if now - last >= idle:
+            if now - last >= idle and not self._answering(pod_id, idle):
                 self.stop(attempt, IDLE_OUTCOME)
             elif not self._running(pod_id):
                 self.stop(attempt, GONE_OUTCOME)

@@ -50,7 +50,7 @@ next time it opens.
 | c | cancel: the engine finishes its step, saves a checkpoint and stops |
 | r | retry with the same configuration, or the one its failure suggested (shown as a diff) |
 | R | resume an interrupted job from its newest checkpoint (budget permitting) |
-| p | try the adapter: a prompt to the base model and the adapter, replies streamed side by side (a RunPod job's on a pod, its rate asked first) |
+| p | try it: a prompt to the base model and the adapter, replies side by side (a pod's rate is asked first) |
 | d | download a package; its sha256 and manifest are verified |
 | y | copy the adapter's storage path |
 | e | export the metrics history as CSV |
