@@ -98,6 +98,12 @@ def test_chat_refuses_a_job_with_no_adapter_and_json_without_a_prompt(ledger: Le
     assert usage.exit_code == 2 and "--json answers one prompt: give it with --prompt" in usage.stderr
 
 
+def test_chat_stop_says_when_a_job_has_no_playground_pod_up(ledger: Ledger, tmp_path: Path) -> None:
+    job = completed_job(ledger, tiny_spec(tmp_path / "model", SAMPLE, "provider=runpod"), "/workspace/x")
+    stopped = run_cli("chat", str(job.id)[:8], "--stop")
+    assert stopped.exit_code == 0 and f"job {str(job.id)[:8]} has no playground pod up" in stopped.stdout
+
+
 # --- the Try screen ------------------------------------------------------------------------------------------
 
 
