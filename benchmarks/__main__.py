@@ -24,6 +24,7 @@ from benchmarks import (
     ledger,
     local_run,
     notices,
+    playground,
     projection,
     ranks,
     runpod,
@@ -50,6 +51,7 @@ SUITES: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "governing": governing.run,
     "notices": notices.run,
     "evaluation": evaluation.run,
+    "playground": playground.run,
 }
 
 

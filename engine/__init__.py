@@ -21,12 +21,14 @@ engine's, ``store.errors.StoreError``, ``remote.provider.ProviderError`` and
     ├── ArtifactStoreError          an artifact store that cannot be reached or refuses (engine.artifacts)
     │   ├── ChecksumMismatch        a stored file whose sha256 is not the one recorded
     │   └── TusError                a resumable upload refused, or failing again and again (engine.tus)
+    ├── PlaygroundError             a job the playground cannot serve: no adapter yet (engine.playground)
     └── BenchmarkFailed             a benchmark run whose loss or weights show it did not train (engine.bench)
 
 Modules: ``config`` (the JobSpec), ``chat`` (the Llama 3 format), ``dataset`` (validation and conversion),
 ``events`` and ``workdir`` (the record a job leaves), ``runner`` (``python -m engine run``) and the stages it
 calls — ``prepare``, ``model``, ``training``, ``evaluation``, ``packaging`` — plus ``serve`` (the pod API, with
-``event_log`` and ``inputs``), ``webhooks``, ``partials`` (files written before they are renamed into place),
+``event_log`` and ``inputs``), ``playground`` (side-by-side replies of a base model and a job's adapter),
+``webhooks``, ``partials`` (files written before they are renamed into place),
 ``artifacts`` (where packages are stored: a folder or Supabase Storage, with ``tus`` and ``supabase_storage``),
 ``limits`` (the cost and duration limits a job keeps by itself), ``distributed`` (a job's ranks on several
 GPUs), ``speed`` (the training-speed settings),

@@ -1,4 +1,5 @@
-"""``python -m engine``: run a job, build the demo model, serve the pod API, run a pod's job, or benchmark."""
+"""``python -m engine``: run a job, build the demo model, serve the pod API or the playground, run a pod's job,
+or benchmark."""
 
 from __future__ import annotations
 
@@ -31,13 +32,36 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--host", default="0.0.0.0")
 
-    commands.add_parser("pod", help="inside a RunPod pod: serve, run the job from $LORAPOD_SPEC, delete the pod")
+    play = commands.add_parser("playground", help="serve a job's base model and adapter for side-by-side replies")
+    play.add_argument("--workdir", type=Path, required=True, help="the finished job's workdir (spec.json, adapter/)")
+    play.add_argument(
+        "--models-dir", type=Path, default=None, help="where the demo model is (default: <workdir>/models)"
+    )
+    play.add_argument("--port", type=int, default=0, help="0: any free port (the ready line on stdout says which)")
+    play.add_argument("--host", default="127.0.0.1")
+
+    commands.add_parser(
+        "pod",
+        help="inside a RunPod pod: serve, run the job from $LORAPOD_SPEC, delete the pod (with "
+        "LORAPOD_PLAYGROUND=1: serve the finished job's playground)",
+    )
 
     bench = commands.add_parser("bench", help="QLoRA throughput with Llama-3-70B layer shapes")
     from engine.bench import add_arguments
 
     add_arguments(bench)
     return parser
+
+
+def _pod() -> int:
+    """In a pod: its job's whole life, or with LORAPOD_PLAYGROUND=1 the finished job's playground."""
+    if os.environ.get("LORAPOD_PLAYGROUND") == "1":
+        from engine.playground import pod_main as playground_main
+
+        return playground_main()
+    from engine.pod import main as pod_main
+
+    return pod_main()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         from engine.serve import main as serve_main
 
         return serve_main(args.workdir, port=args.port, host=args.host)
-    if args.command == "pod":
-        from engine.pod import main as pod_main
+    if args.command == "playground":
+        from engine.playground import main as playground_main
 
-        return pod_main()
+        return playground_main(args.workdir, models_dir=args.models_dir, host=args.host, port=args.port)
+    if args.command == "pod":
+        return _pod()
     from engine.bench import main as bench_main
 
     raw = sys.argv[1:] if argv is None else argv

@@ -6,8 +6,10 @@ started it, so limits, recovery and notices hold with nothing of the user's open
 supervisor run`` keeps it in the foreground for a service manager (docs/supervisor.md). A lock file allows
 one per data dir. Each round it ingests every live job's events (holding the job's lease, so a terminal
 following the same job only watches), closes attempts at their engine's own end time, keeps the monthly
-budget and its alerts, resumes interrupted jobs where ``auto_resume`` allows, releases pods and delivers
-notices. It exits ``supervisor_idle_exit_minutes`` after the last live job ended.
+budget and its alerts, resumes interrupted jobs where ``auto_resume`` allows, releases pods, delivers
+notices, and deletes playground pods ``playground_idle_minutes`` after their last prompt
+(remote.runpod.playground). It exits ``supervisor_idle_exit_minutes`` after the last live job ended and the
+last playground pod is gone.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from store.status import RUNNING, TERMINAL, JobStatus
 
 log = logging.getLogger("lorapod.supervisor")
 ROUND_SECONDS = 0.5
+PLAYGROUND_EVERY_S = 5.0  # playground pods are looked at this often (a REST call each)
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,8 @@ class Daemon:
         self.stopping = threading.Event()
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self._unfollowable: set[uuid.UUID] = set()
+        self.playgrounds = 0  # playground pods up, as last counted
+        self._playgrounds_at: float | None = None
 
     def live_jobs(self) -> list[uuid.UUID]:
         """Jobs with a run to follow: launched and not ended (queued and interrupted jobs have none)."""
@@ -223,7 +228,24 @@ class Daemon:
                 del self.followers[job_id]
                 log.info("job %s is %s; no longer followed", short_id(job_id), job.status)
         notices.retry_due(self.ledger, self.settings)  # a notice that failed is tried again, job or no job
+        self._reap_playgrounds()
         self._write_status()
+
+    def _reap_playgrounds(self) -> None:
+        """Delete idle playground pods; count those still up (the supervisor stays while any is)."""
+        now = self.clock()
+        if self._playgrounds_at is not None and now - self._playgrounds_at < PLAYGROUND_EVERY_S:
+            return
+        self._playgrounds_at = now
+        from remote.runpod.playground import RunPodPlaygrounds, open_playgrounds
+
+        if not open_playgrounds(self.ledger):
+            self.playgrounds = 0
+            return
+        try:
+            self.playgrounds = RunPodPlaygrounds(self.settings, self.ledger).reap_idle()
+        except Exception:  # RunPod unreachable this round: the pods are looked at again in a few seconds
+            log.exception("playground pods: not looked at this round")
 
     def _write_status(self) -> None:
         data = {
@@ -244,7 +266,7 @@ class Daemon:
             while not self.stopping.is_set():
                 started = self.clock()
                 self.round()
-                if self.followers:
+                if self.followers or self.playgrounds:
                     idle_since = None
                 elif idle_since is None:
                     idle_since = self.clock()

@@ -53,6 +53,15 @@ def list_attempts(ledger: Ledger, job_id: uuid.UUID) -> list[JobAttempt]:
         return list(session.exec(statement).all())
 
 
+def open_attempts(ledger: Ledger, job_id: uuid.UUID | None = None) -> list[JobAttempt]:
+    """Attempts not yet ended, of one job or of every job, oldest first."""
+    statement = select(JobAttempt).where(col(JobAttempt.ended_at).is_(None))
+    if job_id is not None:
+        statement = statement.where(col(JobAttempt.job_id) == job_id)
+    with ledger.read() as session:
+        return list(session.exec(statement.order_by(col(JobAttempt.id))).all())
+
+
 def update_handle(ledger: Ledger, attempt_id: int, handle: dict[str, Any]) -> None:
     with ledger.write() as session:
         attempt = session.get(JobAttempt, attempt_id)

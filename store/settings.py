@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     supervisor_idle_exit_minutes: float = Field(
         5.0, ge=0, description="The background supervisor exits this long after the last live job ended."
     )
+    playground_idle_minutes: float = Field(
+        15.0, gt=0, description="A RunPod job's playground pod is deleted this long after its last prompt."
+    )
     gpu_prices: dict[str, float] = Field(
         default_factory=dict,
         description='Price overrides, USD per GPU-hour: {"<gpu id>" = 2.5} or {"<gpu id>:COMMUNITY" = 1.9}.',

@@ -303,10 +303,12 @@ def test_every_binding_has_an_id_a_description_and_a_tooltip() -> None:
     from tui.dialogs.retry import RetryDialog
     from tui.dialogs.wizard import NewJobWizard
     from tui.screens.rate import RateScreen
+    from tui.screens.try_ import TryScreen
 
     owners = [
         LorapodApp, JobsScreen, MonitorScreen, CompareScreen, CostsScreen, DatasetsScreen, HelpScreen, ConfirmDialog,
         DownloadDialog, FolderDialog, FiltersDialog, RetryDialog, NewJobWizard, RateScreen,
+        TryScreen,
     ]  # fmt: skip
     for owner in owners:
         for binding in owner.BINDINGS:

@@ -254,6 +254,12 @@ class LorapodApp(ReportsWorkerErrors, App[None]):
         submission = self.backend.retry(job_id, suggested=suggested)
         self.call_from_thread(self._started, str(submission.job.id))
 
+    def try_job(self, job_id: str) -> None:
+        """The Try screen: a prompt to the job's base model and adapter, replies side by side."""
+        from tui.screens.try_ import TryScreen
+
+        self.push_screen(TryScreen(job_id))
+
     @work(thread=True, group="actions", name="download", exit_on_error=False)
     def download(self, job_id: str) -> None:
         job = self.backend.job(job_id)

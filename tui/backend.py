@@ -32,6 +32,8 @@ from store.status import LIVE
 Typed = TypeVar("Typed", EvalEvent, ErrorEvent)
 
 if TYPE_CHECKING:
+    from remote.playground import Session
+    from remote.runpod.playground import Quote
     from remote.supervisor import Submission, Supervisor, Update
     from store.costs import Estimate
 
@@ -285,6 +287,19 @@ class Backend:
                     names.setdefault(change.field, None)
         flat = [flatten(spec) for spec in specs]
         return {name: [values.get(name) for values in flat] for name in names}
+
+    # --- the playground ------------------------------------------------------------------------------
+
+    def playground_quote(self, job_id: Any) -> Quote | None:
+        """What trying the job's adapter would rent (None: a local job, nothing to pay)."""
+        from remote.playground import quote_session
+
+        return quote_session(self.settings, self.ledger, self.job(job_id))
+
+    def open_playground(self, job_id: Any, quote: Quote | None) -> Session:
+        from remote.playground import open_session
+
+        return open_session(self.settings, self.ledger, self.job(job_id), quote)
 
     # --- costs and datasets --------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ class LorapodCommands(Provider):
                 (f"Open job {short}{name}", f"{row.status} · {row.base_model}", partial(app.open_job, job)),
                 (f"Cancel job {short}{name}", "Checkpoint and stop it", partial(app.cancel_job, job)),
                 (f"Retry job {short}{name}", "As it was, or as its failure suggests", partial(app.retry_job, job)),
+                (f"Try job {short}{name}", "One prompt to its base model and its adapter", partial(app.try_job, job)),
                 (f"Download a package of job {short}{name}", "adapter, full or deploy", partial(app.download, job)),
                 (f"Export metrics of job {short}{name}", "CSV", partial(app.export_metrics, [row.id])),
                 (f"Mark job {short}{name} for compare", "", partial(app.marked.add, job)),

@@ -29,6 +29,8 @@ FAILED = {
     "export": "Export refused",
     "follow": "Following",
     "catch-up": "Catching up",
+    "try": "Playground",
+    "rate": "Could not rate",
 }
 LOG_FILE = "dashboard.log"
 

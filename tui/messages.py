@@ -43,3 +43,21 @@ class LedgerSynced(Message, bubble=False):
     def __init__(self, received: int) -> None:
         super().__init__()
         self.received = received
+
+
+class ReplyGrew(Message, bubble=False):
+    """One side's playground reply so far, a piece longer than before (each piece is shown: they are few)."""
+
+    def __init__(self, side: str, text: str) -> None:
+        super().__init__()
+        self.side = side
+        self.text = text
+
+
+class ReplyDone(Message, bubble=False):
+    """Both replies to a prompt have come (``error``: why they stopped short)."""
+
+    def __init__(self, summary: str, error: str = "") -> None:
+        super().__init__()
+        self.summary = summary
+        self.error = error

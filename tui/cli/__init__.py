@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "cancel": ("tui.cli.job_actions", "cancel", "Cancel a job (it checkpoints first)."),
     "resume": ("tui.cli.job_actions", "resume", "Restart an interrupted job from its newest checkpoint."),
     "retry": ("tui.cli.job_actions", "retry", "Run a finished job again, as it was or as its failure suggests."),
+    "chat": ("tui.cli.chat", "chat", "Put prompts to a job's base model and adapter, replies side by side."),
     "download": ("tui.cli.job_info", "download", "Copy a job's package into a folder, checksums verified."),
     "export": ("tui.cli.job_info", "export_metrics", "A job's metrics history as CSV or JSON."),
     "compare": ("tui.cli.job_info", "compare", "Jobs side by side: losses, perplexities, cost, config."),

@@ -37,6 +37,7 @@ next time it opens.
 | x | export the metrics of the marked jobs (or the one under the cursor) |
 | c / r | cancel / retry the job under the cursor |
 | R | resume the interrupted job under the cursor (budget permitting) |
+| p | try the job: one prompt to its base model and its adapter, replies side by side |
 | s / S | sort by the next column / reverse the order (or click a header) |
 | / | search names, models, presets and ids (escape clears it) |
 | f | filter by dates, training file, model |
@@ -49,6 +50,7 @@ next time it opens.
 | c | cancel: the engine finishes its step, saves a checkpoint and stops |
 | r | retry with the same configuration, or the one its failure suggested (shown as a diff) |
 | R | resume an interrupted job from its newest checkpoint (budget permitting) |
+| p | try it: a prompt to the base model and the adapter, replies side by side (a pod's rate is asked first) |
 | d | download a package; its sha256 and manifest are verified |
 | y | copy the adapter's storage path |
 | e | export the metrics history as CSV |

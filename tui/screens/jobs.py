@@ -47,6 +47,7 @@ class JobsScreen(ReportsWorkerErrors, Screen[None]):
         Binding("x", "export", "Export", show=False, id="jobs.export", tooltip="Export the metrics of the marked jobs"),
         Binding("c", "cancel_job", "Cancel", id="jobs.cancel", tooltip="Cancel the job under the cursor"),
         Binding("r", "retry", "Retry", id="jobs.retry", tooltip="Retry the job under the cursor"),
+        Binding("p", "try_job", "Try", id="jobs.try", tooltip="Try the adapter: one prompt to base and adapter"),
         Binding(
             "v", "rate", "Rate", show=False, id="jobs.rate", tooltip="Rate the replies of the job under the cursor"
         ),
@@ -276,6 +277,11 @@ class JobsScreen(ReportsWorkerErrors, Screen[None]):
         job_id = self._current()
         if job_id:
             self.lorapod.retry_job(job_id)
+
+    def action_try_job(self) -> None:
+        job_id = self._current()
+        if job_id:
+            self.lorapod.try_job(job_id)
 
     def action_resume(self) -> None:
         job_id = self._current()

@@ -47,6 +47,7 @@ class MonitorScreen(ReportsWorkerErrors, Screen[None]):
         Binding("c", "cancel_job", "Cancel", id="monitor.cancel", tooltip="Cancel this job (it checkpoints first)"),
         Binding("r", "retry", "Retry", id="monitor.retry", tooltip="Retry: same config or the suggested one"),
         Binding("R", "resume", "Resume", id="monitor.resume", tooltip="Resume an interrupted job from its checkpoint"),
+        Binding("p", "try_job", "Try", id="monitor.try", tooltip="Try the adapter: one prompt to base and adapter"),
         Binding("d", "download", "Download", id="monitor.download", tooltip="Download a package, checksums verified"),
         Binding("y", "copy_path", "Copy path", id="monitor.copy", tooltip="Copy the adapter's storage path"),
         Binding("e", "export", "Export", id="monitor.export", tooltip="Export the metrics history as CSV"),
@@ -274,6 +275,9 @@ class MonitorScreen(ReportsWorkerErrors, Screen[None]):
 
     def action_download(self) -> None:
         self.lorapod.download(self.job_id)
+
+    def action_try_job(self) -> None:
+        self.lorapod.try_job(self.job_id)
 
     def action_copy_path(self) -> None:
         detail = self.detail

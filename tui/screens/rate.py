@@ -16,13 +16,14 @@ from engine import LorapodError
 from store.jobs import short_id
 from store.ratings import adapter_label, choice_from_key
 from tui.cli.evaluate import human_line
+from tui.errors import ReportsWorkerErrors
 from tui.widgets.keyed import Footer
 
 if TYPE_CHECKING:
     from tui.app import LorapodApp
 
 
-class RateScreen(Screen[None]):
+class RateScreen(ReportsWorkerErrors, Screen[None]):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="rate.back", tooltip="Back; ratings so far are kept"),
         Binding("a", "rate('a')", "A is better", id="rate.a", tooltip="Reply A is the better one"),
@@ -63,7 +64,7 @@ class RateScreen(Screen[None]):
     def on_mount(self) -> None:
         self.load()
 
-    @work(thread=True, exclusive=True)
+    @work(thread=True, exclusive=True, name="rate", exit_on_error=False)
     def load(self) -> None:
         try:
             job, pairs, rated, summary = self.lorapod.backend.rating_session(self.job_id, self.rater)
@@ -128,7 +129,7 @@ class RateScreen(Screen[None]):
         verdict = {"adapter": "✓ you preferred the adapter", "base": "✗ you preferred the base", "tie": "= a tie"}
         self.query_one("#rate-status", Static).update(f"{verdict[choice]} — n for the next prompt")
 
-    @work(thread=True)
+    @work(thread=True, name="rate", exit_on_error=False)
     def record(self, index: int, choice: str, label: str) -> None:
         summary = self.lorapod.backend.rate(self.job_id, index, self.rater, choice, label)
         self.app.call_from_thread(self._recorded, summary)
