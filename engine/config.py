@@ -122,6 +122,11 @@ class Hyperparameters(_Section):
     log_every_steps: int = Field(10, ge=1, le=100_000, description="Metrics event interval.")
     status_every_steps: int = Field(50, ge=1, le=100_000, description="Status summary interval.")
     eval_every_steps: int = Field(50, ge=1, le=1_000_000, description="Eval-loss interval during training.")
+    report_to: Literal["none", "wandb", "tensorboard"] = Field(
+        "none",
+        description="Also send the trainer's logs to W&B or TensorBoard (event files under the job's tensorboard/); "
+        "the event stream is the same either way.",
+    )
     eval_generations: int = Field(4, ge=0, le=64, description="Base-vs-adapter generations after training.")
     max_new_tokens: int = Field(256, ge=1, le=8192, description="Generation length bound in evaluation.")
     seed: int = Field(42, ge=0, description="Training seed.")
@@ -187,7 +192,8 @@ class JobSpec(_Section):
         material: dict[str, Any] = {
             "base_model": self.base_model,
             "dataset": self.dataset.model_dump(mode="json"),
-            "hyperparameters": self.hyperparameters.model_dump(mode="json"),
+            # Where the logs also go does not change the weights: a job resumes whatever report_to says.
+            "hyperparameters": self.hyperparameters.model_dump(mode="json", exclude={"report_to"}),
         }
         if self.resources.gpu_count > 1:  # the global batch is per-GPU batch × GPUs: another count of steps
             material["ranks"] = self.resources.gpu_count

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ def sft_config(spec: JobSpec, workdir: Workdir, *, has_eval: bool, use_cpu: bool
         save_total_limit=hp.save_total_limit,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=hp.eval_every_steps if has_eval else None,
-        report_to=[],
+        report_to=report_to(spec, workdir),
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataset_num_proc=None,
@@ -84,6 +85,19 @@ def sft_config(spec: JobSpec, workdir: Workdir, *, has_eval: bool, use_cpu: bool
         ddp_find_unused_parameters=False if ranks > 1 else None,
         **fsdp_settings(spec, ranks, cuda=not use_cpu),
     )
+
+
+def report_to(spec: JobSpec, workdir: Workdir) -> list[str]:
+    """The trainer's report_to, with each logger writing under the job's workdir unless the environment says
+    otherwise (transformers reads both places from the environment only). The event stream is the same either way."""
+    target = spec.hyperparameters.report_to
+    if target == "tensorboard":
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(workdir.tensorboard))
+    elif target == "wandb":
+        os.environ.setdefault("WANDB_DIR", str(workdir.root))
+        os.environ.setdefault("WANDB_PROJECT", "lorapod")
+        os.environ.setdefault("WANDB_NAME", spec.name or spec.job_id or "lorapod")
+    return [] if target == "none" else [target]
 
 
 def parallelism(spec: JobSpec, ranks: int, *, cuda: bool) -> str | None:
