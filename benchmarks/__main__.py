@@ -25,6 +25,7 @@ from benchmarks import (
     notices,
     projection,
     ranks,
+    report,
     runpod,
     supabase,
     training,
@@ -48,6 +49,7 @@ SUITES: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "projection": projection.run,
     "governing": governing.run,
     "notices": notices.run,
+    "report": report.run,
 }
 
 

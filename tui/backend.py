@@ -20,7 +20,7 @@ from store.attempts import list_attempts
 from store.budget import MonthSpend, month_alerts, month_spend, monthly_totals
 from store.events import list_events
 from store.files import list_files
-from store.jobs import JobPage, JobQuery, get_job, job_spec, list_jobs
+from store.jobs import JobPage, JobQuery, get_job, job_spec, list_jobs, short_id
 from store.metrics import metrics_history
 from store.models import Alert, JobEvent, ModelArtifact, TrainingFile, TrainingJob, TrainingMetric, utcnow
 from store.recovery import open_ledger
@@ -229,6 +229,14 @@ class Backend:
                 writer.writeheader()
                 writer.writerows(rows)
         return len(rows)
+
+    def report(self, job_ids: list[Any]) -> Path:
+        """Write the client report of ``job_ids`` (one, or several compared) into the reports folder."""
+        from store.report import build_report, report_name
+
+        jobs = [get_job(self.ledger, job_id) for job_id in job_ids]
+        target = self.settings.paths.reports_dir / report_name([short_id(job.id) for job in jobs])
+        return build_report(self.ledger, [str(job.id) for job in jobs], target)
 
     def compare(self, job_ids: list[Any]) -> list[JobDetail]:
         return [self.detail(job_id) for job_id in job_ids]

@@ -22,7 +22,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "retry": ("tui.cli.job_actions", "retry", "Run a finished job again, as it was or as its failure suggests."),
     "download": ("tui.cli.job_info", "download", "Copy a job's package into a folder, checksums verified."),
     "export": ("tui.cli.job_info", "export_metrics", "A job's metrics history as CSV or JSON."),
+    "export-model": (
+        "tui.cli.export_model",
+        "export_model",
+        "A job's adapter or merged model, with a model card; or to the Hub.",
+    ),
     "compare": ("tui.cli.job_info", "compare", "Jobs side by side: losses, perplexities, cost, config."),
+    "report": ("tui.cli.report", "report", "A client report of one job, or several compared, as one HTML page."),
     "config": ("tui.cli.config", "config", "Show or change settings (secrets are never printed)."),
     "presets": ("tui.cli.presets", "presets", "List, show and compare job presets."),
     "estimate": ("tui.cli.costs", "estimate", "Estimate a job's duration and cost range."),

@@ -46,6 +46,9 @@ class MonitorScreen(Screen[None]):
         Binding("R", "resume", "Resume", id="monitor.resume", tooltip="Resume an interrupted job from its checkpoint"),
         Binding("d", "download", "Download", id="monitor.download", tooltip="Download a package, checksums verified"),
         Binding("y", "copy_path", "Copy path", id="monitor.copy", tooltip="Copy the adapter's storage path"),
+        Binding(
+            "p", "report", "Report", show=False, id="monitor.report", tooltip="Write this job's client report (HTML)"
+        ),
         Binding("e", "export", "Export", id="monitor.export", tooltip="Export the metrics history as CSV"),
         Binding("m", "compare", "Compare", id="monitor.compare", tooltip="Mark for compare; compare the marked jobs"),
         Binding("z", "maximise", "Maximise", id="monitor.maximise", tooltip="Charts: one alone, the next, then all"),
@@ -268,6 +271,9 @@ class MonitorScreen(Screen[None]):
     def action_export(self) -> None:
         if self.detail is not None:
             self.lorapod.export_metrics([self.detail.job.id])
+
+    def action_report(self) -> None:
+        self.lorapod.write_report([self.job_id])
 
     def action_compare(self) -> None:
         marks = self.lorapod.marked
