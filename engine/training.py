@@ -75,7 +75,7 @@ def sft_config(spec: JobSpec, workdir: Workdir, *, has_eval: bool, use_cpu: bool
         save_total_limit=hp.save_total_limit,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=hp.eval_every_steps if has_eval else None,
-        report_to=report_to(spec, workdir),
+        report_to=[] if hp.report_to == "none" else [hp.report_to],  # the event stream is the same either way
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataset_num_proc=None,
@@ -87,17 +87,19 @@ def sft_config(spec: JobSpec, workdir: Workdir, *, has_eval: bool, use_cpu: bool
     )
 
 
-def report_to(spec: JobSpec, workdir: Workdir) -> list[str]:
-    """The trainer's report_to, with each logger writing under the job's workdir unless the environment says
-    otherwise (transformers reads both places from the environment only). The event stream is the same either way."""
+def logger_environment(spec: JobSpec, workdir: Workdir) -> dict[str, str]:
+    """Where report_to's logger writes: under the job's workdir. transformers reads these places from the
+    environment only, so the engine sets them for its own process (build_trainer); a value already set wins."""
     target = spec.hyperparameters.report_to
     if target == "tensorboard":
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(workdir.tensorboard))
-    elif target == "wandb":
-        os.environ.setdefault("WANDB_DIR", str(workdir.root))
-        os.environ.setdefault("WANDB_PROJECT", "lorapod")
-        os.environ.setdefault("WANDB_NAME", spec.name or spec.job_id or "lorapod")
-    return [] if target == "none" else [target]
+        return {"TENSORBOARD_LOGGING_DIR": str(workdir.tensorboard)}
+    if target == "wandb":
+        return {
+            "WANDB_DIR": str(workdir.root),
+            "WANDB_PROJECT": "lorapod",
+            "WANDB_NAME": spec.name or spec.job_id or "lorapod",
+        }
+    return {}
 
 
 def parallelism(spec: JobSpec, ranks: int, *, cuda: bool) -> str | None:
@@ -347,6 +349,8 @@ def build_trainer(
     from trl import SFTTrainer
 
     args = sft_config(spec, workdir, has_eval=evaluation is not None, use_cpu=use_cpu)
+    for name, value in logger_environment(spec, workdir).items():
+        os.environ.setdefault(name, value)
     checkpoints = CheckpointCallback(spec, emit)
     cancel = CancelCallback(should_stop, checkpoints)
     trainer = SFTTrainer(

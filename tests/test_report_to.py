@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from engine import SpecError
 from engine.speed import check_machine
-from engine.training import sft_config
+from engine.training import logger_environment, sft_config
 from engine.workdir import Workdir
 from tests.engine_helpers import SAMPLE, events, of_type, run_engine, tiny_spec, write_spec
 
@@ -22,6 +23,8 @@ def test_report_to_reaches_the_trainer_and_never_changes_the_training_hash(demo_
     assert plain.training_hash() == logged.training_hash()  # a job resumes whatever its logs go to
     assert sft_config(plain, Workdir(tmp_path), has_eval=True, use_cpu=True).report_to == []
     assert sft_config(logged, Workdir(tmp_path), has_eval=True, use_cpu=True).report_to == ["tensorboard"]
+    assert "TENSORBOARD_LOGGING_DIR" not in os.environ  # only the engine's own process is pointed at its workdir
+    assert logger_environment(logged, Workdir(tmp_path)) == {"TENSORBOARD_LOGGING_DIR": str(tmp_path / "tensorboard")}
 
 
 def test_report_to_a_logger_that_is_not_installed_is_refused_by_name(
