@@ -27,6 +27,7 @@ from benchmarks import (
     playground,
     projection,
     ranks,
+    report,
     runpod,
     supabase,
     training,
@@ -52,6 +53,7 @@ SUITES: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "notices": notices.run,
     "evaluation": evaluation.run,
     "playground": playground.run,
+    "report": report.run,
 }
 
 

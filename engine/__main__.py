@@ -1,5 +1,5 @@
 """``python -m engine``: run a job, build the demo model, serve the pod API or the playground, run a pod's job,
-or benchmark."""
+merge an adapter, or benchmark."""
 
 from __future__ import annotations
 
@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         "LORAPOD_PLAYGROUND=1: serve the finished job's playground)",
     )
 
+    merge = commands.add_parser("merge", help="merge an adapter into its base model: bf16 safetensors")
+    merge.add_argument("--adapter", type=Path, required=True, help="the adapter folder (adapter_config.json)")
+    merge.add_argument("--base", required=True, help="the base model: Hub id, local path or demo:tiny-llama")
+    merge.add_argument("--out", type=Path, required=True, help="folder for the merged model")
+    merge.add_argument("--models-dir", type=Path, default=None, help="where the demo model is (or is built)")
+
     bench = commands.add_parser("bench", help="QLoRA throughput with Llama-3-70B layer shapes")
     from engine.bench import add_arguments
 
@@ -78,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         from engine.serve import main as serve_main
 
         return serve_main(args.workdir, port=args.port, host=args.host)
+    if args.command == "merge":
+        from engine.export import main as merge_main
+
+        return merge_main(args.adapter, args.base, args.out, args.models_dir)
     if args.command == "playground":
         from engine.playground import main as playground_main
 

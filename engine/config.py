@@ -146,6 +146,11 @@ class Hyperparameters(_Section):
     overfitting_evals: int = Field(
         3, ge=1, le=100, description="Warn when eval loss rises this many evaluations in a row as train loss falls."
     )
+    report_to: Literal["none", "wandb", "tensorboard"] = Field(
+        "none",
+        description="Also send the trainer's logs to W&B or TensorBoard (event files under the job's tensorboard/); "
+        "the event stream is the same either way.",
+    )
     eval_generations: int = Field(4, ge=0, le=64, description="Base-vs-adapter generations after training.")
     max_new_tokens: int = Field(256, ge=1, le=8192, description="Generation length bound in evaluation.")
     # Evaluation after training (engine.evaluation, engine.judge, engine.retention): none of it changes the weights,
@@ -237,7 +242,7 @@ class JobSpec(_Section):
         material: dict[str, Any] = {
             "base_model": self.base_model,
             "dataset": self.dataset.model_dump(mode="json"),
-            "hyperparameters": self.hyperparameters.model_dump(mode="json", exclude=set(EVALUATION_ONLY)),
+            "hyperparameters": self.hyperparameters.model_dump(mode="json", exclude={*EVALUATION_ONLY, "report_to"}),
         }
         if self.resources.gpu_count > 1:  # the global batch is per-GPU batch × GPUs: another count of steps
             material["ranks"] = self.resources.gpu_count

@@ -1,7 +1,8 @@
 """The packaging stage: three zips per job, each with a manifest of sha256 sums, named by job id.
 
 - adapter: the adapter weights and config, the tokenizer files and the Llama 3 chat template;
-- full: the adapter plus the spec, events, metrics.csv, eval.json, the dataset manifest and the logs;
+- full: the adapter plus the spec, events, metrics.csv, eval.json, the dataset manifest and the logs (with
+  report_to=tensorboard, the TensorBoard event files too);
 - deploy: the adapter plus inference.py, a pinned requirements.txt, a README and example prompts.
 
 A package that already exists is never overwritten: when a job resumes after packaging, the existing zip is
@@ -179,7 +180,9 @@ def build_packages(spec: JobSpec, workdir: Workdir, evaluation: dict[str, Any], 
         (workdir.eval_file, "eval.json"), (workdir.dataset / "manifest.json", "dataset/manifest.json"),
     ]  # fmt: skip
     logs = sorted(workdir.logs.glob("*.log")) if workdir.logs.is_dir() else []
+    boards = sorted(p for p in workdir.tensorboard.rglob("*") if p.is_file()) if workdir.tensorboard.is_dir() else []
     full = adapter + [(p, name) for p, name in records if p.exists()] + [(p, f"logs/{p.name}") for p in logs]
+    full += [(p, f"tensorboard/{p.relative_to(workdir.tensorboard).as_posix()}") for p in boards]
     contents: dict[str, tuple[list[tuple[Path, str]], dict[str, str]]] = {
         "adapter": (adapter, {}),
         "full": (full, {}),

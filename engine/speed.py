@@ -8,6 +8,7 @@ faster kernel should learn at once that it is missing, not find out from the bil
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 
@@ -56,8 +57,9 @@ def tokens_per_micro_step(hp: Hyperparameters) -> int:
 
 
 def check_machine(hp: Hyperparameters, *, cuda: bool) -> None:
-    """SpecError naming every speed setting this machine cannot run, and what to set instead."""
-    problems = []
+    """SpecError naming every speed setting this machine cannot run (and a ``report_to`` logger it lacks), and
+    what to set instead."""
+    problems = _missing_logger(hp)
     if hp.attn_implementation == "flash_attention_2":
         if not cuda:
             problems.append(
@@ -88,6 +90,21 @@ def check_machine(hp: Hyperparameters, *, cuda: bool) -> None:
         )
     if problems:
         raise SpecError("\n".join(problems))
+
+
+# What each report_to value needs installed: transformers' TensorBoard writer takes torch's (which needs the
+# tensorboard package) or tensorboardX's.
+REPORT_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+
+
+def _missing_logger(hp: Hyperparameters) -> list[str]:
+    packages = REPORT_PACKAGES.get(hp.report_to, ())
+    if packages and not any(importlib.util.find_spec(name) for name in packages):
+        return [
+            f"report_to: {hp.report_to} needs the {packages[0]} package and it is not installed here "
+            f"(pip install {packages[0]}); install it or set report_to=none"
+        ]
+    return []
 
 
 def describe(hp: Hyperparameters, *, cuda: bool) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ def sft_config(spec: JobSpec, workdir: Workdir, *, has_eval: bool, use_cpu: bool
         save_total_limit=hp.save_total_limit,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=hp.eval_every_steps if has_eval else None,
-        report_to=[],
+        report_to=[] if hp.report_to == "none" else [hp.report_to],  # the event stream is the same either way
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataset_num_proc=None,
@@ -85,6 +86,21 @@ def sft_config(spec: JobSpec, workdir: Workdir, *, has_eval: bool, use_cpu: bool
         ddp_find_unused_parameters=False if ranks > 1 else None,
         **fsdp_settings(spec, ranks, cuda=not use_cpu),
     )
+
+
+def logger_environment(spec: JobSpec, workdir: Workdir) -> dict[str, str]:
+    """Where report_to's logger writes: under the job's workdir. transformers reads these places from the
+    environment only, so the engine sets them for its own process (build_trainer); a value already set wins."""
+    target = spec.hyperparameters.report_to
+    if target == "tensorboard":
+        return {"TENSORBOARD_LOGGING_DIR": str(workdir.tensorboard)}
+    if target == "wandb":
+        return {
+            "WANDB_DIR": str(workdir.root),
+            "WANDB_PROJECT": "lorapod",
+            "WANDB_NAME": spec.name or spec.job_id or "lorapod",
+        }
+    return {}
 
 
 def parallelism(spec: JobSpec, ranks: int, *, cuda: bool) -> str | None:
@@ -350,6 +366,8 @@ def build_trainer(
 
     hp = spec.hyperparameters
     args = sft_config(spec, workdir, has_eval=evaluation is not None, use_cpu=use_cpu)
+    for name, value in logger_environment(spec, workdir).items():
+        os.environ.setdefault(name, value)
     checkpoints = CheckpointCallback(spec, emit)
     cancel = CancelCallback(should_stop, checkpoints)
     selection = SelectionCallback(

@@ -10,6 +10,7 @@
     adapter/                the final adapter with its tokenizer and chat template
     eval.json               held-out evaluation: perplexities, per-group figures, generations
     metrics.csv             the metrics history
+    tensorboard/            with report_to=tensorboard: the trainer's TensorBoard event files
     packages/<job>-{adapter,full,deploy}.zip   each with a sha256 manifest
     control/cancel          written to ask the engine to stop gracefully
     control/engine-exit.json   in a pod: how the engine ended (pod id, exit code, last seq)
@@ -69,6 +70,10 @@ class Workdir:
     @property
     def metrics_csv(self) -> Path:
         return self.root / "metrics.csv"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
 
     @property
     def packages(self) -> Path:

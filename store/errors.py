@@ -8,6 +8,7 @@
     ├── JobNotFound            no job matches an id or id prefix
     │   └── AmbiguousJobId     a prefix matches more than one job
     ├── IllegalTransition      a status change the status machine forbids
+    ├── ReportError            a client report that cannot be written (store.report)
     ├── CostError              an estimate that cannot be made (unknown GPU, no model size)
     │   └── CalibrationError   a bench report that cannot calibrate the cost model (store.throughput)
     └── SyncError              a sync with the Supabase database that cannot be done (store.sync)

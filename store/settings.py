@@ -66,6 +66,11 @@ class Paths:
         """The local artifact store: packages at ``jobs/<job id>/<file>``."""
         return self.data_dir / "artifacts"
 
+    @property
+    def reports_dir(self) -> Path:
+        """Client reports the dashboard writes (``lorapod report`` writes where it is told)."""
+        return self.data_dir / "reports"
+
 
 def resolve_paths(environ: dict[str, str] | None = None) -> Paths:
     """The installation's folders from ``LORAPOD_HOME`` or, unset, the XDG base directories."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -90,6 +93,32 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+@dataclass(frozen=True)
+class DemoJob:
+    """A completed smoke job in an installation of its own: pass ``env`` to the commands that read it."""
+
+    home: Path
+    job_id: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"LORAPOD_HOME": str(self.home)}
+
+
+@pytest.fixture(scope="session")
+def demo_job(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> DemoJob:
+    """One local smoke run on the sample dataset, shared read-only by the tests of what a finished job gives
+    (report, exports): its ledger, workdir and packages."""
+    home = tmp_path_factory.mktemp("demo-job-home")
+    shutil.copytree(demo_model, home / "models" / "tiny-llama")
+    env = {"LORAPOD_HOME": str(home), "LORAPOD_SUPERVISOR_IDLE_EXIT_MINUTES": "0"}
+    sample = ROOT / "samples" / "brightrun-sample.json"
+    result = run_lorapod("run", "--preset", "smoke", "--dataset", str(sample), "--name", "demo", env=env, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = json.loads(run_lorapod("jobs", "--json", env=env).stdout)["jobs"]
+    return DemoJob(home, str(jobs[0]["id"]))
+
+
 @pytest.fixture
 def ledger(lorapod_home: Path) -> Iterator[Ledger]:
     led = Ledger(lorapod_home / "ledger.sqlite")
@@ -102,9 +131,17 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
-def run_lorapod(*args: str, env: dict[str, str] | None = None, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run_lorapod(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
     """Run the installed ``lorapod`` as a real process, in this test's environment."""
     command = [sys.executable, "-c", "from tui.cli import main; main()", *args]
     return subprocess.run(
-        command, check=False, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120, **kwargs
+        command,
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        **kwargs,
     )  # type: ignore[call-overload]

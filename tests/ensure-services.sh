@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The programs the tests start on 127.0.0.1 or drive: OpenSSH's sshd, PostgreSQL, tmux, and node (a webhook
-# receiver written to the seed's spec). Installs the missing ones from Debian's packages when it can (root and
+# The programs the tests start on 127.0.0.1 or drive: OpenSSH's sshd, PostgreSQL, tmux, node (a webhook
+# receiver written to the seed's spec) and Chromium (renders the client report headless). Installs the missing ones from Debian's packages when it can (root and
 # apt-get); otherwise stops and names the exact command to run. `make test` and CI call this first.
 set -euo pipefail
 need=()
@@ -8,6 +8,7 @@ need=()
 command -v tmux >/dev/null || need+=(tmux)
 command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 command -v node >/dev/null || need+=(nodejs)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   echo "installing what the tests need: ${need[*]}" >&2

@@ -309,6 +309,18 @@ class LorapodApp(ReportsWorkerErrors, App[None]):
             self.notify, f"{len(written)} file(s), {rows} rows, in {folder}", title="Exported", timeout=8
         )
 
+    @work(thread=True, group="actions")
+    def write_report(self, job_ids: list[str]) -> None:
+        """The client report of the jobs (several: a comparison), written in a worker; a toast gives its path."""
+        self.call_from_thread(self.notify, f"writing the report of {len(job_ids)} job(s)…", timeout=3)
+        try:
+            path = self.backend.report(job_ids)
+        except Exception as exc:
+            self.call_from_thread(self.notify, str(exc), title="Report not written", severity="error", timeout=15)
+            return
+        message = f"{path}\nopen it in a browser, or print it to PDF"
+        self.call_from_thread(self.notify, message, title="Report written", timeout=15)
+
     def copy_storage_path(self, path: str) -> None:
         self.copy_to_clipboard(path)
         self.notify(f"copied: {path}", title="Storage path", timeout=6)

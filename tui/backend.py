@@ -22,7 +22,7 @@ from store.budget import MonthSpend, month_alerts, month_spend, monthly_totals
 from store.errors import StoreError
 from store.events import list_events, typed_event
 from store.files import FileState, checked_files, list_files
-from store.jobs import JobPage, JobQuery, get_job, job_spec, list_jobs
+from store.jobs import JobPage, JobQuery, get_job, job_spec, list_jobs, short_id
 from store.metrics import metrics_history
 from store.models import Alert, JobEvent, ModelArtifact, TrainingFile, TrainingJob, TrainingMetric, utcnow
 from store.recovery import open_ledger
@@ -271,6 +271,14 @@ class Backend:
         summary = human_summary(self.ledger, job.id)
         update_eval_json(job, "human", summary)
         return summary
+
+    def report(self, job_ids: list[Any]) -> Path:
+        """Write the client report of ``job_ids`` (one, or several compared) into the reports folder."""
+        from store.report import build_report, report_name
+
+        jobs = [get_job(self.ledger, job_id) for job_id in job_ids]
+        target = self.settings.paths.reports_dir / report_name([short_id(job.id) for job in jobs])
+        return build_report(self.ledger, [str(job.id) for job in jobs], target)
 
     def compare(self, job_ids: list[Any]) -> list[JobDetail]:
         return [self.detail(job_id) for job_id in job_ids]

@@ -35,6 +35,7 @@ next time it opens.
 | space | mark the job (for compare and export) |
 | m | compare the marked jobs |
 | x | export the metrics of the marked jobs (or the one under the cursor) |
+| p | write a client report (HTML) of the marked jobs (several: a comparison) or the one under the cursor |
 | c / r | cancel / retry the job under the cursor |
 | R | resume the interrupted job under the cursor (budget permitting) |
 | p | try the job: one prompt to its base model and its adapter, replies side by side |
@@ -54,6 +55,7 @@ next time it opens.
 | d | download a package; its sha256 and manifest are verified |
 | y | copy the adapter's storage path |
 | e | export the metrics history as CSV |
+| p | write the job's client report (HTML, printable to PDF) |
 | m | mark for compare |
 | z | charts: maximise one, then the next; after the last, all of them again |
 | w | chart window: all steps, or the last 1000, 200 or 50 |

@@ -45,6 +45,14 @@ class JobsScreen(ReportsWorkerErrors, Screen[None]):
         Binding("space", "select", "Select", id="jobs.select", tooltip="Mark the job for compare or export"),
         Binding("m", "compare", "Compare", id="jobs.compare", tooltip="Compare the marked jobs (two or more)"),
         Binding("x", "export", "Export", show=False, id="jobs.export", tooltip="Export the metrics of the marked jobs"),
+        Binding(
+            "p",
+            "report",
+            "Report",
+            show=False,
+            id="jobs.report",
+            tooltip="Write a client report (HTML) of the marked jobs, or the one under the cursor",
+        ),
         Binding("c", "cancel_job", "Cancel", id="jobs.cancel", tooltip="Cancel the job under the cursor"),
         Binding("r", "retry", "Retry", id="jobs.retry", tooltip="Retry the job under the cursor"),
         Binding("p", "try_job", "Try", id="jobs.try", tooltip="Try the adapter: one prompt to base and adapter"),
@@ -267,6 +275,11 @@ class JobsScreen(ReportsWorkerErrors, Screen[None]):
         marked = self._marked()
         if marked:
             self.lorapod.export_metrics([uuid.UUID(j) for j in marked])
+
+    def action_report(self) -> None:
+        marked = self._marked()
+        if marked:
+            self.lorapod.write_report(marked)
 
     def action_cancel_job(self) -> None:
         job_id = self._current()

@@ -50,6 +50,9 @@ class MonitorScreen(ReportsWorkerErrors, Screen[None]):
         Binding("p", "try_job", "Try", id="monitor.try", tooltip="Try the adapter: one prompt to base and adapter"),
         Binding("d", "download", "Download", id="monitor.download", tooltip="Download a package, checksums verified"),
         Binding("y", "copy_path", "Copy path", id="monitor.copy", tooltip="Copy the adapter's storage path"),
+        Binding(
+            "p", "report", "Report", show=False, id="monitor.report", tooltip="Write this job's client report (HTML)"
+        ),
         Binding("e", "export", "Export", id="monitor.export", tooltip="Export the metrics history as CSV"),
         Binding("m", "compare", "Compare", id="monitor.compare", tooltip="Mark for compare; compare the marked jobs"),
         Binding(
@@ -290,6 +293,9 @@ class MonitorScreen(ReportsWorkerErrors, Screen[None]):
     def action_export(self) -> None:
         if self.detail is not None:
             self.lorapod.export_metrics([self.detail.job.id])
+
+    def action_report(self) -> None:
+        self.lorapod.write_report([self.job_id])
 
     def action_compare(self) -> None:
         marks = self.lorapod.marked
