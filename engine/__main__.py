@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -70,30 +71,51 @@ def _pod() -> int:
     return pod_main()
 
 
+def _run(args: argparse.Namespace) -> int:
+    from engine.runner import main as run_main
+
+    return run_main(args.spec, args.workdir, models_dir=args.models_dir)
+
+
+def _demo_model(args: argparse.Namespace) -> int:
+    from engine.demo import main as demo_main
+
+    return demo_main(args.dir, args.dataset)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from engine.serve import main as serve_main
+
+    return serve_main(args.workdir, port=args.port, host=args.host)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from engine.export import main as merge_main
+
+    return merge_main(args.adapter, args.base, args.out, args.models_dir)
+
+
+def _playground(args: argparse.Namespace) -> int:
+    from engine.playground import main as playground_main
+
+    return playground_main(args.workdir, models_dir=args.models_dir, host=args.host, port=args.port)
+
+
+# Each command imports what it needs only when it runs: `pod` and `serve` start without the training stack.
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _run,
+    "demo-model": _demo_model,
+    "serve": _serve,
+    "merge": _merge,
+    "playground": _playground,
+    "pod": lambda _args: _pod(),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "run":
-        from engine.runner import main as run_main
-
-        return run_main(args.spec, args.workdir, models_dir=args.models_dir)
-    if args.command == "demo-model":
-        from engine.demo import main as demo_main
-
-        return demo_main(args.dir, args.dataset)
-    if args.command == "serve":
-        from engine.serve import main as serve_main
-
-        return serve_main(args.workdir, port=args.port, host=args.host)
-    if args.command == "merge":
-        from engine.export import main as merge_main
-
-        return merge_main(args.adapter, args.base, args.out, args.models_dir)
-    if args.command == "playground":
-        from engine.playground import main as playground_main
-
-        return playground_main(args.workdir, models_dir=args.models_dir, host=args.host, port=args.port)
-    if args.command == "pod":
-        return _pod()
+    if args.command in COMMANDS:
+        return COMMANDS[args.command](args)
     from engine.bench import main as bench_main
 
     raw = sys.argv[1:] if argv is None else argv
