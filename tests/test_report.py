@@ -178,7 +178,7 @@ async def test_p_in_the_jobs_table_writes_the_report_in_a_worker_and_a_toast_giv
     app = LorapodApp(Backend(load_settings()))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.5)
-        await pilot.press("p")
+        await pilot.press("o")
         for _ in range(240):
             written = [n for n in app._notifications if n.title == "Report written"]
             if written:

@@ -35,10 +35,11 @@ next time it opens.
 | space | mark the job (for compare and export) |
 | m | compare the marked jobs |
 | x | export the metrics of the marked jobs (or the one under the cursor) |
-| p | write a client report (HTML) of the marked jobs (several: a comparison) or the one under the cursor |
+| o | write a client report (HTML) of the marked jobs (several: a comparison) or the one under the cursor |
 | c / r | cancel / retry the job under the cursor |
 | R | resume the interrupted job under the cursor (budget permitting) |
 | p | try the job: one prompt to its base model and its adapter, replies side by side |
+| v | rate the job's held-out replies blind: A or B, the adapter's revealed after each rating |
 | s / S | sort by the next column / reverse the order (or click a header) |
 | / | search names, models, presets and ids (escape clears it) |
 | f | filter by dates, training file, model |
@@ -52,10 +53,11 @@ next time it opens.
 | r | retry with the same configuration, or the one its failure suggested (shown as a diff) |
 | R | resume an interrupted job from its newest checkpoint (budget permitting) |
 | p | try it: a prompt to the base model and the adapter, replies side by side (a pod's rate is asked first) |
+| v | rate its held-out replies blind (A, B, tie or skip) |
 | d | download a package; its sha256 and manifest are verified |
 | y | copy the adapter's storage path |
 | e | export the metrics history as CSV |
-| p | write the job's client report (HTML, printable to PDF) |
+| o | write the job's client report (HTML, printable to PDF) |
 | m | mark for compare |
 | z | charts: maximise one, then the next; after the last, all of them again |
 | w | chart window: all steps, or the last 1000, 200 or 50 |

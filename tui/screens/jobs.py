@@ -46,7 +46,7 @@ class JobsScreen(ReportsWorkerErrors, Screen[None]):
         Binding("m", "compare", "Compare", id="jobs.compare", tooltip="Compare the marked jobs (two or more)"),
         Binding("x", "export", "Export", show=False, id="jobs.export", tooltip="Export the metrics of the marked jobs"),
         Binding(
-            "p",
+            "o",
             "report",
             "Report",
             show=False,

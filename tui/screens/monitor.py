@@ -51,7 +51,7 @@ class MonitorScreen(ReportsWorkerErrors, Screen[None]):
         Binding("d", "download", "Download", id="monitor.download", tooltip="Download a package, checksums verified"),
         Binding("y", "copy_path", "Copy path", id="monitor.copy", tooltip="Copy the adapter's storage path"),
         Binding(
-            "p", "report", "Report", show=False, id="monitor.report", tooltip="Write this job's client report (HTML)"
+            "o", "report", "Report", show=False, id="monitor.report", tooltip="Write this job's client report (HTML)"
         ),
         Binding("e", "export", "Export", id="monitor.export", tooltip="Export the metrics history as CSV"),
         Binding("m", "compare", "Compare", id="monitor.compare", tooltip="Mark for compare; compare the marked jobs"),
