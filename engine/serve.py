@@ -372,7 +372,11 @@ def create_app(
     app.add_api_route("/artifacts/{name}", pod.artifact, methods=["GET"])
     app.add_api_route("/inputs/{name}", pod.put_input, methods=["PUT"])
     if inbox is not None:
-        app.add_api_route("/secrets", inbox.receive, methods=["PUT"])
+
+        async def put_secrets(request: Request) -> Response:
+            return await inbox.receive(request)  # type: ignore[no-any-return]
+
+        app.add_api_route("/secrets", put_secrets, methods=["PUT"])
     return app
 
 
@@ -382,7 +386,7 @@ def main(workdir: Path, *, port: int, host: str) -> int:
     digest = os.environ.get(TOKEN_SHA256_VARIABLE, "").strip().lower()
     if not token and not _SHA256.fullmatch(digest):
         print(
-            f"error: {TOKEN_VARIABLE} (or {TOKEN_SHA256_VARIABLE}) is not set; the pod API refuses to serve without a bearer token "
+            f"error: {TOKEN_VARIABLE} is not set (nor {TOKEN_SHA256_VARIABLE}); the pod API refuses to serve without a bearer token "
             f'(generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))")',
             file=sys.stderr,
         )

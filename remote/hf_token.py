@@ -9,7 +9,10 @@ and a fine-grained token lists its permissions in ``fineGrained.global`` and ``f
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
+
+import httpx
 
 if TYPE_CHECKING:
     from store.settings import Settings
@@ -19,6 +22,8 @@ log = logging.getLogger(__name__)
 # Permissions that change nothing of the user's: calling inference endpoints and providers.
 _HARMLESS_WRITE_PREFIXES = ("inference.",)
 _checked: dict[str, str | None] = {}
+DEFAULT_ENDPOINT = "https://huggingface.co"
+TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 
 def write_permissions(access: dict[str, Any]) -> list[str]:
@@ -41,19 +46,19 @@ def write_permissions(access: dict[str, Any]) -> list[str]:
 
 def hf_token_warning(settings: Settings, *, endpoint: str | None = None) -> str | None:
     """A warning when the configured HF token can write; None when it is read-only, unset or cannot be checked
-    (the Hub unreachable: nothing is refused for that). Asked once per token and process."""
-    if settings.hf_token is None:
+    (offline, or the Hub unreachable: nothing is refused for that). Asked once per token and process, with a
+    short timeout, at ``HF_ENDPOINT`` as huggingface_hub reads it."""
+    if settings.hf_token is None or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return None
     token = settings.hf_token.get_secret_value()
     if token in _checked:
         return _checked[token]
-    import httpx
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
+    base = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
     try:
-        info = HfApi(endpoint=endpoint).whoami(token=token)
-    except (HfHubHTTPError, OfflineModeIsEnabled, httpx.HTTPError, OSError, ValueError) as exc:
+        response = httpx.get(f"{base}/api/whoami-v2", headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT)
+        response.raise_for_status()
+        info = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
         log.info("could not ask the Hub what the HF token may do (%s)", type(exc).__name__)
         return None
     auth = info.get("auth") if isinstance(info, dict) else None

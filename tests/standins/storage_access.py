@@ -35,6 +35,7 @@ class StorageAccess:
         self.jwt_secret = jwt_secret
         self.anon_key = anon_key
         self.service_key = service_key
+        self.writes: list[tuple[str, str | None, str, str]] = []  # role, job_id claim, bucket, key: each write made
 
     def identify(self, authorization: str, apikey: str) -> Caller | None:
         """The caller a request's headers name; None when the gateway or Storage would refuse them."""
@@ -71,6 +72,8 @@ class StorageAccess:
                 conn.execute(statement, (bucket, key))  # type: ignore[arg-type]
         except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UniqueViolation):
             return False
+        if commit:
+            self.writes.append((caller.role, caller.claims.get("job_id"), bucket, key))
         return True
 
     def may_read(self, caller: Caller, bucket: str, key: str) -> bool:
