@@ -29,8 +29,8 @@ Modules: ``config`` (the JobSpec), ``chat`` (the Llama 3 format), ``dataset`` (v
 calls — ``prepare``, ``model``, ``training``, ``evaluation``, ``packaging`` — plus ``serve`` (the pod API, with
 ``event_log`` and ``inputs``), ``webhooks``, ``partials`` (files written before they are renamed into place),
 ``artifacts`` (where packages are stored: a folder or Supabase Storage, with ``tus`` and ``supabase_storage``),
-``pod_secrets`` (the secrets a pod is handed after it starts), ``limits`` (the cost and duration limits a job keeps by itself), ``distributed`` (a job's ranks on several
-GPUs), ``speed`` (the training-speed settings),
+``pod_secrets`` (the secrets a pod is handed after it starts), ``limits`` (the cost and duration limits a job
+keeps by itself), ``distributed`` (a job's ranks on several GPUs), ``speed`` (the training-speed settings),
 ``demo`` (the offline demo model) and ``bench`` (the GPU benchmark, its model in ``bench_model``).
 """
 

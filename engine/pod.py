@@ -184,7 +184,7 @@ class PodJob:
         log.info("waiting for the job's secrets (delivered over SSH or the pod API)")
         values = await_secrets(
             secrets_path(config.secrets_dir, config.job_id), config.bootstrap, config.secrets_timeout_s,
-            lambda: self.stopping.is_set() or self.workdir.cancel_requested(),
+            lambda: self.stopping.is_set() or self.workdir.cancel_requested() is not None,
         )  # fmt: skip
         if values is None:  # cancelled while waiting: the engine starts and records the cancel as its last word
             return {}

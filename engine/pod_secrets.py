@@ -16,8 +16,8 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from engine import EngineError
 
@@ -82,7 +82,7 @@ def write_secrets(folder: Path, job_id: str, data: bytes) -> Path:
     if len(data) > MAX_BYTES:
         raise SecretsError("the secrets delivery is too large")
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
+    folder.chmod(0o700)  # mkdir's mode is masked by the umask, and an existing folder keeps its own
     target = secrets_path(folder, job_id)
     temp = folder / f".{job_id}.{secrets.token_hex(8)}.partial"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

@@ -374,7 +374,7 @@ def create_app(
     if inbox is not None:
 
         async def put_secrets(request: Request) -> Response:
-            return await inbox.receive(request)  # type: ignore[no-any-return]
+            return await inbox.receive(request)
 
         app.add_api_route("/secrets", put_secrets, methods=["PUT"])
     return app
@@ -386,7 +386,8 @@ def main(workdir: Path, *, port: int, host: str) -> int:
     digest = os.environ.get(TOKEN_SHA256_VARIABLE, "").strip().lower()
     if not token and not _SHA256.fullmatch(digest):
         print(
-            f"error: {TOKEN_VARIABLE} is not set (nor {TOKEN_SHA256_VARIABLE}); the pod API refuses to serve without a bearer token "
+            f"error: {TOKEN_VARIABLE} is not set (nor {TOKEN_SHA256_VARIABLE}); the pod API refuses to serve "
+            "without a bearer token "
             f'(generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))")',
             file=sys.stderr,
         )

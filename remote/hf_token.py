@@ -37,8 +37,8 @@ def write_permissions(access: dict[str, Any]) -> list[str]:
     granted = [str(p) for p in fine.get("global") or []]
     for scope in fine.get("scoped") or []:
         if isinstance(scope, dict):
-            entity = scope.get("entity") if isinstance(scope.get("entity"), dict) else {}
-            name = entity.get("name") or entity.get("type") or "?"
+            entity = scope.get("entity")
+            name = (entity.get("name") or entity.get("type") if isinstance(entity, dict) else None) or "?"
             granted += [f"{p} on {name}" for p in scope.get("permissions") or []]
     writing = [p for p in granted if p.split(" ", 1)[0].rsplit(".", 1)[-1] in ("write", "manage")]
     return [p for p in writing if not p.startswith(_HARMLESS_WRITE_PREFIXES)]

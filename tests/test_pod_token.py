@@ -4,8 +4,8 @@ the pod with it. The pod is a real pod API on 127.0.0.1, its REST side an httpx.
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
 import shutil
 import socket
 import stat

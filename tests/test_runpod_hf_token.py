@@ -50,7 +50,10 @@ def hub() -> Iterator[str]:
             if self.path != "/api/whoami-v2" or access is None:
                 body, status = b'{"error": "Invalid credentials in Authorization header"}', 401
             else:
-                body, status = json.dumps({"type": "user", "name": "brightrun", "auth": {"accessToken": access}}).encode(), 200
+                body, status = (
+                    json.dumps({"type": "user", "name": "brightrun", "auth": {"accessToken": access}}).encode(),
+                    200,
+                )
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -78,7 +81,9 @@ def test_write_permissions_read_a_tokens_access() -> None:
 @pytest.mark.parametrize(
     ("token", "warns"), [("hf_READ_1", False), ("hf_FINEREAD_3", False), ("hf_WRITE_2", True), ("hf_FINEWRITE_4", True)]
 )
-def test_a_token_that_can_write_is_warned_about(hub: str, monkeypatch: pytest.MonkeyPatch, token: str, warns: bool) -> None:
+def test_a_token_that_can_write_is_warned_about(
+    hub: str, monkeypatch: pytest.MonkeyPatch, token: str, warns: bool
+) -> None:
     monkeypatch.setenv("HF_ENDPOINT", hub)
     warning = hf_token_warning(Settings(hf_token=token))  # type: ignore[arg-type]
     assert (warning is not None) is warns
@@ -93,12 +98,16 @@ def test_an_unknown_token_or_an_unreachable_hub_stops_nothing(hub: str, monkeypa
     assert hf_token_warning(Settings(hf_token="hf_WRITE_2")) is None  # type: ignore[arg-type]
 
 
-def test_the_plan_warns_about_a_write_token(hub: str, tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> None:
+def test_the_plan_warns_about_a_write_token(
+    hub: str, tmp_path_factory: pytest.TempPathFactory, demo_model: Path
+) -> None:
     require_services()
     cluster = Cluster.start(tmp_path_factory.mktemp("runpod-hf"), demo_model)
     try:
         args = ["run", "--provider", "runpod", "--preset", "smoke", "--dataset", str(SAMPLE), "--plan"]
-        env = cluster.env(tmp_path_factory.mktemp("home"), HF_TOKEN="hf_FINEWRITE_4", HF_ENDPOINT=hub, HF_HUB_OFFLINE="0")
+        env = cluster.env(
+            tmp_path_factory.mktemp("home"), HF_TOKEN="hf_FINEWRITE_4", HF_ENDPOINT=hub, HF_HUB_OFFLINE="0"
+        )
         result = lorapod(*args, env=env)
         assert "warning: HF_TOKEN can write (repo.write on brightrun)" in result.stdout, result.stdout + result.stderr
         assert "hf_FINEWRITE_4" not in result.stdout + result.stderr

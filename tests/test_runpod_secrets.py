@@ -60,7 +60,9 @@ def _leaks(texts: list[str], secrets: list[str]) -> list[str]:
 def test_a_supabase_job_sends_runpod_no_secret_and_uploads_with_its_scoped_credential(
     cluster: Cluster, db: str, tmp_path: Path
 ) -> None:
-    access = StorageAccess(db, jwt_secret=JWT_SECRET, anon_key=ANON_KEY, service_key=SECRETS["SUPABASE_SERVICE_ROLE_KEY"])
+    access = StorageAccess(
+        db, jwt_secret=JWT_SECRET, anon_key=ANON_KEY, service_key=SECRETS["SUPABASE_SERVICE_ROLE_KEY"]
+    )
     storage = StorageStandIn(tmp_path / "storage", access=access).start()
     try:
         env = cluster.env(

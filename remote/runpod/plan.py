@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import JobSpec
+from engine.pod_secrets import BOOTSTRAP_ENV, DIR_ENV, token_sha256
 from presets.gpus import catalogue
 from remote.runpod.client import RestClient
 from remote.runpod.errors import JobDoesNotFit
 from remote.runpod.pods import create_request
 from remote.runpod.sizing import DiskNeed, MemoryNeed, disk_need, memory_advice, memory_need
 from remote.runpod.stock import CUDA_VERSIONS, STOCK_IMAGE, start_command
-from engine.pod_secrets import BOOTSTRAP_ENV, DIR_ENV, token_sha256
 from store.artifacts import pod_store_environment
 from store.errors import StoreError
 from store.settings import Settings

@@ -26,6 +26,7 @@ from engine.pod import pod_workdir
 from remote.hf_token import hf_token_warning, warn_if_hf_token_writes
 from remote.provider import EventStream, Provider, ProviderError, RunHandle, RunState, copy_verified
 from remote.runpod.client import NoInstances, RestClient
+from remote.runpod.delivery import deliver_secrets
 from remote.runpod.errors import (
     BadApiKey,
     HostKeyChanged,
@@ -37,7 +38,6 @@ from remote.runpod.errors import (
 )
 from remote.runpod.http import CHUNK_BYTES
 from remote.runpod.links import PodLinks
-from remote.runpod.delivery import deliver_secrets
 from remote.runpod.plan import PodPlan, plan_pod, pod_env, pod_secrets
 from remote.runpod.pods import PodInfo, pod_name
 from remote.runpod.prices import estimated_rate, refresh_prices

@@ -63,7 +63,9 @@ class StorageAccess:
     def may_write(self, caller: Caller, bucket: str, key: str, *, upsert: bool, commit: bool = True) -> bool:
         """Insert (or upsert) the object's row as the caller; False when RLS or a grant refuses it."""
         with psycopg.connect(self.database) as conn:  # the bucket exists as the migrations made it, or is made
-            conn.execute("INSERT INTO storage.buckets (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING", (bucket, bucket))
+            conn.execute(
+                "INSERT INTO storage.buckets (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING", (bucket, bucket)
+            )
         statement = "INSERT INTO storage.objects (bucket_id, name, metadata) VALUES (%s, %s, '{}')"
         if upsert:
             statement += " ON CONFLICT (bucket_id, name) DO UPDATE SET metadata = excluded.metadata"

@@ -170,8 +170,10 @@ class _StorageHandler(BaseHTTPRequestHandler):
 
     def _may_write(self, bucket: str, key: str, *, upsert: bool, commit: bool = True) -> bool:
         access = self.store.access
-        if access is None or self.caller is None or access.may_write(
-            self.caller, bucket, key, upsert=upsert, commit=commit
+        if (
+            access is None
+            or self.caller is None
+            or access.may_write(self.caller, bucket, key, upsert=upsert, commit=commit)
         ):
             return True
         self._error(403, "Unauthorized", "new row violates row-level security policy")
