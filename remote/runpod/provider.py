@@ -2,9 +2,8 @@
 
 launch: delete the job's earlier pods → create one (its env holds no secret), walking the GPU priority list →
 wait until its job process answers → upload the dataset → deliver its secrets (remote.runpod.delivery) → keep
-the per-attempt pod API token here (remote.runpod.tokens: never in the
-ledger, which syncs) → hand back a RunHandle (pod id, endpoints). Links to pods are made once each
-(remote.runpod.links).
+the per-attempt pod API token here (remote.runpod.tokens: never in the ledger, which syncs) → hand back a
+RunHandle (pod id, endpoints). Links to pods are made once each (remote.runpod.links).
 The pod runs the job alone from then on and deletes itself after a linger; ``release`` copies the packages
 and the log here and deletes it at once.
 """
@@ -188,12 +187,10 @@ class RunPodProvider(Provider):
             plan.problems.append(str(exc))
             env, delivered = {}, []
         env.update(Limits().to_env())
+        # The secrets' names only: they are delivered once the pod is up, never in the create request.
         described = {"provider": self.name, "image": plan.image, **plan.to_dict(list(env))}
-        described["secrets_delivered_after_start"] = delivered  # names only, and never in the create request
         warning = hf_token_warning(self.settings)
-        if warning:
-            described["warnings"] = [warning]
-        return described
+        return {**described, "secrets_delivered_after_start": delivered, "warnings": [warning] if warning else []}
 
     def _create(self, job_id: uuid.UUID, plan: PodPlan, env: dict[str, str]) -> tuple[PodInfo, str]:
         """A pod on the first GPU type of the priority list (of those the job fits) that has a machine free."""
