@@ -18,6 +18,7 @@ engine's, ``store.errors.StoreError``, ``remote.provider.ProviderError`` and
     ├── JobCancelled                a requested stop, raised between stages (engine.failures)
     ├── PackageError                a package that cannot be built or no longer verifies (engine.packaging)
     ├── UnsafePartial               a partial file's name taken by a link: refused, not followed (engine.partials)
+    ├── SecretsError                a pod's secrets not delivered, taken twice or kept off tmpfs (engine.pod_secrets)
     ├── ArtifactStoreError          an artifact store that cannot be reached or refuses (engine.artifacts)
     │   ├── ChecksumMismatch        a stored file whose sha256 is not the one recorded
     │   └── TusError                a resumable upload refused, or failing again and again (engine.tus)
@@ -30,8 +31,8 @@ calls — ``prepare``, ``model``, ``training``, ``evaluation``, ``packaging`` �
 ``event_log`` and ``inputs``), ``playground`` (side-by-side replies of a base model and a job's adapter),
 ``webhooks``, ``partials`` (files written before they are renamed into place),
 ``artifacts`` (where packages are stored: a folder or Supabase Storage, with ``tus`` and ``supabase_storage``),
-``limits`` (the cost and duration limits a job keeps by itself), ``distributed`` (a job's ranks on several
-GPUs), ``speed`` (the training-speed settings),
+``pod_secrets`` (the secrets a pod is handed after it starts), ``limits`` (the cost and duration limits a job
+keeps by itself), ``distributed`` (a job's ranks on several GPUs), ``speed`` (the training-speed settings),
 ``demo`` (the offline demo model) and ``bench`` (the GPU benchmark, its model in ``bench_model``).
 """
 

@@ -45,6 +45,8 @@ DIR_ENV = "LORAPOD_ARTIFACT_DIR"  # the local store's root
 BUCKET_ENV = "LORAPOD_SUPABASE_BUCKET"
 URL_ENV = "SUPABASE_URL"
 KEY_ENV = "SUPABASE_SERVICE_ROLE_KEY"
+TOKEN_ENV = "LORAPOD_SUPABASE_TOKEN"  # a pod's scoped upload credential (a JWT for jobs/<job id>/ alone)
+ANON_ENV = "SUPABASE_ANON_KEY"  # the project key Supabase's gateway asks for beside such a credential
 
 
 class ArtifactStoreError(EngineError):
@@ -210,8 +212,9 @@ def supabase_uri(bucket: str, key: str) -> str:
 def store_from_env(environ: Mapping[str, str] | None = None, *, state_dir: Path | None = None) -> ArtifactStore | None:
     """The store ``LORAPOD_ARTIFACT_STORE`` names (None when unset), configured from the environment.
 
-    local: ``LORAPOD_ARTIFACT_DIR``. supabase: ``SUPABASE_URL``, ``SUPABASE_SERVICE_ROLE_KEY`` and
-    ``LORAPOD_SUPABASE_BUCKET`` (default model-artifacts); ``state_dir`` keeps resumable uploads' progress.
+    local: ``LORAPOD_ARTIFACT_DIR``. supabase: ``SUPABASE_URL`` and ``LORAPOD_SUPABASE_BUCKET`` (default
+    model-artifacts), with ``SUPABASE_SERVICE_ROLE_KEY`` on the user's machine, or in a pod the scoped
+    ``LORAPOD_SUPABASE_TOKEN`` and ``SUPABASE_ANON_KEY``; ``state_dir`` keeps resumable uploads' progress.
     """
     env = os.environ if environ is None else environ
     kind = env.get(STORE_ENV, "").strip().lower()
@@ -223,16 +226,22 @@ def store_from_env(environ: Mapping[str, str] | None = None, *, state_dir: Path 
             raise ArtifactStoreError(f"{STORE_ENV}=local needs {DIR_ENV} (the store's folder)")
         return LocalStore(Path(root))
     if kind == "supabase":
-        missing = [name for name in (URL_ENV, KEY_ENV) if not env.get(name, "").strip()]
+        bucket = env.get(BUCKET_ENV) or DEFAULT_BUCKET
+        scoped = env.get(TOKEN_ENV, "").strip()
+        needed = (URL_ENV, ANON_ENV) if scoped else (URL_ENV, KEY_ENV)
+        missing = [name for name in needed if not env.get(name, "").strip()]
         if missing:
             raise ArtifactStoreError(f"{STORE_ENV}=supabase needs {' and '.join(missing)} in the environment")
-        bucket = env.get(BUCKET_ENV) or DEFAULT_BUCKET
-        return supabase_store(env[URL_ENV].strip(), env[KEY_ENV].strip(), bucket=bucket, state_dir=state_dir)
+        key = env[needed[1]].strip()
+        return supabase_store(env[URL_ENV].strip(), key, bucket=bucket, state_dir=state_dir, token=scoped or None)
     raise ArtifactStoreError(f"{STORE_ENV} must be local or supabase, not {kind!r}")
 
 
-def supabase_store(url: str, key: str, *, bucket: str = DEFAULT_BUCKET, state_dir: Path | None = None) -> SupabaseStore:
-    """A Supabase Storage store (its module, and supabase-py, load only when one is used)."""
+def supabase_store(
+    url: str, key: str, *, bucket: str = DEFAULT_BUCKET, state_dir: Path | None = None, token: str | None = None
+) -> SupabaseStore:
+    """A Supabase Storage store (its module, and supabase-py, load only when one is used); ``key`` is the project
+    key, ``token`` a narrower credential sent as the bearer in its place."""
     from engine.supabase_storage import SupabaseStore
 
-    return SupabaseStore(url, key, bucket=bucket, state_dir=state_dir)
+    return SupabaseStore(url, key, bucket=bucket, state_dir=state_dir, token=token)

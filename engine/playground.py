@@ -37,7 +37,8 @@ from pydantic import BaseModel, Field
 from engine import EngineError
 from engine.chat import EOT, Message, render
 from engine.config import JobSpec
-from engine.serve import TOKEN_VARIABLE, _BearerAuth, _ignore
+from engine.pod_secrets import token_sha256
+from engine.serve import _SHA256, TOKEN_SHA256_VARIABLE, TOKEN_VARIABLE, _BearerAuth, _ignore
 from engine.workdir import Workdir
 
 if TYPE_CHECKING:
@@ -173,13 +174,13 @@ class ChatBody(BaseModel):
     max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, le=MAX_NEW_TOKENS)
 
 
-def create_app(replier: Replier, token: str) -> FastAPI:
-    """The playground API over ``replier``; requests must carry ``token`` as their bearer token."""
-    if not token:
-        raise ValueError("the playground needs a token")
+def create_app(replier: Replier, digest: str) -> FastAPI:
+    """The playground API over ``replier``; requests must carry the bearer token whose sha256 is ``digest``."""
+    if not _SHA256.fullmatch(digest):
+        raise ValueError("the playground needs its token's sha256")
     off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "auto_configure": False}
     app = FastAPI(title="lorapod playground", docs_url=None, redoc_url=None, openapi_url=None, telemetry=off)
-    app.add_middleware(_BearerAuth, token=token)
+    app.add_middleware(_BearerAuth, token_sha256=digest)
 
     def health() -> dict[str, Any]:
         # busy and idle_s: whoever deletes an idle playground asks first, so a long reply is never cut off.
@@ -202,14 +203,14 @@ def create_app(replier: Replier, token: str) -> FastAPI:
     return app
 
 
-def serve(replier: Replier, token: str, sock: socket.socket) -> int:
+def serve(replier: Replier, digest: str, sock: socket.socket) -> int:
     """Serve on the bound socket ``sock`` until SIGTERM or Ctrl-C."""
     import signal
 
     import uvicorn
 
     config = uvicorn.Config(
-        create_app(replier, token), log_level="warning", server_header=False, timeout_graceful_shutdown=2
+        create_app(replier, digest), log_level="warning", server_header=False, timeout_graceful_shutdown=2
     )
     server = uvicorn.Server(config)
     previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -232,9 +233,15 @@ def bind(host: str, port: int) -> socket.socket:
 def main(workdir: Path, *, models_dir: Path | None, host: str, port: int) -> int:
     """``python -m engine playground``: load the job's model, say where it listens on stdout, serve it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Here the token itself; on a pod only its sha256, which opens nothing to whoever reads the pod's env.
     token = os.environ.get(TOKEN_VARIABLE, "").strip()
-    if not token:
-        print(f"error: {TOKEN_VARIABLE} is not set; the playground refuses to serve without a token", file=sys.stderr)
+    digest = token_sha256(token) if token else os.environ.get(TOKEN_SHA256_VARIABLE, "").strip().lower()
+    if not _SHA256.fullmatch(digest):
+        print(
+            f"error: neither {TOKEN_VARIABLE} nor {TOKEN_SHA256_VARIABLE} is set; the playground refuses to serve "
+            "without a token",
+            file=sys.stderr,
+        )
         return 2
     from transformers.utils import logging as hf_logging
 
@@ -247,7 +254,7 @@ def main(workdir: Path, *, models_dir: Path | None, host: str, port: int) -> int
     sock = bind(host, port)
     ready = {"host": host, "port": sock.getsockname()[1], "base_model": replier.base_model}
     print(READY_PREFIX + json.dumps(ready), flush=True)
-    return serve(replier, token, sock)
+    return serve(replier, digest, sock)
 
 
 def pod_main() -> int:

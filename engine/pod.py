@@ -1,10 +1,11 @@
 """``python -m engine pod``: one job's life inside a RunPod pod, after the entrypoint has started sshd.
 
-serve the pod API → wait for the dataset the supervisor uploads → run the engine → note how it ended →
+serve the pod API → wait for the dataset the supervisor uploads and for the secrets it delivers (a tmpfs file,
+``engine.pod_secrets``: read once, removed, handed to the engine's process alone) → run the engine → note how it ended →
 linger so a connected supervisor can take what it needs → delete this pod (RUNPOD_POD_ID, with the
 pod-scoped RUNPOD_API_KEY RunPod puts in every pod). A max-duration watchdog stops the engine and deletes
 the pod even when the engine hangs. Everything comes from the environment (docs/runpod.md lists it); secrets
-in it are passed on to the engine and never printed.
+in it are passed on to the engine and never printed; secrets never travel in it (they arrive after the pod starts).
 """
 
 from __future__ import annotations
@@ -24,7 +25,17 @@ from types import FrameType
 
 import httpx
 
-from engine.events import last_seq
+from engine.events import EventWriter, Stage, StageEvent, last_seq
+from engine.pod_secrets import (
+    BOOTSTRAP_ENV,
+    DEFAULT_DIR,
+    DIR_ENV,
+    TIMEOUT_ENV,
+    SecretsError,
+    await_secrets,
+    check_folder,
+    secrets_path,
+)
 from engine.workdir import Workdir
 
 log = logging.getLogger("engine.pod")
@@ -53,6 +64,9 @@ class PodConfig:
     resume: bool
     pod_id: str | None
     api_url: str
+    bootstrap: str | None  # this attempt's one-time token: secrets are delivered, and the engine waits for them
+    secrets_dir: Path
+    secrets_timeout_s: float
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> PodConfig:
@@ -73,6 +87,9 @@ class PodConfig:
             resume=env.get("LORAPOD_RESUME") == "1",
             pod_id=env.get("RUNPOD_POD_ID") or None,
             api_url=(env.get("LORAPOD_RUNPOD_API_URL") or DEFAULT_API_URL).rstrip("/"),
+            bootstrap=env.get(BOOTSTRAP_ENV) or None,
+            secrets_dir=Path(env.get(DIR_ENV) or DEFAULT_DIR),
+            secrets_timeout_s=float(env.get(TIMEOUT_ENV) or 1800),
         )
 
 
@@ -105,7 +122,14 @@ class PodJob:
         self.api = self._spawn(["serve", "--workdir", str(workdir.root), "--port", str(config.api_port)])
         log.info("pod API on port %d; workdir %s", config.api_port, workdir.root)
         self._await_input()
-        code = self._run_engine()
+        try:
+            secrets = self._await_secrets()
+        except SecretsError as exc:
+            log.error("%s", exc)
+            EventWriter(self.workdir.events, config.job_id).emit(StageEvent(stage=Stage.FAILED, message=str(exc)))
+            code = 1
+        else:
+            code = self._run_engine(secrets)
         self._mark_exit(code)
         self._linger()
         self.delete_pod("the job has ended")
@@ -150,11 +174,29 @@ class PodJob:
                 return
             time.sleep(0.2)
 
-    def _run_engine(self) -> int:
+    def _await_secrets(self) -> dict[str, str]:
+        """The secrets lorapod delivers once the pod is up, taken from tmpfs (and removed there); none are
+        awaited by a pod started without a bootstrap token (the image run by hand, its secrets in its env)."""
+        config = self.config
+        if not config.bootstrap:
+            return {}
+        check_folder(config.secrets_dir, config.workspace)
+        log.info("waiting for the job's secrets (delivered over SSH or the pod API)")
+        values = await_secrets(
+            secrets_path(config.secrets_dir, config.job_id), config.bootstrap, config.secrets_timeout_s,
+            lambda: self.stopping.is_set() or self.workdir.cancel_requested() is not None,
+        )  # fmt: skip
+        if values is None:  # cancelled while waiting: the engine starts and records the cancel as its last word
+            return {}
+        log.info("secrets received: %s", ", ".join(sorted(values)) or "none")  # names only
+        return values
+
+    def _run_engine(self, secrets: dict[str, str]) -> int:
         if self.stopping.is_set():
             return 143
         models = os.environ.get("LORAPOD_MODELS_DIR") or str(self.config.workspace / "lorapod" / "models")
-        env = dict(os.environ)
+        env = {name: value for name, value in os.environ.items() if name != BOOTSTRAP_ENV}
+        env.update(secrets)  # the engine's process alone holds them: not this one, not the pod API
         rate = self.billed_rate()
         if rate is not None:
             log.info("the pod is billed $%.4f/h", rate)

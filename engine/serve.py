@@ -2,13 +2,17 @@
 
 ``python -m engine serve`` runs it beside the engine, behind RunPod's HTTPS proxy, whose 100-second request
 limit bounds every wait here. Every route but ``/health`` needs ``Authorization: Bearer <token>``, the
-token coming from ``LORAPOD_POD_TOKEN``. The routes, with curl examples, are in docs/pod-api.md.
+token coming from ``LORAPOD_POD_TOKEN``, or only its sha256 from ``LORAPOD_POD_TOKEN_SHA256`` (what a RunPod
+pod's environment holds: RunPod shows that environment to whoever reads the account, and a hash opens nothing).
+``PUT /secrets`` takes the job's secrets once (``engine.pod_secrets``). The routes, with curl examples, are in
+docs/pod-api.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import json
 import logging
@@ -35,9 +39,11 @@ from engine.checksums import sha256_file
 from engine.event_log import EventLog
 from engine.events import EventWriter, LogEvent
 from engine.inputs import UploadRefused, receive_input
+from engine.pod_secrets import SecretsInbox, token_sha256
 from engine.workdir import Workdir
 
 TOKEN_VARIABLE = "LORAPOD_POD_TOKEN"
+TOKEN_SHA256_VARIABLE = "LORAPOD_POD_TOKEN_SHA256"
 PUBLIC_PATHS = frozenset({"/health"})
 DEFAULT_WAIT_S = 25.0
 MAX_WAIT_S = 60.0
@@ -62,9 +68,9 @@ class _BearerAuth:
     Unknown paths get the same 401 as real ones, so an unauthenticated caller learns nothing of the routes.
     """
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token_sha256: str) -> None:
         self.app = app
-        self._token = token.encode("utf-8")
+        self._digest = token_sha256.encode("ascii")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or self._authorized(scope):
@@ -77,7 +83,8 @@ class _BearerAuth:
         for name, value in scope["headers"]:
             if name == b"authorization":
                 scheme, _, given = bytes(value).partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._token)
+                digest = hashlib.sha256(given.strip()).hexdigest().encode("ascii")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(digest, self._digest)
         return False
 
 
@@ -338,20 +345,24 @@ class PodAPI:
 
 def create_app(
     workdir: Path,
-    token: str,
+    token: str = "",
     *,
+    token_sha256_hex: str = "",
+    inbox: SecretsInbox | None = None,
     sse_seconds: float = SSE_SECONDS,
     keepalive_seconds: float = KEEPALIVE_SECONDS,
     poll_seconds: float = POLL_SECONDS,
 ) -> FastAPI:
-    """The pod API for the job in ``workdir``; requests must carry ``token`` as their bearer token."""
-    if not token:
+    """The pod API for the job in ``workdir``; requests must carry ``token`` (or the token whose sha256 is
+    ``token_sha256_hex``) as their bearer token. With an ``inbox``, ``PUT /secrets`` takes one delivery."""
+    digest = token_sha256(token) if token else token_sha256_hex.strip().lower()
+    if not _SHA256.fullmatch(digest):
         raise ValueError("the pod API needs a token")
     pod = PodAPI(workdir, sse_seconds=sse_seconds, keepalive_seconds=keepalive_seconds, poll_seconds=poll_seconds)
     # No OpenTelemetry export from the pod, whatever the image's environment says: requests carry the token.
     off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "auto_configure": False}
     app = FastAPI(title="lorapod pod API", docs_url=None, redoc_url=None, openapi_url=None, telemetry=off)
-    app.add_middleware(_BearerAuth, token=token)
+    app.add_middleware(_BearerAuth, token_sha256=digest)
     app.add_api_route("/health", pod.health, methods=["GET"])
     app.add_api_route("/status", pod.status, methods=["GET"])
     app.add_api_route("/events", pod.get_events, methods=["GET"])
@@ -360,15 +371,23 @@ def create_app(
     app.add_api_route("/artifacts", pod.artifacts, methods=["GET"])
     app.add_api_route("/artifacts/{name}", pod.artifact, methods=["GET"])
     app.add_api_route("/inputs/{name}", pod.put_input, methods=["PUT"])
+    if inbox is not None:
+
+        async def put_secrets(request: Request) -> Response:
+            return await inbox.receive(request)
+
+        app.add_api_route("/secrets", put_secrets, methods=["PUT"])
     return app
 
 
 def main(workdir: Path, *, port: int, host: str) -> int:
     """Serve the pod API for ``workdir`` until SIGTERM or Ctrl-C; 2 when no token is set."""
     token = os.environ.get(TOKEN_VARIABLE, "").strip()
-    if not token:
+    digest = os.environ.get(TOKEN_SHA256_VARIABLE, "").strip().lower()
+    if not token and not _SHA256.fullmatch(digest):
         print(
-            f"error: {TOKEN_VARIABLE} is not set; the pod API refuses to serve without a bearer token "
+            f"error: {TOKEN_VARIABLE} is not set (nor {TOKEN_SHA256_VARIABLE}); the pod API refuses to serve "
+            "without a bearer token "
             f'(generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))")',
             file=sys.stderr,
         )
@@ -376,7 +395,7 @@ def main(workdir: Path, *, port: int, host: str) -> int:
     import uvicorn
 
     config = uvicorn.Config(
-        create_app(workdir, token),
+        create_app(workdir, token, token_sha256_hex=digest, inbox=SecretsInbox.from_env(workdir)),
         host=host,
         port=port,
         log_level="info",

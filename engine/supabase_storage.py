@@ -9,7 +9,10 @@
   ``download`` returns the whole file as bytes, and a full package runs to gigabytes.
 - Signed URLs and object info (the sha256 recorded in the object's metadata) through supabase-py.
 
-The project URL and the service-role key stay in this object and in request headers. Messages name the
+On the user's machine the key is the service-role key. In a pod it is the public anon key, and the bearer
+``token`` a JWT that lets it write only ``jobs/<job id>/`` (store.artifacts.upload_token): Supabase's gateway
+asks every request for a project key, and Storage runs it as the token's role under row-level security.
+The project URL, the key and the token stay in this object and in request headers. Messages name the
 bucket and key only, and the project URL and key are masked in httpx's and httpcore's own log lines.
 """
 
@@ -89,6 +92,7 @@ class SupabaseStore(ArtifactStore):
         small_limit: int = SMALL_LIMIT,
         chunk_size: int = CHUNK_SIZE,
         max_attempts: int = 8,
+        token: str | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ArtifactStoreError("SUPABASE_URL must be the project's https:// URL")
@@ -100,10 +104,10 @@ class SupabaseStore(ArtifactStore):
         self.small_limit = small_limit
         self.chunk_size = chunk_size
         self.max_attempts = max_attempts
-        self._headers = {"Authorization": f"Bearer {key}", "apikey": key}
+        self._headers = {"Authorization": f"Bearer {token or key}", "apikey": key}
         self._http = httpx.Client(timeout=timeout)
         self._files: Any = None
-        mask_in_logs(self._base, key, urlsplit(self._base).netloc)
+        mask_in_logs(self._base, key, token or "", urlsplit(self._base).netloc)
 
     def __repr__(self) -> str:
         return f"SupabaseStore(bucket={self.bucket!r})"
@@ -204,7 +208,10 @@ class SupabaseStore(ArtifactStore):
             from supabase import create_client
             from supabase.lib.client_options import SyncClientOptions
 
-            options = SyncClientOptions(httpx_client=httpx.Client(timeout=self.timeout))
+            options = SyncClientOptions(
+                httpx_client=httpx.Client(timeout=self.timeout),
+                headers={"Authorization": self._headers["Authorization"]},
+            )
             self._files = create_client(self._base, self._key, options=options).storage.from_(self.bucket)
         return self._files
 

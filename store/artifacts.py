@@ -3,16 +3,20 @@ artifact store that keeps them (``engine.artifacts``), as the settings configure
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import jwt
 from sqlmodel import col, select
 
 from engine.artifacts import (
+    ANON_ENV,
     BUCKET_ENV,
     DIR_ENV,
     KEY_ENV,
     STORE_ENV,
+    TOKEN_ENV,
     URL_ENV,
     ArtifactStore,
     LocalStore,
@@ -26,6 +30,9 @@ if TYPE_CHECKING:
     from store.settings import Settings
 
 ARTIFACT_TYPES = ("adapter", "full", "deploy", "checkpoint")
+# The database role of a pod's upload credential (store/supabase/migrations/003_lorapod_job_uploads.sql): it may
+# write and read back objects under jobs/<its job id>/ in the bucket its token names, and nothing else at all.
+UPLOAD_ROLE = "lorapod_job_uploader"
 
 
 def record_artifact(
@@ -86,6 +93,48 @@ def store_environment(settings: Settings) -> dict[str, str]:
         return {STORE_ENV: "local", DIR_ENV: str(settings.paths.artifacts_dir)}
     url, key = _supabase_credentials(settings)
     return {STORE_ENV: "supabase", URL_ENV: url, KEY_ENV: key, BUCKET_ENV: settings.supabase_bucket}
+
+
+def upload_token(settings: Settings, job_id: uuid.UUID, *, valid_for_s: float, now: float | None = None) -> str:
+    """A JWT for ``UPLOAD_ROLE`` that lets its holder write ``jobs/<job_id>/`` of the bucket for ``valid_for_s``
+    seconds: HS256, signed with the project's JWT secret, which Supabase Storage verifies before it runs the
+    request as that role with these claims (its row-level security on storage.objects does the rest)."""
+    if settings.supabase_jwt_secret is None:
+        raise SettingsError(
+            "a RunPod job uploading to Supabase needs SUPABASE_JWT_SECRET (Project Settings → API → JWT secret): "
+            "lorapod signs a credential with it that can write only that job's folder, so the service-role key "
+            "never leaves this machine"
+        )
+    issued = int(time.time() if now is None else now)
+    claims = {
+        "iss": "lorapod",
+        "role": UPLOAD_ROLE,
+        "job_id": str(job_id),
+        "bucket": settings.supabase_bucket,
+        "iat": issued,
+        "exp": issued + int(valid_for_s),
+    }
+    return jwt.encode(claims, settings.supabase_jwt_secret.get_secret_value(), algorithm="HS256")
+
+
+def pod_store_environment(
+    settings: Settings, job_id: uuid.UUID, *, valid_for_s: float
+) -> tuple[dict[str, str], dict[str, str]]:
+    """What a pod needs to upload its job's packages to Supabase Storage: the plain variables, and the secret
+    ones (the project URL, its public anon key, and the scoped ``upload_token``), delivered apart."""
+    url, _ = _supabase_credentials(settings)
+    if settings.supabase_anon_key is None:
+        raise SettingsError(
+            "a RunPod job uploading to Supabase needs SUPABASE_ANON_KEY (Project Settings → API): Supabase's gateway "
+            "asks every request for a project key, and the anon key is the one that grants nothing by itself"
+        )
+    plain = {STORE_ENV: "supabase", BUCKET_ENV: settings.supabase_bucket}
+    secret = {
+        URL_ENV: url,
+        ANON_ENV: settings.supabase_anon_key.get_secret_value(),
+        TOKEN_ENV: upload_token(settings, job_id, valid_for_s=valid_for_s),
+    }
+    return plain, secret
 
 
 def artifact_store(settings: Settings, uri: str | None = None) -> ArtifactStore:

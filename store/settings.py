@@ -174,6 +174,9 @@ class Settings(BaseSettings):
     runpod_volume_mount_path: str = Field(
         "/workspace", pattern=r"^/", description="Where the pod's volume is mounted (its workdirs live there)."
     )
+    runpod_secrets_dir: str = Field(
+        "/dev/shm/lorapod", pattern=r"^/", description="The tmpfs folder in a pod where its secrets are delivered."
+    )
     runpod_api_url: str = Field("https://rest.runpod.io/v1", description="RunPod's REST API.")
     runpod_graphql_url: str = Field("https://api.runpod.io/graphql", description="RunPod's GPU price query.")
     runpod_proxy_url: str = Field(
@@ -184,6 +187,10 @@ class Settings(BaseSettings):
     supabase_url: SecretStr | None = _secret("SUPABASE_URL", "Supabase project URL.")
     supabase_service_role_key: SecretStr | None = _secret("SUPABASE_SERVICE_ROLE_KEY", "Supabase service key.")
     supabase_db_url: SecretStr | None = _secret("SUPABASE_DB_URL", "Postgres URL of the Supabase project.")
+    supabase_jwt_secret: SecretStr | None = _secret(
+        "SUPABASE_JWT_SECRET", "The project's JWT secret: signs a pod's upload credential for its job's folder only."
+    )
+    supabase_anon_key: SecretStr | None = _secret("SUPABASE_ANON_KEY", "The project's anon (public) API key.")
     hf_token: SecretStr | None = _secret("HF_TOKEN", "Hugging Face token for gated models.")
     training_webhook_secret: SecretStr | None = _secret("TRAINING_WEBHOOK_SECRET", "Webhook HMAC secret.")
     notify_webhook_url: SecretStr | None = _secret(

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET_VARIABLES = (
     "RUNPOD_API_KEY", "SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_DB_URL", "HF_TOKEN",
-    "TRAINING_WEBHOOK_SECRET",
+    "TRAINING_WEBHOOK_SECRET", "SUPABASE_JWT_SECRET", "SUPABASE_ANON_KEY",
 )  # fmt: skip
 
 

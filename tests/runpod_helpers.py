@@ -22,6 +22,7 @@ from tests.standins.runpod.pods import SSHD
 
 API_KEY = "rpa_STANDIN_7c1d9e4a2b8f6053e1aa"
 VOLUME = "vol-lorapod-tests"
+SECRETS_ROOT = Path("/dev/shm/lorapod-tests")
 IMAGE = "ghcr.io/lorapod/lorapod-gpu:test"
 # The smoke preset, small: two short epochs with checkpoints every 3 steps (about 25 s of CPU in a pod).
 SMOKE = [
@@ -93,6 +94,9 @@ class Cluster:
             LORAPOD_RUNPOD_NETWORK_VOLUME_ID=VOLUME,
             LORAPOD_RUNPOD_POD_LINGER_S="60",
             LORAPOD_RUNPOD_START_TIMEOUT_S="60",
+            HF_HUB_OFFLINE="1",  # no Hub here: the pods read the demo model from the volume
+            # tmpfs, as /dev/shm is in a pod; one folder per lorapod home (removed with the cluster).
+            LORAPOD_RUNPOD_SECRETS_DIR=str(SECRETS_ROOT / f"{os.getpid()}-{abs(hash(str(home)))}"),
         )
         base.update(extra)
         return base

@@ -42,7 +42,8 @@ def test_a_runpod_jobs_adapter_is_served_on_a_pod_billed_and_deleted_once_idle(
     job = completed_job(ledger, spec, f"/workspace/lorapod/jobs/{spec.job_id}")
     finished_workdir(cluster.workdir(str(job.id)), demo_model, base_model="demo:tiny-llama")
     env = cluster.env(
-        lorapod_home, LORAPOD_PLAYGROUND_IDLE_MINUTES="0.25", LORAPOD_SUPERVISOR_IDLE_EXIT_MINUTES="0"
+        lorapod_home, LORAPOD_PLAYGROUND_IDLE_MINUTES="0.25", LORAPOD_SUPERVISOR_IDLE_EXIT_MINUTES="0",
+        HF_TOKEN="hf_playgroundSecretValue", TRAINING_WEBHOOK_SECRET="whsec-playground-secret",
     )  # fmt: skip
     short = str(job.id)[:8]
 
@@ -59,6 +60,10 @@ def test_a_runpod_jobs_adapter_is_served_on_a_pod_billed_and_deleted_once_idle(
     assert pod.name == f"lorapod-play-{job.id}" and reply["playground"]["pod_id"] == pod.id
     assert reply["playground"]["rate_usd_per_hour"] == pod.cost_per_hr > 0
     assert pod.body["env"]["LORAPOD_PLAYGROUND"] == "1" and pod.body["networkVolumeId"] == VOLUME
+    # Nothing in the create request opens more than this pod: no secret, and the bearer token only as its hash.
+    body = json.dumps(pod.body)
+    assert "hf_playgroundSecretValue" not in body and "whsec-playground-secret" not in body
+    assert "LORAPOD_POD_TOKEN" not in pod.body["env"] and "LORAPOD_POD_TOKEN_SHA256" in pod.body["env"]
     expected = greedy(cluster.workdir(str(job.id)), demo_model, PROMPT, 8)
     assert {side: reply[side]["text"] for side in ("base", "adapter")} == expected
     assert ("POST", "/chat") in cluster.standin.proxied  # through RunPod's proxy, as on RunPod

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import socket
 import stat
 import threading
@@ -20,6 +22,7 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import presets
+from engine.pod_secrets import SecretsInbox
 from engine.serve import create_app
 from engine.workdir import Workdir
 from remote.provider import RunHandle
@@ -34,6 +37,7 @@ from store.sync import sync
 from tests.conftest import ROOT
 
 KEY = "rpa_SECRET_0123456789abcdef"
+SECRETS_DIR = Path(f"/dev/shm/lorapod-tests-{os.getpid()}")  # tmpfs, as in a pod
 SYNCED_TABLES = ("training_jobs", "job_attempts", "model_artifacts", "training_metrics_history", "job_events")
 
 
@@ -53,7 +57,8 @@ class Pod:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.token: str | None = None
+        self.created = ""
+        self.inbox: SecretsInbox | None = None
         self._api: ASGIApp | None = None
         self.record: dict[str, Any] = {"id": "pod1", "desiredStatus": "RUNNING", "costPerHr": 2.69}
 
@@ -69,11 +74,23 @@ class Pod:
             return httpx.Response(200, json=[])  # no earlier pods of the job
         if request.method == "POST":
             body = json.loads(request.content)
-            self.token = body["env"]["LORAPOD_POD_TOKEN"]
-            self._api = create_app(self.workdir, self.token)
+            env = body["env"]
+            self.created = request.content.decode()
+            # The pod knows its token only by its hash, and takes its secrets once over the same API.
+            inbox = SecretsInbox(
+                Path(env["LORAPOD_SECRETS_DIR"]), env["LORAPOD_JOB_ID"], env["LORAPOD_BOOTSTRAP_TOKEN"], None
+            )
+            self.inbox = inbox
+            self._api = create_app(self.workdir, token_sha256_hex=env["LORAPOD_POD_TOKEN_SHA256"], inbox=inbox)
             self.record["name"] = body["name"]
             return httpx.Response(200, json=self.record)
         return httpx.Response(200, json=self.record)
+
+
+@pytest.fixture(autouse=True)
+def _no_secrets_left() -> Iterator[None]:
+    yield
+    shutil.rmtree(SECRETS_DIR, ignore_errors=True)
 
 
 @pytest.fixture
@@ -97,7 +114,7 @@ def pod(tmp_path: Path) -> Iterator[tuple[Pod, str]]:
 def _provider(pod: Pod, url: str) -> RunPodProvider:
     settings = Settings(
         runpod_api_key=KEY, runpod_image="lorapod:test", runpod_transport="http", runpod_proxy_url=url,
-        runpod_start_timeout_s=30,
+        runpod_start_timeout_s=30, runpod_secrets_dir=str(SECRETS_DIR),
     )  # fmt: skip
     rest = RestClient(settings.runpod_api_url, KEY, transport=httpx.MockTransport(pod.rest), sleep=lambda s: None)
     return RunPodProvider(settings, NoPins(), rest=rest, sleep=time.sleep)
@@ -122,8 +139,10 @@ def test_the_pod_token_is_never_pushed_and_still_reaches_the_pod(
     spec = presets.get("smoke").to_spec(str(dataset), ["provider=runpod", f"dataset_sha256={digest}"])
     job = create_job(ledger, spec)
     handle = _provider(stand_in, url).launch(job.id, spec)
-    token = stand_in.token
+    token = (lorapod_home / "pod-tokens" / "pod1").read_text()
     assert token and (Workdir(stand_in.workdir).inputs / "data.json").is_file()
+    assert token not in stand_in.created  # RunPod shows a pod's env: only the token's hash went there
+    assert stand_in.inbox is not None and stand_in.inbox.spent  # its secrets were delivered, over the pod API
     start_attempt(ledger, job.id, provider="runpod", handle=handle.model_dump(), rate_usd_per_hour=2.69, gpu_count=1)
     # An attempt recorded before tokens were kept apart still holds one in its handle.
     older = create_job(ledger, spec)

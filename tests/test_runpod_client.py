@@ -247,6 +247,8 @@ class FakeTransport(PodTransport):
         return None
 
     def upload_input(self, source: Path, name: str, sha256: str) -> None: ...
+
+    def deliver_secrets(self, folder: str, job_id: str, bootstrap: str, data: bytes) -> None: ...
     def list_artifacts(self) -> list[dict[str, Any]]:
         return []
 

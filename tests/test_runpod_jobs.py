@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from tests.conftest import ROOT
 from tests.engine_helpers import SAMPLE, wait_for
 from tests.runpod_helpers import (
     API_KEY,
+    SECRETS_ROOT,
     SMOKE,
     Cluster,
     final_loss,
@@ -45,6 +47,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Itera
     started = Cluster.start(tmp_path_factory.mktemp("runpod"), demo_model)
     yield started
     started.standin.stop()
+    shutil.rmtree(SECRETS_ROOT, ignore_errors=True)
     assert started.standin.violations == [], "requests or answers that do not match RunPod's OpenAPI spec"
 
 
@@ -65,6 +68,7 @@ class Finished:
     returncode: int
     pod: StandInPod
     pod_environment: dict[str, str]
+    engine_environment: dict[str, str]
     reconnected: bool
 
 
@@ -76,6 +80,15 @@ def _job_process(pod: StandInPod) -> psutil.Process | None:
     except psutil.NoSuchProcess:
         return None
     return next((c for c in children if "engine pod" in _command_line(c)), None)
+
+
+def _engine_process(pod: StandInPod) -> psutil.Process | None:
+    job = _job_process(pod)
+    try:
+        children = job.children() if job is not None else []
+    except psutil.NoSuchProcess:
+        return None
+    return next((c for c in children if "engine run" in _command_line(c)), None)
 
 
 def _command_line(process: psutil.Process) -> str:
@@ -106,10 +119,12 @@ def over_ssh(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Fini
     environment = process_environment(job_process.pid)
     job_id = pod.name.removeprefix("lorapod-")
     wait_for(lambda: any(e["type"] == "metrics" and e["step"] >= 3 for e in cluster.events(job_id)), timeout=120)
+    engine_environment = process_environment(wait_for(lambda: _engine_process(pod), timeout=30).pid)
     reconnected = _drop_ssh_connections(pod)
     stdout, stderr = process.communicate(timeout=300)
     return Finished(
-        home, env, only_job(env), stdout, stderr, process.returncode, pod, environment, reconnected
+        home, env, only_job(env), stdout, stderr, process.returncode, pod, environment, engine_environment,
+        reconnected,
     )  # fmt: skip
 
 
@@ -148,7 +163,10 @@ def test_a_job_runs_over_ssh_with_its_events_metrics_and_packages_and_its_pod_is
 
 
 def test_a_quote_and_a_newline_in_environment_values_arrive_intact(cluster: Cluster, over_ssh: Finished) -> None:
-    assert over_ssh.pod_environment["HF_TOKEN"] == ODD_TOKEN
+    # The token is delivered after the pod starts: the engine's process has it, the pod's own env never did.
+    assert over_ssh.engine_environment["HF_TOKEN"] == ODD_TOKEN
+    assert "HF_TOKEN" not in over_ssh.pod_environment and "LORAPOD_POD_TOKEN" not in over_ssh.pod_environment
+    assert "LORAPOD_BOOTSTRAP_TOKEN" not in over_ssh.engine_environment
     spec = json.loads(over_ssh.pod_environment["LORAPOD_SPEC"])
     assert spec["name"] == ODD_NAME
     details = show(over_ssh.job["short_id"], over_ssh.env)
@@ -214,7 +232,7 @@ def test_a_pod_killed_mid_training_is_resumed_on_a_new_pod_to_the_same_final_los
     cluster: Cluster, over_ssh: Finished, tmp_path: Path
 ) -> None:
     expected = final_loss(cluster.events(over_ssh.job["id"]))
-    env = cluster.env(tmp_path / "home", LORAPOD_AUTO_RESUME="true")
+    env = cluster.env(tmp_path / "home", LORAPOD_AUTO_RESUME="true", HF_TOKEN="hf_RESUME_3e1f")
     assert lorapod("run", *SMOKE, "--detach", env=env).returncode == 0
     job = only_job(env)
     wait_for(
@@ -235,6 +253,11 @@ def test_a_pod_killed_mid_training_is_resumed_on_a_new_pod_to_the_same_final_los
     assert all(a["cost_usd"] > 0 for a in attempts)
     first_again, second = cluster.job_pods(job["id"])
     assert first_again.id == first.id and second.body["env"]["LORAPOD_RESUME"] == "1"
+    # The new pod got its secrets too, delivered by the background supervisor, under a bootstrap token of its own.
+    pod_log = (cluster.workdir(job["id"]) / "logs" / "pod.log").read_text()
+    assert pod_log.count("secrets received: HF_TOKEN") == 2 and "hf_RESUME_3e1f" not in pod_log
+    boots = [p.body["env"]["LORAPOD_BOOTSTRAP_TOKEN"] for p in (first, second)]
+    assert boots[0] != boots[1] and "HF_TOKEN" not in second.body["env"]
     wait_for(lambda: first.id in cluster.standin.deleted and second.id in cluster.standin.deleted, timeout=60)
     events = cluster.events(job["id"])
     assert any(e["type"] == "log" and "resuming from checkpoint-" in e["message"] for e in events)

@@ -143,7 +143,12 @@ def test_the_plan_shows_the_create_request_sizes_estimate_and_limits_and_creates
     launch = plan["launch"]
     body = launch["create_request"]
     assert body["imageName"] and body["gpuTypeIds"] == ["NVIDIA H200"] and body["networkVolumeId"] == VOLUME
-    assert "HF_TOKEN" in body["env"] and "LORAPOD_SPEC" in body["env"]  # names, as a list
+    assert "LORAPOD_SPEC" in body["env"] and "LORAPOD_BOOTSTRAP_TOKEN" in body["env"]  # names, as a list
+    # No secret travels in the create request (RunPod shows a pod's env to every reader of the account): they
+    # are delivered once the pod is up.
+    secret_names = {"SUPABASE_SERVICE_ROLE_KEY", "HF_TOKEN", "TRAINING_WEBHOOK_SECRET", "LORAPOD_POD_TOKEN"}
+    assert not secret_names & set(body["env"])
+    assert {"HF_TOKEN", "TRAINING_WEBHOOK_SECRET"} <= set(launch["secrets_delivered_after_start"])
     assert launch["disk"]["needed_gb"] >= 141.2 + launch["disk"]["checkpoints_gb"]
     assert launch["disk"]["network_volume"] == {"id": VOLUME, "size_gb": 400}
     assert plan["estimate"]["cost_usd"][1] > 0 and plan["limits"]["ceiling_usd"] > 0

@@ -77,7 +77,8 @@ def test_migration_applies_twice_and_rolls_back(postgres: PostgresServer, with_t
     assert secured == dict.fromkeys(TABLES, True)
     assert pg_rows(url, "SELECT id, public FROM storage.buckets") == [("model-artifacts", False)]
     policies = pg_rows(url, "SELECT count(*) FROM pg_policies WHERE policyname LIKE 'lorapod:%%'")[0][0]
-    assert policies == 2 + 2 * 5 + 3  # jobs, the five child tables (ratings too), storage.objects — none doubled
+    # jobs, the five child tables (ratings too), storage.objects, and a pod's upload credential's four — none doubled
+    assert policies == 2 + 2 * 5 + 3 + 4
     foreign_key = pg_rows(
         url,
         "SELECT count(*) FROM pg_constraint WHERE conname = 'fk_training_jobs_training_file_id_training_files'",

@@ -54,5 +54,10 @@ class PodJobFailed(TransportError):
     """The pod answers, but its job process has failed (the entrypoint says so): it will not start."""
 
 
+class SecretsRefused(RunPodError):
+    """The pod would not take this attempt's secrets: someone else used its bootstrap token first, or the place
+    they go is not memory. The pod is not trusted with them and is deleted."""
+
+
 class JobDoesNotFit(ProviderError):
     """The job cannot run on the pod it would rent (disk, network volume, GPU memory): refused before renting."""

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from remote.provider import ArtifactError
-from remote.runpod.errors import TransportError
+from remote.runpod.errors import SecretsRefused, TransportError
 from remote.runpod.transport import EventFeed, PodEndpoint, PodTransport, finish_download, open_download
 
 EVENTS_WAIT_S = 20.0
@@ -145,6 +145,22 @@ class HttpTransport(PodTransport):
             )
         if response.status_code != 201:
             raise TransportError(f"HTTP PUT /inputs/{name}: {response.status_code} {response.text[:200]}")
+
+    def deliver_secrets(self, folder: str, job_id: str, bootstrap: str, data: bytes) -> None:
+        """The pod API's one-time ``PUT /secrets``: the pod token proves lorapod sends it, the bootstrap token
+        names the attempt; a 409 means someone used that token first, and the pod is not to be trusted."""
+        response = self.send(
+            self.client, "PUT", "/secrets", content=data,
+            headers={"X-Lorapod-Bootstrap": bootstrap, "Content-Type": "application/json"},
+        )  # fmt: skip
+        if response.status_code == 201:
+            return
+        if response.status_code in (403, 409):
+            raise SecretsRefused(
+                f"pod {self.endpoint.pod_id} refused this attempt's secrets (HTTP {response.status_code}): "
+                "its one-time delivery was already used"
+            )
+        raise TransportError(f"HTTP PUT /secrets: {response.status_code}")
 
     def list_artifacts(self) -> list[dict[str, Any]]:
         for _ in range(HASH_RETRIES):

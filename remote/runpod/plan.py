@@ -13,19 +13,28 @@ from typing import Any
 
 from engine.config import JobSpec
 from engine.memory import MemoryNeed, memory_need
+from engine.pod_secrets import BOOTSTRAP_ENV, DIR_ENV, token_sha256
 from presets.gpus import catalogue
 from remote.runpod.client import RestClient
 from remote.runpod.errors import JobDoesNotFit
 from remote.runpod.pods import create_request
 from remote.runpod.sizing import DiskNeed, disk_need, memory_advice
 from remote.runpod.stock import CUDA_VERSIONS, STOCK_IMAGE, TORCH_INDEX, start_command
-from store.artifacts import store_environment
+from store.artifacts import pod_store_environment
 from store.errors import StoreError
 from store.settings import Settings
 
-# Settings passed to the pod as environment variables (secrets: never logged, never in the spec).
+# Secrets a pod is handed after it starts (remote.runpod.delivery), never in its create request: RunPod shows a
+# pod's env to whoever reads the account, for the life of the pod.
 POD_SECRETS = {"hf_token": "HF_TOKEN", "training_webhook_secret": "TRAINING_WEBHOOK_SECRET"}
 WATCHDOG_MARGIN_S = 1800.0
+
+
+def pod_lifetime_s(settings: Settings, spec: JobSpec) -> float:
+    """The longest a pod of ``spec`` lives: its maximum duration, its linger and a margin (the pod's watchdog
+    deletes it then, and the job's scoped artifact credential expires with it)."""
+    hours = spec.resources.max_hours or settings.max_duration_hours
+    return hours * 3600 + 2 * settings.runpod_pod_linger_s + WATCHDOG_MARGIN_S
 
 
 def pod_env(
@@ -34,36 +43,54 @@ def pod_env(
     spec: JobSpec,
     *,
     token: str,
+    bootstrap: str,
     public_key: str,
     resume: bool,
     dataset: str | None,
 ) -> dict[str, str]:
-    """Everything the pod's entrypoint reads; secrets included, so it is never logged or shown."""
-    hours = spec.resources.max_hours or settings.max_duration_hours
+    """Everything the pod's entrypoint reads, none of it secret: the job id, the spec, lorapod's public key,
+    the pod API token's sha256 (the token itself stays here) and this attempt's one-time bootstrap token, whose
+    only power is to hand the pod its secrets once (``pod_secrets``, delivered after it starts)."""
     env = {
         "LORAPOD_JOB_ID": str(job_id),
         "LORAPOD_SPEC": spec.model_dump_json(),
-        "LORAPOD_POD_TOKEN": token,
+        "LORAPOD_POD_TOKEN_SHA256": token_sha256(token),
+        BOOTSTRAP_ENV: bootstrap,
+        DIR_ENV: settings.runpod_secrets_dir,
         "LORAPOD_PUBLIC_KEY": public_key,
         "LORAPOD_WORKSPACE": settings.runpod_volume_mount_path,
         "LORAPOD_LINGER_S": f"{settings.runpod_pod_linger_s:g}",
-        "LORAPOD_MAX_SECONDS": f"{hours * 3600 + 2 * settings.runpod_pod_linger_s + WATCHDOG_MARGIN_S:.0f}",
+        "LORAPOD_MAX_SECONDS": f"{pod_lifetime_s(settings, spec):.0f}",
         "LORAPOD_RUNPOD_API_URL": settings.runpod_api_url,
     }
     if dataset:
         env["LORAPOD_AWAIT_INPUT"] = dataset
     if resume:
         env["LORAPOD_RESUME"] = "1"
+    env.update(_store_environment(settings, job_id, spec)[0])
+    return env
+
+
+def pod_secrets(settings: Settings, job_id: uuid.UUID, spec: JobSpec) -> dict[str, str]:
+    """The secrets one attempt's pod is handed once it is up: the Hugging Face token, the webhook secret and
+    an artifact credential that can write only ``jobs/<job id>/`` until the pod's lifetime ends (never the
+    service-role key, which stays on this machine)."""
+    values = {}
     for name, variable in POD_SECRETS.items():
         value = getattr(settings, name, None)
         if value is not None:
-            env[variable] = value.get_secret_value()
-    if settings.artifact_store == "supabase":  # a "local" store would be the pod's own disk: nothing is sent
-        try:
-            env.update(store_environment(settings))
-        except StoreError as exc:
-            raise JobDoesNotFit(f"the artifact store is not configured: {exc}") from None
-    return env
+            values[variable] = value.get_secret_value()
+    values.update(_store_environment(settings, job_id, spec)[1])
+    return values
+
+
+def _store_environment(settings: Settings, job_id: uuid.UUID, spec: JobSpec) -> tuple[dict[str, str], dict[str, str]]:
+    if settings.artifact_store != "supabase":  # a "local" store would be the pod's own disk: nothing is sent
+        return {}, {}
+    try:
+        return pod_store_environment(settings, job_id, valid_for_s=pod_lifetime_s(settings, spec))
+    except StoreError as exc:
+        raise JobDoesNotFit(f"the artifact store is not configured: {exc}") from None
 
 
 @dataclass(frozen=True)

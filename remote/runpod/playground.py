@@ -19,11 +19,12 @@ from typing import Any
 
 from engine.config import JobSpec
 from engine.pod import pod_workdir
+from engine.pod_secrets import token_sha256
 from remote.playground import PlaygroundClient, PlaygroundError, wait_until_healthy
 from remote.provider import RunHandle
 from remote.runpod.client import NoInstances, RestClient
 from remote.runpod.errors import RunPodError
-from remote.runpod.plan import POD_SECRETS, plan_pod
+from remote.runpod.plan import plan_pod
 from remote.runpod.pods import POD_API_PORT, PodInfo
 from remote.runpod.prices import estimated_rate
 from remote.runpod.tokens import PodTokens
@@ -212,15 +213,15 @@ class RunPodPlaygrounds:
         env = {
             "LORAPOD_JOB_ID": str(job.id),
             "LORAPOD_PLAYGROUND": "1",
-            "LORAPOD_POD_TOKEN": token,
+            # Only the token's hash: the pod's env is readable by anyone who can read the RunPod account.
+            "LORAPOD_POD_TOKEN_SHA256": token_sha256(token),
             "LORAPOD_WORKSPACE": settings.runpod_volume_mount_path,
             "LORAPOD_MAX_SECONDS": f"{hours * 3600:.0f}",
             "LORAPOD_RUNPOD_API_URL": settings.runpod_api_url,
+            "HF_HUB_OFFLINE": "1",  # the weights come from the volume's cache, with no token to ask the Hub
         }
-        for name, variable in POD_SECRETS.items():
-            value = getattr(settings, name, None)
-            if value is not None:
-                env[variable] = value.get_secret_value()
+        # No secret travels: the base model's weights are already in the volume's Hugging Face cache (the job
+        # loaded them there), and the pod serves nothing that reports anywhere.
         walk = [quote.gpu, *(g for g in plan.walk if g != quote.gpu)]
         for gpu in walk:
             body: dict[str, Any] = {**plan.request(job.id, gpu, env), "name": playground_name(job.id)}

@@ -1,9 +1,9 @@
 """The RunPod provider: one pod per job attempt, reached over SSH or the pod API, deleted when the job ends.
 
-launch: delete the job's earlier pods → create one, walking the GPU priority list → wait until its job process
-answers → upload the dataset → keep the per-attempt pod API token here (remote.runpod.tokens: never in the
-ledger, which syncs) → hand back a RunHandle (pod id, endpoints). Links to pods are made once each
-(remote.runpod.links).
+launch: delete the job's earlier pods → create one (its env holds no secret), walking the GPU priority list →
+wait until its job process answers → upload the dataset → deliver its secrets (remote.runpod.delivery) → keep
+the per-attempt pod API token here (remote.runpod.tokens: never in the ledger, which syncs) → hand back a
+RunHandle (pod id, endpoints). Links to pods are made once each (remote.runpod.links).
 The pod runs the job alone from then on and deletes itself after a linger; ``release`` copies the packages
 and the log here and deletes it at once.
 """
@@ -22,8 +22,10 @@ from typing import Any
 from engine.config import JobSpec
 from engine.limits import Limits
 from engine.pod import pod_workdir
+from remote.hf_token import hf_token_warning, warn_if_hf_token_writes
 from remote.provider import EventStream, Provider, ProviderError, RunHandle, RunState, copy_verified
 from remote.runpod.client import NoInstances, RestClient
+from remote.runpod.delivery import deliver_secrets
 from remote.runpod.errors import (
     BadApiKey,
     HostKeyChanged,
@@ -35,7 +37,7 @@ from remote.runpod.errors import (
 )
 from remote.runpod.http import CHUNK_BYTES
 from remote.runpod.links import PodLinks
-from remote.runpod.plan import PodPlan, plan_pod, pod_env
+from remote.runpod.plan import PodPlan, plan_pod, pod_env, pod_secrets
 from remote.runpod.pods import PodInfo, pod_name
 from remote.runpod.prices import estimated_rate, refresh_prices
 from remote.runpod.ssh import HostKeyPins, ensure_key_pair
@@ -125,12 +127,13 @@ class RunPodProvider(Provider):
         if upload:
             moved = spec.dataset.model_copy(update={"dataset_path": f"{workdir}/inputs/{dataset.name}"})
             pod_spec = spec.model_copy(update={"dataset": moved})
-        token = secrets.token_urlsafe(32)
+        token, bootstrap = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         _, public_key = ensure_key_pair(self.key_dir)
         env = pod_env(
-            settings, job_id, pod_spec, token=token, public_key=public_key, resume=resume,
+            settings, job_id, pod_spec, token=token, bootstrap=bootstrap, public_key=public_key, resume=resume,
             dataset=dataset.name if upload else None,
         )  # fmt: skip
+        warn_if_hf_token_writes(settings)
         env.update(replace(limits or Limits(), rate_usd_per_hour=estimated_rate(spec, settings)).to_env())
         boot = boot_files(settings.paths.cache_dir) if plan.stock else None  # built before anything is rented
         pod, gpu = self._create(job_id, plan, env)
@@ -139,6 +142,7 @@ class RunPodProvider(Provider):
             if upload:
                 sha256 = spec.dataset.dataset_sha256 or ""
                 link.call(lambda t: t.upload_input(dataset, dataset.name, sha256))
+            deliver_secrets(link, settings, job_id, pod_spec, bootstrap)
             self.links.tokens.save(pod.id, token)  # not in the handle: attempts sync to Postgres
         except BaseException:
             self.rest.delete_pod(pod.id)
@@ -175,14 +179,18 @@ class RunPodProvider(Provider):
         dataset = Path(spec.dataset.dataset_path)
         try:  # placeholders for what a launch makes: only the names are shown
             env = pod_env(
-                self.settings, uuid.UUID(int=0), spec, token="", public_key="", resume=False,
+                self.settings, uuid.UUID(int=0), spec, token="", bootstrap="", public_key="", resume=False,
                 dataset=dataset.name if dataset.is_file() else None,
             )  # fmt: skip
+            delivered = sorted(pod_secrets(self.settings, uuid.UUID(int=0), spec))
         except ProviderError as exc:
             plan.problems.append(str(exc))
-            env = {}
+            env, delivered = {}, []
         env.update(Limits().to_env())
-        return {"provider": self.name, "image": plan.image, **plan.to_dict(list(env))}
+        # The secrets' names only: they are delivered once the pod is up, never in the create request.
+        described = {"provider": self.name, "image": plan.image, **plan.to_dict(list(env))}
+        warning = hf_token_warning(self.settings)
+        return {**described, "secrets_delivered_after_start": delivered, "warnings": [warning] if warning else []}
 
     def _create(self, job_id: uuid.UUID, plan: PodPlan, env: dict[str, str]) -> tuple[PodInfo, str]:
         """A pod on the first GPU type of the priority list (of those the job fits) that has a machine free."""

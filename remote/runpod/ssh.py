@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shlex
 import socket
 import stat
@@ -20,8 +21,9 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from engine.pod_secrets import MEMORY_FILESYSTEMS
 from remote.provider import ArtifactError
-from remote.runpod.errors import HostKeyChanged, PodJobFailed, TransportError
+from remote.runpod.errors import HostKeyChanged, PodJobFailed, SecretsRefused, TransportError
 from remote.runpod.transport import EventFeed, PodEndpoint, PodTransport, finish_download, open_download
 from store.host_keys import Pin
 
@@ -333,6 +335,29 @@ class SshTransport(PodTransport):
         if status != 0 or output.split(b" ", 1)[0].decode() != sha256:
             raise TransportError(f"SFTP upload {name}: the pod's copy does not match its sha256")
         self._session().exec(f"mv -f {shlex.quote(partial)} {shlex.quote(target)}")
+
+    def deliver_secrets(self, folder: str, job_id: str, bootstrap: str, data: bytes) -> None:
+        """SFTP over the pinned-host-key link (its only gate: lorapod's key): the folder is made 0700 and must be
+        in memory, the file is 0600 before a byte is written, and appears whole by a rename."""
+        quoted = shlex.quote(folder)
+        status, output = self._session().exec(
+            f"umask 077 && mkdir -p {quoted} && chmod 700 {quoted} && stat -f -c %T {quoted}"
+        )
+        kind = output.decode(errors="replace").strip()
+        if status != 0:
+            raise TransportError(f"SSH: cannot make the secrets folder {folder} ({kind[-200:] or status})")
+        if kind not in MEMORY_FILESYSTEMS:
+            raise SecretsRefused(f"the pod's secrets folder {folder} is on {kind}, not tmpfs: no secrets were sent")
+        target = f"{folder}/{job_id}.json"
+        partial = f"{folder}/.{job_id}.{secrets.token_hex(8)}.partial"
+        try:
+            with self._session().sftp() as sftp:
+                with sftp.open(partial, "wb") as remote:
+                    remote.chmod(0o600)
+                    remote.write(data)
+                sftp.posix_rename(partial, target)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise TransportError(f"SFTP delivery of the secrets: {exc or type(exc).__name__}") from None
 
     def upload_boot(self, files: dict[str, Path]) -> None:
         folder = self._path("boot")

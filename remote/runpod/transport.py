@@ -167,6 +167,10 @@ class PodTransport(ABC):
     def upload_input(self, source: Path, name: str, sha256: str) -> None:
         """Put a file into the workdir's inputs/ (whole, or not at all)."""
 
+    @abstractmethod
+    def deliver_secrets(self, folder: str, job_id: str, bootstrap: str, data: bytes) -> None:
+        """Hand the pod this attempt's secrets (``engine.pod_secrets``): a 0600 file in ``folder``, on tmpfs."""
+
     def upload_boot(self, files: dict[str, Path]) -> None:
         """Hand a stock-image pod its bootstrap files (boot/ in the workdir), then mark them ready."""
         raise TransportError(f"{self.name}: a stock-image pod is started over SSH only")

@@ -10,7 +10,10 @@ Supabase's error shape (``{"statusCode", "error", "message"}``):
   contentType, cacheControl, metadata), ``HEAD`` and ``PATCH`` of the upload, in chunks of exactly 6 MB
   (the last one excepted), as Supabase requires.
 
-Every request must carry the service key (``Authorization: Bearer`` and ``apikey``). Objects and uploads
+Every request must carry the service key (``Authorization: Bearer`` and ``apikey``); or, given a
+``StorageAccess`` (tests/standins/storage_access.py), a project key in ``apikey`` and any bearer JWT signed with
+the project's JWT secret, each object read or written then being decided by the ``storage.objects`` policies
+in PostgreSQL as that JWT's role and claims, as Supabase Storage decides it. Objects and uploads
 live in files under a folder, so a 300 MB upload never sits in memory. ``cut_at`` makes the server drop the
 connection (a TCP reset, no response) once, when an upload reaches that byte, keeping what arrived before
 it, as a real server does. ``tamper`` flips a byte of a stored object.
@@ -34,6 +37,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests.standins.storage_access import Caller, StorageAccess
+
 CHUNK = 6 * 1024 * 1024
 _READ = 1 << 20
 
@@ -44,6 +49,7 @@ class Upload:
     metadata: dict[str, str]
     upsert: bool
     part: Path
+    caller: Caller | None = None
     offset: int = 0
     bytes_received: int = 0
 
@@ -60,9 +66,12 @@ class Stats:
 class StorageStandIn:
     """Start with ``start()``; ``url`` is the project URL to give the client, ``key`` its service key."""
 
-    def __init__(self, root: Path, *, key: str = "service-role-key-for-tests") -> None:
+    def __init__(
+        self, root: Path, *, key: str = "service-role-key-for-tests", access: StorageAccess | None = None
+    ) -> None:
         self.root = root
-        self.key = key
+        self.key = access.service_key if access else key
+        self.access = access
         self.objects = root / "objects"
         self.parts = root / "parts"
         self.objects.mkdir(parents=True, exist_ok=True)
@@ -148,10 +157,33 @@ class _StorageHandler(BaseHTTPRequestHandler):
         self._consumed = int(self.headers.get("Content-Length") or 0)
 
     def _authorized(self) -> bool:
-        key = self.store.key
-        if self.headers.get("Authorization") == f"Bearer {key}" and self.headers.get("apikey") == key:
+        key, access = self.store.key, self.store.access
+        self.caller: Caller | None = None
+        if access is not None:
+            self.caller = access.identify(self.headers.get("Authorization", ""), self.headers.get("apikey", ""))
+            if self.caller is not None:
+                return True
+        elif self.headers.get("Authorization") == f"Bearer {key}" and self.headers.get("apikey") == key:
             return True
         self._error(400, "Unauthorized", "invalid signature")
+        return False
+
+    def _may_write(self, bucket: str, key: str, *, upsert: bool, commit: bool = True) -> bool:
+        access = self.store.access
+        if (
+            access is None
+            or self.caller is None
+            or access.may_write(self.caller, bucket, key, upsert=upsert, commit=commit)
+        ):
+            return True
+        self._error(403, "Unauthorized", "new row violates row-level security policy")
+        return False
+
+    def _may_read(self, bucket: str, key: str) -> bool:
+        access = self.store.access
+        if access is None or self.caller is None or access.may_read(self.caller, bucket, key):
+            return True
+        self._error(404, "not_found", "Object not found")  # what RLS hides does not exist for the caller
         return False
 
     def _route(self) -> tuple[str, list[str], dict[str, list[str]]]:
@@ -170,7 +202,7 @@ class _StorageHandler(BaseHTTPRequestHandler):
             if self._authorized():
                 self._tus_create()
         elif segments[:2] == ["object", "sign"]:
-            if self._authorized():
+            if self._authorized() and self._may_read(segments[2], "/".join(segments[3:])):
                 self._sign(segments[2], "/".join(segments[3:]))
         elif segments[:1] == ["object"] and len(segments) >= 3:
             if self._authorized():
@@ -193,15 +225,15 @@ class _StorageHandler(BaseHTTPRequestHandler):
                 return
             self._stream(bucket, key)
         elif segments[:2] == ["object", "info"]:
-            if self._authorized():
-                bucket, key = segments[2], "/".join(segments[3:])
+            bucket, key = segments[2], "/".join(segments[3:])
+            if self._authorized() and self._may_read(bucket, key):
                 info = self.store.metadata.get(f"{bucket}/{key}")
                 if info is None:
                     self._error(404, "not_found", "Object not found")
                 else:
                     self._send(200, info)
         elif segments[:1] == ["object"] and len(segments) >= 3:
-            if self._authorized():
+            if self._authorized() and self._may_read(segments[1], "/".join(segments[2:])):
                 self._stream(segments[1], "/".join(segments[2:]))
         else:
             self._error(404, "not_found", "no such route")
@@ -228,6 +260,8 @@ class _StorageHandler(BaseHTTPRequestHandler):
         target = self.store.path(bucket, key)
         if target.exists() and not update and upsert != "true":
             self._error(400, "Duplicate", "The resource already exists")
+            return
+        if not self._may_write(bucket, key, upsert=update or upsert == "true"):
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
@@ -277,12 +311,17 @@ class _StorageHandler(BaseHTTPRequestHandler):
         if not {"bucketName", "objectName"} <= metadata.keys():
             self._error(400, "InvalidRequest", "bucketName and objectName are required")
             return
+        upsert = self.headers.get("x-upsert") == "true"
+        # Storage checks the write before it takes a byte (the row itself is inserted when the upload ends).
+        if not self._may_write(metadata["bucketName"], metadata["objectName"], upsert=upsert, commit=False):
+            return
         upload_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         upload = Upload(
             length=int(self.headers["Upload-Length"]),
             metadata=metadata,
-            upsert=self.headers.get("x-upsert") == "true",
+            upsert=upsert,
             part=self.store.parts / upload_id,
+            caller=self.caller,
         )
         upload.part.write_bytes(b"")
         self.store.uploads[upload_id] = upload
@@ -359,6 +398,8 @@ class _StorageHandler(BaseHTTPRequestHandler):
 
     def _finish(self, upload: Upload) -> None:
         bucket, key = upload.metadata["bucketName"], upload.metadata["objectName"]
+        if self.store.access is not None and upload.caller is not None:
+            self.store.access.may_write(upload.caller, bucket, key, upsert=True)
         target = self.store.path(bucket, key)
         target.parent.mkdir(parents=True, exist_ok=True)
         upload.part.replace(target)

@@ -63,6 +63,11 @@ def print_plan(data: dict[str, Any], *, as_json: bool) -> None:
     limits = data["limits"]
     click.echo(f"limits: {money(limits['ceiling_usd'])} — {limits['ceiling_name']}; "
                f"{limits['max_hours']:g} h — {limits['max_hours_name']}")  # fmt: skip
+    delivered = launch.get("secrets_delivered_after_start")
+    if delivered:
+        click.echo(f"secrets, sent once the pod is up (never in its env): {', '.join(delivered)}")
+    for warning in launch.get("warnings", []):
+        click.secho(f"warning: {warning}", fg="yellow")
     for alert in data["budget"]["alerts"]:
         click.secho(f"budget: {alert}", fg="yellow")
     for problem in data["problems"]:

@@ -90,6 +90,10 @@ BEGIN
         conflicts := conflicts || 'storage bucket model-artifacts exists and is public: lorapod keeps its '
                                   'artifacts private'::text;
     END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = 'lorapod_job_uploader'
+               AND coalesce(shobj_description(r.oid, 'pg_authid'), '') NOT LIKE 'lorapod%') THEN
+        conflicts := conflicts || 'a role lorapod_job_uploader exists and is not lorapod''s'::text;
+    END IF;
     IF cardinality(conflicts) > 0 THEN
         RAISE EXCEPTION 'lorapod 002 changed nothing: % conflict(s): %', cardinality(conflicts),
             array_to_string(conflicts, '; ')
@@ -522,5 +526,71 @@ CREATE POLICY "lorapod: service role manages job artifacts" ON storage.objects
     FOR ALL TO service_role
     USING (bucket_id = 'model-artifacts')
     WITH CHECK (bucket_id = 'model-artifacts');
+
+-- ---------------------------------------------------------------------------------------------------
+-- A pod's upload credential: a JWT that lorapod signs with the project's JWT secret for the role
+-- lorapod_job_uploader, with claims {job_id, bucket} and an expiry at the end of the pod's life. Storage
+-- runs the pod's requests as that role with those claims, so the policies below let it write, and read back,
+-- jobs/<its job id>/<file> in its bucket and nothing else. The role is granted no table anywhere, so the same
+-- token gets "permission denied" from the REST API on every table (docs/security.md).
+-- ---------------------------------------------------------------------------------------------------
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'lorapod_job_uploader') THEN
+        CREATE ROLE lorapod_job_uploader NOLOGIN NOINHERIT;
+    END IF;
+    -- Supabase's API servers switch to a token's role: they must be members of it.
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticator') THEN
+        GRANT lorapod_job_uploader TO authenticator;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'supabase_storage_admin') THEN
+        GRANT lorapod_job_uploader TO supabase_storage_admin;
+    END IF;
+END
+$$;
+COMMENT ON ROLE lorapod_job_uploader IS 'lorapod: a pod''s upload credential, jobs/<job id>/ of one bucket only';
+GRANT USAGE ON SCHEMA storage TO lorapod_job_uploader;
+GRANT SELECT, INSERT, UPDATE ON storage.objects TO lorapod_job_uploader;
+GRANT SELECT ON storage.buckets TO lorapod_job_uploader;
+
+-- jobs/<job id>/<file>, exactly: split_part, not LIKE, so no character of a claim can widen the match.
+DROP POLICY IF EXISTS "lorapod: a pod writes its job's folder" ON storage.objects;
+CREATE POLICY "lorapod: a pod writes its job's folder" ON storage.objects
+    FOR INSERT TO lorapod_job_uploader
+    WITH CHECK (
+        bucket_id = nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'bucket'
+        AND split_part(name, '/', 1) = 'jobs'
+        AND split_part(name, '/', 2) = nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'job_id'
+        AND split_part(name, '/', 3) NOT IN ('', '.', '..')
+        AND split_part(name, '/', 4) = ''
+    );
+DROP POLICY IF EXISTS "lorapod: a pod reads back its job's folder" ON storage.objects;
+CREATE POLICY "lorapod: a pod reads back its job's folder" ON storage.objects
+    FOR SELECT TO lorapod_job_uploader
+    USING (
+        bucket_id = nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'bucket'
+        AND split_part(name, '/', 1) = 'jobs'
+        AND split_part(name, '/', 2) = nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'job_id'
+    );
+DROP POLICY IF EXISTS "lorapod: a pod replaces files in its job's folder" ON storage.objects;
+CREATE POLICY "lorapod: a pod replaces files in its job's folder" ON storage.objects
+    FOR UPDATE TO lorapod_job_uploader
+    USING (
+        bucket_id = nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'bucket'
+        AND split_part(name, '/', 1) = 'jobs'
+        AND split_part(name, '/', 2) = nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'job_id'
+    )
+    WITH CHECK (
+        bucket_id = nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'bucket'
+        AND split_part(name, '/', 1) = 'jobs'
+        AND split_part(name, '/', 2) = nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'job_id'
+        AND split_part(name, '/', 3) NOT IN ('', '.', '..')
+        AND split_part(name, '/', 4) = ''
+    );
+DROP POLICY IF EXISTS "lorapod: a pod sees its bucket" ON storage.buckets;
+CREATE POLICY "lorapod: a pod sees its bucket" ON storage.buckets
+    FOR SELECT TO lorapod_job_uploader
+    USING (id = nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'bucket');
 
 COMMIT;

@@ -2,7 +2,7 @@
 --
 -- Dropped, WITH THEIR ROWS: the objects in schema `lorapod` that carry lorapod's marker (a comment starting
 -- `lorapod`: tables, views, functions), then the schema itself once nothing else is left in it; the storage
--- policies named "lorapod: …"; the `model-artifacts` bucket when lorapod created it and it is empty
+-- policies named "lorapod: …" and the role lorapod_job_uploader (pods' upload credentials stop working); the `model-artifacts` bucket when lorapod created it and it is empty
 -- (Supabase deletes stored files through its Storage API, not SQL: docs/supabase.md).
 -- Kept, each with a NOTICE saying why: anything without the marker, a table another object still depends
 -- on, a bucket that still holds files or that lorapod did not create. Nothing in `public` is touched.
@@ -24,6 +24,22 @@ BEGIN
     DROP POLICY IF EXISTS "lorapod: owners read their job artifacts" ON storage.objects;
     DROP POLICY IF EXISTS "lorapod: owners delete their job artifacts" ON storage.objects;
     DROP POLICY IF EXISTS "lorapod: service role manages job artifacts" ON storage.objects;
+    DROP POLICY IF EXISTS "lorapod: a pod writes its job's folder" ON storage.objects;
+    DROP POLICY IF EXISTS "lorapod: a pod reads back its job's folder" ON storage.objects;
+    DROP POLICY IF EXISTS "lorapod: a pod replaces files in its job's folder" ON storage.objects;
+    DROP POLICY IF EXISTS "lorapod: a pod sees its bucket" ON storage.buckets;
+    IF EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = 'lorapod_job_uploader'
+               AND coalesce(shobj_description(r.oid, 'pg_authid'), '') LIKE 'lorapod%') THEN
+        REVOKE ALL ON storage.objects, storage.buckets FROM lorapod_job_uploader;
+        REVOKE USAGE ON SCHEMA storage FROM lorapod_job_uploader;
+        BEGIN
+            DROP ROLE lorapod_job_uploader;
+            removed := removed || 'role lorapod_job_uploader'::text;
+        EXCEPTION WHEN dependent_objects_still_exist THEN
+            -- Roles belong to the whole server: another database's policies may still name it.
+            kept := kept || 'role lorapod_job_uploader: another database on this server still uses it'::text;
+        END;
+    END IF;
 
     ours := false;
     IF to_regclass('lorapod.created_outside') IS NOT NULL THEN

@@ -81,6 +81,7 @@ class RunPodStandIn:
         self.pods: dict[str, StandInPod] = {}
         self.deleted: dict[str, StandInPod] = {}
         self.requests: list[tuple[str, str, Any]] = []  # method, path, JSON body
+        self.responses: list[tuple[str, str, str]] = []  # method, path, response body as text
         self.deletions: list[tuple[str, str]] = []  # pod id, "user" or "pod" (its own key)
         self.violations: list[str] = []
         self.graphql_queries: list[dict[str, Any]] = []
@@ -153,6 +154,8 @@ class RunPodStandIn:
             self.api.validate_response(WerkzeugOpenAPIRequest(request), WerkzeugOpenAPIResponse(response))
         except Exception as exc:
             self.violations.append(f"response {request.method} {request.path} {response.status_code}: {exc}")
+        with self._lock:
+            self.responses.append((request.method, request.path, response.get_data(as_text=True)))
         return response
 
     def _route(self, request: Request, body: Any) -> Response:
