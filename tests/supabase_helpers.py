@@ -151,3 +151,15 @@ def run_script(url: str, sql: str) -> list[str]:
         conn.add_notice_handler(lambda diagnostic: notices.append(diagnostic.message_primary or ""))
         conn.execute(sql)  # type: ignore[arg-type]
     return notices
+
+
+# The web app's own training_files table, as its migrations create it (what lorapod's jobs may point at).
+WEB_APP_TRAINING_FILES = """
+CREATE TABLE public.training_files (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text NOT NULL, storage_path text NOT NULL,
+    sha256 text NOT NULL UNIQUE, format text NOT NULL, size_bytes bigint NOT NULL DEFAULT 0,
+    conversation_count integer NOT NULL DEFAULT 0, total_training_pairs integer NOT NULL DEFAULT 0,
+    trainable_pairs integer NOT NULL DEFAULT 0, token_count integer, validation jsonb NOT NULL DEFAULT '{}',
+    created_by uuid, created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now()
+)
+"""
