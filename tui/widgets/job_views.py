@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +10,20 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from engine.events import ErrorEvent, EvalEvent
+from engine.events import (
+    AnyEvent,
+    ArtifactEvent,
+    CheckpointEvent,
+    DatasetEvent,
+    ErrorEvent,
+    EvalEvent,
+    HeartbeatEvent,
+    LogEvent,
+    MetricsEvent,
+    StageEvent,
+    StatusEvent,
+    WarningEvent,
+)
 from engine.targets import check_targets, target_rows
 from store.events import typed_event
 from store.jobs import short_id
@@ -37,39 +49,47 @@ EVENT_FILTERS = [
 ]
 
 
-def _metrics_line(p: dict[str, Any]) -> str:
-    parts = [f"step {p.get('step')}/{p.get('total_steps')}"]
-    for key, label in (("loss", "loss"), ("eval_loss", "eval"), ("learning_rate", "lr"), ("grad_norm", "grad")):
-        if p.get(key) is not None:
-            parts.append(f"{label} {p[key]:.4g}")
-    if p.get("tokens_per_second"):
-        parts.append(f"{p['tokens_per_second']:,.0f} tok/s")
+def _metrics_line(m: MetricsEvent) -> str:
+    parts = [f"step {m.step}/{m.total_steps}"]
+    for value, label in ((m.loss, "loss"), (m.eval_loss, "eval"), (m.learning_rate, "lr"), (m.grad_norm, "grad")):
+        if value is not None:
+            parts.append(f"{label} {value:.4g}")
+    if m.tokens_per_second:
+        parts.append(f"{m.tokens_per_second:,.0f} tok/s")
     return " · ".join(parts)
 
 
-_SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "stage": lambda p: f"{p.get('stage')}" + (f" — {p['message']}" if p.get("message") else ""),
-    "metrics": _metrics_line,
-    "status": lambda p: str(p.get("message")),
-    "checkpoint": lambda p: f"step {p.get('step')} ({p.get('reason')})",
-    "error": lambda p: f"{p.get('category')}: {p.get('message')} — select for the traceback and hint",
-    "warning": lambda p: f"{p.get('code')}: {p.get('message')}",
-    "eval": lambda p: (
-        f"perplexity base {p.get('base_perplexity') or 0:.2f} → adapter {p.get('adapter_perplexity') or 0:.2f}"
-    ),
-    "artifact": lambda p: f"{p.get('kind')} package, {int(p.get('size_bytes') or 0) / 1e6:.1f} MB",
-    "dataset": lambda p: (
-        f"{p.get('train_examples')} train / {p.get('eval_examples')} held-out examples, {p.get('total_steps')} steps"
-    ),
-    "heartbeat": lambda p: f"alive, {p.get('stage')}, {seconds_text(p.get('elapsed'))}",
-}
+def _typed_summary(event: AnyEvent) -> str | None:  # noqa: PLR0911 - one line per kind of event
+    if isinstance(event, StageEvent):
+        return event.stage + (f" — {event.message}" if event.message else "")
+    if isinstance(event, MetricsEvent):
+        return _metrics_line(event)
+    if isinstance(event, StatusEvent | LogEvent):
+        return event.message
+    if isinstance(event, CheckpointEvent):
+        return f"step {event.step} ({event.reason})"
+    if isinstance(event, ErrorEvent):
+        return f"{event.category}: {event.message} — select for the traceback and hint"
+    if isinstance(event, WarningEvent):
+        return f"{event.code}: {event.message}"
+    if isinstance(event, EvalEvent):
+        return f"perplexity base {event.base_perplexity or 0:.2f} → adapter {event.adapter_perplexity or 0:.2f}"
+    if isinstance(event, ArtifactEvent):
+        return f"{event.kind} package, {event.size_bytes / 1e6:.1f} MB"
+    if isinstance(event, DatasetEvent):
+        return f"{event.train_examples} train / {event.eval_examples} held-out examples, {event.total_steps} steps"
+    if isinstance(event, HeartbeatEvent):
+        return f"alive, {event.stage}, {seconds_text(event.elapsed)}"
+    return None
 
 
 def event_summary(event: JobEvent) -> str:
-    """One line for the event log."""
-    summarize = _SUMMARIES.get(event.type)
-    if summarize is not None:
-        return summarize(event.payload)
+    """One line for the event log, from the engine's typed event (ingest checked it on its way in)."""
+    typed = typed_event(event)
+    summary = _typed_summary(typed) if typed is not None else None
+    if summary is not None:
+        return summary
+    # A type this version does not know is kept as it was sent: its message, else its start.
     return str(event.payload.get("message") or json.dumps(event.payload, ensure_ascii=False)[:120])
 
 
@@ -77,15 +97,17 @@ def event_detail(event: JobEvent) -> Text:
     """The whole event: an error with its hint and traceback, anything else as JSON (no escapes)."""
     text = Text()
     text.append(f"{event.type} · seq {event.seq} · {event.ts.isoformat(timespec='seconds')}\n", style="bold")
-    error = typed_event(event) if event.type == "error" else None
-    if isinstance(error, ErrorEvent):
+    typed = typed_event(event)
+    if isinstance(typed, ErrorEvent):
+        error = typed
         text.append(f"{error.category}: {error.message}\n", style="bold red")
         text.append(f"hint: {error.hint}\n", style="italic")
         if error.suggested:
             text.append(f"suggested for a retry: {error.suggested}\n")
         text.append("\n" + (error.traceback or "(no traceback)"), style="dim")
-    else:  # every field as it was recorded
-        text.append(json.dumps(event.payload, indent=2, default=str, ensure_ascii=False))
+    else:  # every field: the typed event's, or as it was sent for a type this version does not know
+        fields = typed.model_dump(mode="json", exclude={"type", "seq", "ts"}) if typed is not None else event.payload
+        text.append(json.dumps(fields, indent=2, default=str, ensure_ascii=False))
     return text
 
 
