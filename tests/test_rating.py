@@ -141,3 +141,21 @@ def test_lorapod_judge_calls_the_endpoint_from_this_machine(
     assert judge["judge"] == f"judge-model at {standin.url}" and len(judge["records"]) == 20
     assert "win rate 78% (95% CI 45%–94%)" in result.stdout
     assert "sk-local" not in result.output + json.dumps(judge)
+
+
+def test_a_remote_jobs_judge_from_this_machine_reaches_show_and_its_persona_target(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A RunPod job: its eval.json stayed in its package, so no workdir here; the judge is kept beside the ledger.
+    replies = [{**REPLIES[0], "base": f"base reply {i}", "adapter": f"adapter reply {i}"} for i in range(10)]
+    with JudgeStandIn(scripted, key="sk-local") as standin:
+        job = rated_job(ledger, replies, judge="endpoint", judge_url=standin.url, judge_model="judge-model")
+        monkeypatch.setenv("JUDGE_API_KEY", "sk-local")
+        result = run_cli("judge", str(job.id))
+        assert result.exit_code == 0, result.output
+    shown = json.loads(run_cli("show", str(job.id), "--json").stdout)
+    judge = shown["evaluation"]["judge"]
+    assert (judge["wins"], judge["ties"], judge["losses"], judge["unparsed"]) == (6, 2, 1, 1)
+    assert "records" not in judge  # the raw verdicts stay in the kept file
+    assert shown["targets"]["persona"]["status"] in {"pass", "fail"}
+    assert "judge" in run_cli("show", str(job.id)).stdout

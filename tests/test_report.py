@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from engine.targets import check_targets
 from store.db import Ledger
 from store.jobs import get_job
 from store.report import render
@@ -139,20 +140,21 @@ def test_several_jobs_make_a_comparison_with_their_differences_marked(demo_repor
 def test_judge_human_and_retention_render_against_their_targets(demo_report: JobReport) -> None:
     evaluation = {
         **demo_report.evaluation,
+        "base_perplexity": 10.0,
+        "adapter_perplexity": 5.8,
         "judge": {
             "judge_model": "demo:tiny-llama",
             "win_rate": 0.625, "ci95": [0.41, 0.8], "wins": 10, "ties": 2, "losses": 4, "unparsed": 1,
-            "by_criterion": {"clarity": {"win_rate": 0.7, "wins": 7, "ties": 1, "losses": 2}},
+            "by_criterion": {
+                "clarity": {"win_rate": 0.7, "wins": 7, "ties": 1, "losses": 2},
+                "persona_consistency": {"win_rate": 0.6, "wins": 6, "ties": 0, "losses": 4},
+            },
         },
         "retention": {"retained": 0.97, "tasks": {"finance_qa": {"base": 0.5, "adapter": 0.485}}},
-        "targets": {
-            "perplexity_reduction": {"target": 0.3, "value": 0.42, "passed": True},
-            "retention": {"target": 0.95, "value": 0.97, "passed": True},
-            "persona_match": {"target": 0.85, "value": 0.6, "passed": False},
-            "human_preference": {"target": 0.15, "value": None, "passed": None},
-        },
         "best_checkpoint": {"step": 21, "eval_loss": 2.31},
     }  # fmt: skip
+    # The targets as the engine checks them: perplexity and retention pass, persona fails, no human ratings.
+    evaluation["targets"] = check_targets(evaluation)
     text = _Text.of(render([replace(demo_report, evaluation=evaluation)]))
     quality = text[text.index("5. Quality against the targets") : text.index("6. Replies side by side")]
     assert quality.count("✔ pass") == 2 and quality.count("✘ fail") == 1

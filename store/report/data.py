@@ -21,6 +21,7 @@ from store.attempts import list_attempts
 from store.db import Ledger
 from store.events import list_events
 from store.jobs import job_spec, short_id
+from store.judgements import with_local_results
 from store.metrics import metrics_history
 from store.models import TrainingFile, TrainingJob
 
@@ -199,6 +200,6 @@ def _evaluation(ledger: Ledger, job: TrainingJob, eval_file: Any) -> dict[str, A
     """eval.json when it could be read (it holds everything), else what the eval event carried."""
     event = _last_payload(ledger, job, "eval")
     event.pop("type", None)
-    if isinstance(eval_file, dict):
-        return {**event, **eval_file}
-    return event
+    evaluation = {**event, **eval_file} if isinstance(eval_file, dict) else event
+    # The judge run from this machine and the ledger's human ratings came after the job: their targets too.
+    return with_local_results(ledger, job.id, evaluation)

@@ -12,6 +12,7 @@ import click
 
 from engine.judge import judge_pairs
 from store.jobs import short_id
+from store.judgements import save_judgement
 from store.models import TrainingJob
 from store.ratings import (
     HUMAN_TARGET,
@@ -154,7 +155,7 @@ def judge(
         )
     finally:
         endpoint.close()
-    target = _write(job, result, output)
+    target = _write(context.ledger, job, result, output)
     if as_json:
         emit_json(
             {"job": str(job.id), "output": str(target), "judge": {k: v for k, v in result.items() if k != "records"}}
@@ -176,11 +177,11 @@ def update_eval_json(job: TrainingJob, key: str, value: Any) -> Path | None:
     return eval_file
 
 
-def _write(job: TrainingJob, result: dict[str, Any], output: Path | None) -> Path:
-    """The judge section into ``output``, or into the job's local eval.json, or judge-JOB.json here."""
-    written = update_eval_json(job, "judge", result) if output is None else None
-    if written is not None:
-        return written
-    target = output or Path(f"judge-{short_id(job.id)}.json")
-    target.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
-    return target
+def _write(ledger: Any, job: TrainingJob, result: dict[str, Any], output: Path | None) -> Path:
+    """The judge section kept beside the ledger (show, compare and the report find it there), and into
+    ``output`` or the job's eval.json when its workdir is on this machine; the file the user should open."""
+    kept = save_judgement(ledger, job.id, result)
+    if output is not None:
+        output.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+        return output
+    return update_eval_json(job, "judge", result) or kept

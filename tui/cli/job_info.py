@@ -19,9 +19,9 @@ from store.artifacts import list_artifacts
 from store.attempts import list_attempts
 from store.events import list_events
 from store.jobs import job_spec, short_id
+from store.judgements import with_local_results
 from store.metrics import METRIC_FIELDS, metrics_history
 from store.models import TrainingJob
-from store.ratings import human_summary
 from store.status import TERMINAL
 from tui.cli.common import JOB_ARGUMENT, Context, duration, job_title, open_context
 from tui.cli.output import emit_json, money, print_table
@@ -40,11 +40,11 @@ EVALUATION_KEYS = (
 
 def job_details(context: Context, job: TrainingJob, *, human: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything `show --json` prints about a job; ``human`` (ratings gathered since) replaces the evaluation's."""
-    human = human if human is not None else human_summary(context.ledger, job.id)
     history = metrics_history(context.ledger, job.id)
     losses = [m.loss for m in history if m.loss is not None]
     eval_losses = [m.eval_loss for m in history if m.eval_loss is not None]
-    evaluation = _last_payload(context, job, "eval") or {}
+    evaluation = with_local_results(context.ledger, job.id, _last_payload(context, job, "eval") or {})
+    human = human if human is not None else evaluation.get("human")
     error = _last_payload(context, job, "error")
     return {
         "id": str(job.id),
