@@ -36,7 +36,7 @@ LOSS_RTOL = 1e-3
 
 
 def _two_ranks(model: Path, *overrides: str) -> JobSpec:
-    # The sample packs into 14 sequences: a global batch of 2 divides every epoch, so no rank pads its last batch.
+    # The sample packs into 16 sequences: a global batch of 2 divides every epoch, so no rank pads its last batch.
     return tiny_spec(model, SAMPLE, "gpu_count=2", "batch_size=1", *overrides)
 
 
@@ -67,8 +67,8 @@ def test_two_ranks_complete_with_one_rank_s_losses(demo_model: Path, tmp_path: P
 
     # One count of steps: what preprocessing announced is what the trainer ran, as stats counts it.
     dataset = of_type(items, "dataset")[0]
-    assert dataset["steps_per_epoch"] == steps_for(dataset["packed_sequences"], 1, 1, 2) == 7
-    assert max(e["total_steps"] for e in of_type(items, "metrics")) == dataset["total_steps"] == 14
+    assert dataset["steps_per_epoch"] == steps_for(dataset["packed_sequences"], 1, 1, 2) == 8
+    assert max(e["total_steps"] for e in of_type(items, "metrics")) == dataset["total_steps"] == 16
     # ...and what `lorapod dataset stats` and `lorapod estimate` say of the same spec before it runs.
     same = ["--tokenizer", str(demo_model), "--preset", "smoke"]
     same += [
@@ -76,7 +76,7 @@ def test_two_ranks_complete_with_one_rank_s_losses(demo_model: Path, tmp_path: P
     ]
     stats = json.loads(run_cli("dataset", "stats", str(SAMPLE), *same, "--json").stdout)
     estimate = json.loads(run_cli("estimate", "--dataset", str(SAMPLE), *same, "--set=model_size_b=1", "--json").stdout)
-    assert stats["steps_per_epoch"] == estimate["tokens_from"]["steps_per_epoch"] == 7
+    assert stats["steps_per_epoch"] == estimate["tokens_from"]["steps_per_epoch"] == 8
 
     losses, reference = step_losses(items), step_losses(events(tmp_path / "one"))
     assert sorted(losses) == sorted(reference) == list(range(1, 15))
@@ -108,7 +108,7 @@ def test_a_killed_rank_interrupts_the_job_and_a_restart_completes_it(demo_model:
     seqs = [e["seq"] for e in items]
     assert seqs == sorted(set(seqs))
     assert any("resuming from checkpoint-" in e.get("message", "") for e in of_type(items, "log"))
-    assert max(step_losses(items)) == 28
+    assert max(step_losses(items)) == 32
 
 
 def test_a_cancel_stops_both_ranks_at_one_step_with_one_checkpoint(demo_model: Path, tmp_path: Path) -> None:

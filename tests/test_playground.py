@@ -33,13 +33,15 @@ def greedy(workdir: Path, model_dir: Path, prompt: str, max_new_tokens: int) -> 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from engine.evaluation import generate
+    from engine.generation import generate_batched
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), str(workdir / "adapter"))
     messages: list[Message] = [{"role": "user", "content": prompt}]
     return {
-        side: generate(model, tokenizer, messages, "cpu", adapter=side == "adapter", max_new_tokens=max_new_tokens)
+        side: generate_batched(
+            model, tokenizer, [messages], "cpu", adapter=side == "adapter", max_new_tokens=max_new_tokens
+        )[0]
         for side in ("base", "adapter")
     }
 

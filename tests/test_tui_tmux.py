@@ -61,7 +61,7 @@ def test_lorapod_opens_the_dashboard_in_a_real_terminal(tmux: str, lorapod_home:
     try:
         _wait_for(tmux, "lorapod", "sorted by Created", "18-conver", "interrupted", "2 active", "$21.55 of $400.00")
         _tmux("send-keys", "-t", tmux, "?")
-        assert "Job monitor" in _wait_for(tmux, "Job monitor")
+        assert "Everything is on the keyboard" in _wait_for(tmux, "Everything is on the keyboard", "the jobs table")
         _tmux("send-keys", "-t", tmux, "Escape")
         _wait_for(tmux, "sorted by Created")
         _tmux("send-keys", "-t", tmux, "Enter")
