@@ -244,6 +244,8 @@ class Job:
 
     def _adopt_workdir(self) -> None:
         """Record the spec the job runs (a restart has already been checked to bring the same one)."""
+        if self.rank != 0:  # rank 0 alone writes the record: two ranks renaming one file race each other
+            return
         tmp = self.workdir.spec.with_suffix(".tmp")
         tmp.write_text(self.spec.model_dump_json(indent=2), encoding="utf-8")
         tmp.replace(self.workdir.spec)
