@@ -106,7 +106,11 @@ def event_detail(event: JobEvent) -> Text:
             text.append(f"suggested for a retry: {error.suggested}\n")
         text.append("\n" + (error.traceback or "(no traceback)"), style="dim")
     else:  # every field: the typed event's, or as it was sent for a type this version does not know
-        fields = typed.model_dump(mode="json", exclude={"type", "seq", "ts"}) if typed is not None else event.payload
+        fields = (
+            typed.model_dump(mode="json", exclude={"type", "seq", "ts", "v", "job_id"}, exclude_none=True)
+            if typed is not None
+            else event.payload
+        )
         text.append(json.dumps(fields, indent=2, default=str, ensure_ascii=False))
     return text
 
