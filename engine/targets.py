@@ -18,6 +18,7 @@ ledger in place of eval.json's where one exists.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -71,6 +72,12 @@ def _meets(value: float, threshold: float) -> bool:
     return value >= threshold - 1e-9
 
 
+def _shown(value: float, *, signed: bool = False) -> str:
+    """A fraction as a percent to 0.1%, rounded down: a result just short of its target never reads as on it."""
+    floored = math.floor(value * 1000 + 1e-9) / 1000
+    return f"{floored:+.1%}" if signed else f"{floored:.1%}"
+
+
 def _result(target: Target, status: Status, summary: str, **numbers: Any) -> dict[str, Any]:
     return {"label": target.label, "goal": target.goal, "status": status, "summary": summary, **numbers}
 
@@ -85,7 +92,7 @@ def _perplexity(target: Target, evaluation: Mapping[str, Any]) -> dict[str, Any]
         return _not_measured(target, "no held-out perplexity")
     reduction = 1.0 - adapter / base
     status: Status = "pass" if _meets(reduction, PERPLEXITY_REDUCTION) else "fail"
-    summary = f"{reduction:.1%} below the base ({base:.3g} → {adapter:.3g}); needs ≥ {PERPLEXITY_REDUCTION:.0%}"
+    summary = f"{_shown(reduction)} below the base ({base:.3g} → {adapter:.3g}); needs ≥ {PERPLEXITY_REDUCTION:.0%}"
     return _result(
         target, status, summary, base=base, adapter=adapter, reduction=reduction, threshold=PERPLEXITY_REDUCTION
     )
@@ -112,7 +119,7 @@ def _human(target: Target, human: Mapping[str, Any] | None) -> dict[str, Any]:
         preference = wins / losses - 1.0
     status: Status = "pass" if _meets(preference, HUMAN_PREFERENCE) else "fail"
     counted = f" ({wins:.0f} wins, {ties or 0:.0f} ties, {losses:.0f} losses)" if wins is not None else ""
-    how = "always" if preference == float("inf") else f"{preference:+.1%} as often as the base"
+    how = "always" if preference == float("inf") else f"{_shown(preference, signed=True)} as often as the base"
     summary = f"adapter preferred {how}{counted}; needs ≥ +{HUMAN_PREFERENCE:.0%}"
     numbers = {k: human[k] for k in ("wins", "ties", "losses", "win_rate", "ci95", "ratings") if k in human}
     return _result(
@@ -126,7 +133,7 @@ def _retention(target: Target, retention: Mapping[str, Any] | None) -> dict[str,
     if retained is None:
         return _not_measured(target, "no forgetting check")
     status: Status = "pass" if _meets(retained, RETENTION) else "fail"
-    summary = f"{retained:.1%} of the base model's score kept; needs ≥ {RETENTION:.0%}"
+    summary = f"{_shown(retained)} of the base model's score kept; needs ≥ {RETENTION:.0%}"
     numbers = {k: retention[k] for k in ("base_score", "adapter_score", "tasks") if retention and k in retention}
     return _result(target, status, summary, retained=retained, threshold=RETENTION, **numbers)
 
@@ -155,7 +162,7 @@ def _persona(target: Target, judge: Mapping[str, Any] | None) -> dict[str, Any]:
         rate = (wins + ties) / cases
     status: Status = "pass" if _meets(rate, PERSONA_MATCH) else "fail"
     of = f" of {cases:.0f} cases" if cases else ""
-    summary = f"persona voice matched in {rate:.1%}{of}; needs ≥ {PERSONA_MATCH:.0%}"
+    summary = f"persona voice matched in {_shown(rate)}{of}; needs ≥ {PERSONA_MATCH:.0%}"
     return _result(target, status, summary, match_rate=rate, cases=cases, threshold=PERSONA_MATCH)
 
 

@@ -44,6 +44,9 @@ def test_each_target_passes_or_fails_with_its_numbers() -> None:
     assert check_targets({}, human={"wins": 23, "ties": 0, "losses": 20})["human"]["status"] == "pass"
     assert check_targets({}, human={"win_rate": 0.6})["human"]["status"] == "pass"  # 0.6 ÷ 0.4: 1.5×
     assert check_targets({"retention": {"retained": 0.95}})["retention"]["status"] == "pass"
+    # Just short of a target never reads as on it: 15.49 → 10.85 is 29.96% below, shown as 29.9%, not 30.0%.
+    short = check_targets({"base_perplexity": 15.49, "adapter_perplexity": 10.85})["perplexity"]
+    assert short["status"] == "fail" and short["summary"].startswith("29.9% below the base")
 
 
 def test_an_absent_input_is_not_measured() -> None:
