@@ -117,6 +117,41 @@ async def _until(pilot: Any, condition: Any, timeout: float = 60) -> None:
     raise TimeoutError("the screen never got there")
 
 
+def _retry(job: str) -> Any:
+    """The retry dialog once its diff is in: the dialog is pushed by one worker and fills its table in another."""
+
+    async def run(pilot: Any) -> None:
+        from textual.widgets import DataTable
+
+        from tui.dialogs.retry import RetryDialog
+
+        await _settle(pilot)
+        pilot.app.retry_job(job)
+        await _until(
+            pilot,
+            lambda: isinstance(pilot.app.screen, RetryDialog) and pilot.app.screen.query_one(DataTable).row_count > 0,
+        )
+        await _settle(pilot)
+
+    return run
+
+
+def _dialog(method: str, job: str, dialog: str) -> Any:
+    """A dialog an action opens once a worker has read the job: waited for by its type, then settled."""
+
+    async def run(pilot: Any) -> None:
+        import importlib
+
+        module, _, name = dialog.rpartition(".")
+        kind = getattr(importlib.import_module(module), name)
+        await _settle(pilot)
+        getattr(pilot.app, method)(job)
+        await _until(pilot, lambda: isinstance(pilot.app.screen, kind))
+        await _settle(pilot)
+
+    return run
+
+
 SCREENS = {
     "jobs": _keys(),
     "jobs-marked": _keys("space", "down", "space"),
@@ -132,9 +167,9 @@ SCREENS = {
     "wizard-preset": _wizard("ctrl+n"),
     "wizard-resources": _wizard("ctrl+n", "ctrl+n"),
     "wizard-review": _wizard("ctrl+n", "ctrl+n", "ctrl+n"),
-    "cancel-confirm": _call("cancel_job", "00000002"),
-    "retry": _call("retry_job", "00000003"),
-    "download": _call("download", "00000001"),
+    "cancel-confirm": _dialog("cancel_job", "00000002", "tui.dialogs.confirm.ConfirmDialog"),
+    "retry": _retry("00000003"),
+    "download": _dialog("download", "00000001", "tui.dialogs.download.DownloadDialog"),
     "filters": _keys("f"),
 }
 
