@@ -38,13 +38,13 @@ EVALUATION_KEYS = (
 )  # fmt: skip
 
 
-def job_details(context: Context, job: TrainingJob, *, human: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything `show --json` prints about a job; ``human`` (ratings gathered since) replaces the evaluation's."""
+def job_details(context: Context, job: TrainingJob) -> dict[str, Any]:
+    """Everything `show --json` prints about a job, with what this machine measured after it ended (the judge run
+    from here, the ledger's human ratings) and the targets checked over all of it."""
     history = metrics_history(context.ledger, job.id)
     losses = [m.loss for m in history if m.loss is not None]
     eval_losses = [m.eval_loss for m in history if m.eval_loss is not None]
     evaluation = with_local_results(context.ledger, job.id, _last_payload(context, job, "eval") or {})
-    human = human if human is not None else evaluation.get("human")
     error = _last_payload(context, job, "error")
     return {
         "id": str(job.id),
@@ -73,9 +73,9 @@ def job_details(context: Context, job: TrainingJob, *, human: dict[str, Any] | N
             "best": min(losses) if losses else None,
             "best_eval": min(eval_losses) if eval_losses else None,
         },
-        "evaluation": {**{k: evaluation.get(k) for k in EVALUATION_KEYS}, "human": human or evaluation.get("human")},
-        # Checked here, not taken from the pod: human ratings come in after the job ended.
-        "targets": check_targets(evaluation, human=human),
+        "evaluation": {k: evaluation.get(k) for k in EVALUATION_KEYS},
+        # Checked here (with_local_results), not taken from the pod: ratings and a local judge come in later.
+        "targets": evaluation.get("targets") or check_targets(evaluation),
         "error": error,
         "attempts": [
             {
