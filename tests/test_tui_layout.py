@@ -25,6 +25,8 @@ from tui.dialogs.download import DownloadDialog
 from tui.following import ended_why
 from tui.messages import JobFinished
 from tui.widgets.job_table import JobTable
+from tui.widgets.keyed import NavTable
+from tui.widgets.table import Table
 
 pytestmark = pytest.mark.anyio
 
@@ -165,3 +167,27 @@ async def test_a_failed_jobs_toast_keeps_its_error_code(backend: Backend) -> Non
         await settle(pilot)
         (toast,) = [n for n in pilot.app._notifications if n.title == "Job finished"]
         assert "out_of_memory" in toast.message and toast.severity == "error"
+
+
+@pytest.mark.parametrize("kind", [Table, NavTable])
+async def test_a_tables_header_lines_up_with_rows_drawn_after_it(kind: type[Table]) -> None:
+    """A header drawn between a row's arrival and the table measuring it once kept its old widths."""
+    from textual.app import App, ComposeResult
+
+    class One(App[None]):
+        CSS = "Table { height: 6; }"  # a fixed height: the new row does not resize the table
+
+        def compose(self) -> ComposeResult:
+            yield kind()
+
+    app = One()
+    async with app.run_test(size=(80, 10)) as pilot:
+        table = app.query_one(kind)
+        table.add_columns("field", "before", "retry")
+        await pilot.pause()
+        table.add_row("gradient_accumulation_steps", "4", "8")
+        table.render_line(0)  # the screen paints before the table is next idle
+        await pilot.pause()
+        header, row = table.render_line(0).text, table.render_line(1).text
+        assert header.index("before") == row.index("4")
+        assert header.index("retry") == row.index("8")

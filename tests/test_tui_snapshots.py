@@ -121,15 +121,14 @@ def _retry(job: str) -> Any:
     """The retry dialog once its diff is in: the dialog is pushed by one worker and fills its table in another."""
 
     async def run(pilot: Any) -> None:
-        from textual.widgets import DataTable
-
         from tui.dialogs.retry import RetryDialog
+        from tui.widgets.table import Table
 
         await _settle(pilot)
         pilot.app.retry_job(job)
         await _until(
             pilot,
-            lambda: isinstance(pilot.app.screen, RetryDialog) and pilot.app.screen.query_one(DataTable).row_count > 0,
+            lambda: isinstance(pilot.app.screen, RetryDialog) and pilot.app.screen.query_one(Table).row_count > 0,
         )
         await _settle(pilot)
 

@@ -7,11 +7,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, RadioSet, Static
+from textual.widgets import Button, RadioSet, Static
 
 from engine.config import FieldChange
 from tui.errors import ReportsWorkerErrors
 from tui.widgets.choices import Choice
+from tui.widgets.table import Table
 
 
 class RetryDialog(ReportsWorkerErrors, ModalScreen[bool | None]):
@@ -34,13 +35,13 @@ class RetryDialog(ReportsWorkerErrors, ModalScreen[bool | None]):
                     "The values its failure suggested", value=self.has_suggestion, id="suggested",
                     disabled=not self.has_suggestion,
                 )  # fmt: skip
-            yield DataTable(id="diff", cursor_type="none")
+            yield Table(id="diff", cursor_type="none")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Start the retry", variant="primary", id="start")
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns("field", "before", "retry")
+        self.query_one(Table).add_columns("field", "before", "retry")
         self.show_diff()
 
     def _suggested(self) -> bool:
@@ -56,7 +57,7 @@ class RetryDialog(ReportsWorkerErrors, ModalScreen[bool | None]):
         self.app.call_from_thread(self._fill, changes)
 
     def _fill(self, changes: list[FieldChange]) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one(Table)
         table.clear()
         for change in changes:
             table.add_row(change.field, str(change.before), str(change.after))

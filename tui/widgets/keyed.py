@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable
 from textual.widgets import Footer as TextualFooter
 from textual.widgets._footer import FooterKey
+
+from tui.widgets.table import Table
 
 # Shown first in every footer, so a narrow terminal cuts screen actions rather than these.
 PINNED_KEYS = ("question_mark", "q")
@@ -23,7 +24,7 @@ class Footer(TextualFooter):
         yield from pinned + [key for key in keys if key not in pinned]
 
 
-class NavTable(DataTable[Any]):
+class NavTable(Table):
     """A row table that also moves with j/k, g/G and Home/End (first and last row)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
