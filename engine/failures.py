@@ -79,7 +79,21 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def _is_oom(exc: BaseException) -> bool:
     name = type(exc).__name__
     text = str(exc).lower()
-    return name == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text
+    return (
+        isinstance(exc, MemoryError)
+        or name == "OutOfMemoryError"
+        or "out of memory" in text
+        or "can't allocate memory" in text
+    )
+
+
+def _oom_message(exc: BaseException) -> str:
+    """The error's own first line when it says what ran out ("CUDA out of memory. Tried to allocate …"), else
+    one that does: never "out of memory: CUDA out of memory"."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "memory" in first.lower():
+        return first
+    return f"out of memory: {first}" if first else f"out of memory ({type(exc).__name__})"
 
 
 def classify(exc: BaseException, spec: JobSpec | None) -> Failure:
@@ -119,7 +133,7 @@ def _classify_one(exc: BaseException, spec: JobSpec | None) -> Failure | None:  
         )
     if _is_oom(exc):
         hint, suggested = _oom_suggestion(spec) if spec else ("use smaller batches or shorter sequences", {})
-        return Failure("out_of_memory", f"out of memory: {text.splitlines()[0] if text else name}", hint, suggested)
+        return Failure("out_of_memory", _oom_message(exc), hint, suggested)
     if isinstance(exc, NonFiniteLoss):
         lr = spec.hyperparameters.learning_rate if spec else None
         suggested = {"learning_rate": lr / 2} if lr else {}

@@ -393,3 +393,26 @@ def test_a_limit_crossed_in_a_long_stage_stops_it_without_waiting_for_its_end(de
     assert items[-1]["stage"] == "cancelled" and items[-1]["limit"] == "cost"
     assert "max_cost_usd" in items[-1]["message"]
     assert of_type(items, "cost")[-1]["elapsed"] < 30  # not the 600 s the stage would have taken
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        ("CUDA out of memory. Tried to allocate 2.00 GiB", "CUDA out of memory. Tried to allocate 2.00 GiB"),
+        ("", "out of memory (OutOfMemoryError)"),
+    ],
+)
+def test_an_out_of_memory_message_says_it_once(error: str, message: str) -> None:
+    import torch
+
+    from engine.failures import classify
+
+    failure = classify(torch.OutOfMemoryError(error), None)
+    assert (failure.category, failure.message) == ("out_of_memory", message)
+
+
+def test_a_python_memory_error_is_out_of_memory() -> None:
+    from engine.failures import classify
+
+    failure = classify(MemoryError(), None)
+    assert (failure.category, failure.message) == ("out_of_memory", "out of memory (MemoryError)")
