@@ -58,7 +58,11 @@ SUITES: dict[str, Callable[[], list[dict[str, Any]]]] = {
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
+    """The machine, and how busy it was as the suite began: figures taken beside other work say so."""
+    busy = f", load {os.getloadavg()[0]:.1f}"
+    if (priority := os.nice(0)) != 0:
+        busy += f", run at nice {priority}"
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}{busy}"
 
 
 def main(argv: list[str]) -> int:

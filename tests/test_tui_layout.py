@@ -191,3 +191,34 @@ async def test_a_tables_header_lines_up_with_rows_drawn_after_it(kind: type[Tabl
         header, row = table.render_line(0).text, table.render_line(1).text
         assert header.index("before") == row.index("4")
         assert header.index("retry") == row.index("8")
+
+
+async def test_the_supervisor_starts_once_the_first_page_is_on_screen(backend: Backend) -> None:
+    """`lorapod` starts the background supervisor after its first paint, so the two do not share the CPU."""
+    rows_then: list[int] = []
+    app = LorapodApp(
+        backend, follow=False, after_first_page=lambda: rows_then.append(app.screen.query_one(JobTable).row_count)
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert len(rows_then) == 1 and rows_then[0] > 0  # once, with the jobs already shown
+        app.screen.refresh_all()  # type: ignore[attr-defined]
+        await settle(pilot)
+        assert len(rows_then) == 1
+
+
+async def test_the_supervisor_starts_even_when_no_page_can_be_read(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tui.app
+
+    def unreadable(*_: Any) -> Any:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(backend, "jobs", unreadable)
+    monkeypatch.setattr(tui.app, "FIRST_PAGE_WAIT_S", 0.2)
+    started: list[bool] = []
+    app = LorapodApp(backend, follow=False, after_first_page=lambda: started.append(True))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.6)
+        assert started == [True]

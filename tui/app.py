@@ -8,6 +8,7 @@ The app only wires things together: screens live in ``tui/screens``, dialogs in 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from tui.messages import JobChanged, JobFinished, LedgerSynced
 
 # How often the dashboard looks for live jobs it does not follow yet (started from another shell, say).
 DISCOVER_EVERY_S = 2.0
+FIRST_PAGE_WAIT_S = 3.0  # what waits for the first page starts after this at the latest
 
 
 class LorapodApp(ReportsWorkerErrors, App[None]):
@@ -44,17 +46,22 @@ class LorapodApp(ReportsWorkerErrors, App[None]):
         Binding("q", "quit", "Quit", id="app.quit", tooltip="Leave; running jobs keep running"),
     ]
 
-    def __init__(self, backend: Backend | None = None, *, follow: bool = True) -> None:
+    def __init__(
+        self, backend: Backend | None = None, *, follow: bool = True, after_first_page: Callable[[], None] | None = None
+    ) -> None:
         super().__init__()
         self.backend = backend or Backend()
         self.followers = Followers(self, self.backend)
         self.follow_jobs = follow
         self.marked: set[str] = set()  # jobs marked for compare or export, shared by every screen
+        self._after_first_page = after_first_page
 
     def on_mount(self) -> None:
         from tui.screens.jobs import JobsScreen
 
         self.push_screen(JobsScreen())
+        if self._after_first_page is not None:  # a ledger that cannot be read shows no page: not forever
+            self.set_timer(FIRST_PAGE_WAIT_S, self.first_page_shown)
         if self.follow_jobs:
             self.followers.start_all()
             self.set_interval(2.0, self.check_alerts)
@@ -63,6 +70,12 @@ class LorapodApp(ReportsWorkerErrors, App[None]):
             if self.backend.sync_state is not None and interval > 0:
                 self.sync_ledger()
                 self.set_interval(interval, self.sync_ledger)
+
+    def first_page_shown(self) -> None:
+        """The jobs table has its first page: what was held back so as not to slow it down starts now."""
+        start, self._after_first_page = self._after_first_page, None
+        if start is not None:
+            start()
 
     # --- messages from followers ---------------------------------------------------------------------
 
@@ -121,6 +134,8 @@ class LorapodApp(ReportsWorkerErrors, App[None]):
             self.pop_screen()
         if not isinstance(self.screen, JobsScreen):
             self.push_screen(JobsScreen())
+        if self._after_first_page is not None:  # a ledger that cannot be read shows no page: not forever
+            self.set_timer(FIRST_PAGE_WAIT_S, self.first_page_shown)
 
     def action_show_costs(self) -> None:
         from tui.screens.costs import CostsScreen
@@ -331,11 +346,13 @@ def run(backend: Backend | None = None) -> None:
     job is followed after it closes too."""
     import threading
 
-    app = LorapodApp(backend)
+    def supervise() -> None:
+        threading.Thread(target=_supervise, args=(app.backend.settings.paths,), name="supervisor", daemon=True).start()
+
+    # Started once the jobs table shows its first page: a fresh supervisor (a Python start and its imports)
+    # started before or beside the dashboard took the CPU its first paint needed.
+    app = LorapodApp(backend, after_first_page=supervise)
     log_to_file(app.backend.settings.paths.data_dir)
-    # Started beside the dashboard, not before it: waiting for a fresh supervisor to come up (a Python start
-    # and its imports) used to delay the first paint by as long again.
-    threading.Thread(target=_supervise, args=(app.backend.settings.paths,), name="supervisor", daemon=True).start()
     app.run()
 
 

@@ -124,6 +124,7 @@ class JobsScreen(ReportsWorkerErrors, Screen[None]):
         self.total = page.total
         self.query_one(JobTable).show(page.jobs, now)
         self._show_query()
+        self.lorapod.first_page_shown()
 
     def _show_summary(self, summary: Summary) -> None:
         if not self.is_mounted:
