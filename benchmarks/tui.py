@@ -63,7 +63,7 @@ async def _jobs_screen(home: Path) -> list[dict[str, Any]]:
     from store.db import Ledger
     from store.settings import load_settings
     from tests.tui_fixtures import NOW, many_jobs, workers_done
-    from tui.app import LorapodApp
+    from tui.app import LorapodApp, settle_memory
     from tui.backend import Backend
     from tui.screens.jobs import PAGE, JobsScreen
     from tui.widgets.job_table import JobTable
@@ -71,7 +71,8 @@ async def _jobs_screen(home: Path) -> list[dict[str, Any]]:
     os.environ["LORAPOD_HOME"] = str(home)
     settings = load_settings()
     many_jobs(Ledger(settings.paths.ledger), 10_000)
-    app = LorapodApp(Backend(settings, clock=lambda: NOW), follow=False)
+    # As `lorapod` opens it: the memory built for the first page set aside once it shows (no supervisor here).
+    app = LorapodApp(Backend(settings, clock=lambda: NOW), follow=False, after_first_page=settle_memory)
     results: dict[str, list[float]] = {"load": [], "scroll": [], "filter": [], "sort": []}
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.5)

@@ -222,3 +222,15 @@ async def test_the_supervisor_starts_even_when_no_page_can_be_read(
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.6)
         assert started == [True]
+
+
+def test_settling_the_memory_sets_what_is_built_aside_from_the_collector() -> None:
+    import gc
+
+    from tui.app import settle_memory
+
+    try:
+        settle_memory()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
