@@ -4,7 +4,9 @@ once idle."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -92,6 +94,19 @@ def test_a_runpod_jobs_adapter_is_served_on_a_pod_billed_and_deleted_once_idle(
     wait_for(lambda: not status(resolve_paths({"LORAPOD_HOME": str(lorapod_home)})).running, timeout=60)
 
 
+def _files_holding(root: Path, needle: bytes) -> list[Path]:
+    """Files under ``root`` (links followed, virtualenvs skipped) whose bytes hold ``needle``."""
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = [d for d in dirs if d not in ("venvs", "wheels")]
+        for name in files:
+            path = Path(folder) / name
+            with contextlib.suppress(OSError):
+                if needle in path.read_bytes():
+                    found.append(path)
+    return found
+
+
 def _adapter_package_here(ledger: Ledger, home: Path, job_id: uuid.UUID, spec: JobSpec, demo_model: Path) -> Path:
     """What the supervisor keeps of a finished RunPod job that ran without a network volume: its packages,
     copied here off its pod (the pod and its disk are gone), recorded in the ledger with their sha256."""
@@ -169,6 +184,8 @@ def test_a_job_without_a_volume_gets_a_playground_on_the_stock_image_with_its_ad
     assert token not in json.dumps(pod.body) and token not in json.dumps(pod.record())
     assert token not in pod_log and token not in (pod.folder / "container.log").read_text(errors="replace")
     assert token.encode() not in (lorapod_home / "ledger.sqlite").read_bytes()
+    assert token not in answered.stdout + answered.stderr
+    assert _files_holding(lorapod_home, token.encode()) == []  # the ledger, lorapod's logs, the pod's volume
     secrets_dir = Path(env["LORAPOD_RUNPOD_SECRETS_DIR"])
     assert not secrets_dir.exists() or list(secrets_dir.iterdir()) == []  # taken, then removed
 
