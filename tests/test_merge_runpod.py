@@ -4,6 +4,7 @@ work is refused before anything is rented."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import uuid
@@ -186,3 +187,43 @@ def test_a_download_that_fails_its_checksum_deletes_the_pod_and_keeps_the_merge_
     assert attempt.outcome == "merge-download-failed" and attempt.ended_at is not None and attempt.cost_usd > 0
     assert weights.exists()  # kept on the volume: the next merge pod serves it without merging again
     assert not (tmp_path / "out" / "model.safetensors").exists()  # a file that does not check out is not kept
+
+
+def test_a_cut_download_resumes_where_it_stopped_and_a_part_that_does_not_add_up_is_fetched_again(
+    tmp_path: Path,
+) -> None:
+    from starlette.testclient import TestClient
+
+    from engine.merge_pod import Merge, create_app
+    from engine.pod_secrets import token_sha256
+    from engine.workdir import Workdir
+    from remote.runpod.merge_download import MergePodClient
+
+    work = Workdir(tmp_path / "job")
+    (work.root / "merged").mkdir(parents=True)
+    payload = bytes(range(256)) * 12_345
+    (work.root / "merged" / "model.safetensors").write_bytes(payload)
+    (work.root / "spec.json").write_text("{}")
+    merge = Merge(work, tmp_path / "models")
+    merge.files = [{"name": "model.safetensors", "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}]
+    merge.state = "merged"
+    token = "merge-pod-token-for-this-test"
+    with TestClient(create_app(merge, token_sha256(token)), base_url="http://pod") as http:
+        assert http.get("/merge").status_code == 401  # the pod API's token, as every pod route needs
+        http.headers["Authorization"] = f"Bearer {token}"
+        assert http.get("/merge/files/..%2Fspec.json").status_code == 404  # the manifest's files, nothing else
+        client = MergePodClient("http://pod", token, http=http)
+        target = tmp_path / "out" / "model.safetensors"
+        part = target.with_name("model.safetensors.part")
+        part.parent.mkdir()
+        part.write_bytes(payload[:1_000_000])  # a transfer cut at 1 MB
+        fetched: list[int] = []
+        client.download(merge.files[0], target, fetched.append)
+        assert target.read_bytes() == payload and sum(fetched) == len(payload) - 1_000_000  # only the rest came
+        assert not part.exists()
+
+        target.unlink()
+        part.write_bytes(b"x" * 1000)  # not this file's beginning: its checksum fails, so it comes again whole
+        fetched.clear()
+        client.download(merge.files[0], target, fetched.append)
+        assert target.read_bytes() == payload and sum(fetched) == (len(payload) - 1000) + len(payload)
