@@ -5,7 +5,8 @@ served to the machine that asked for them.
 (its workdir on the network volume) into the base weights already in the volume's Hugging Face cache, with
 ``python -m engine merge`` in a subprocess, into ``merged/`` beside the adapter; writes a manifest (each file's
 name, size and sha256); serves the files with HTTP Range, so a cut download resumes where it stopped; and
-deletes its own pod once the client says it has them, or after ``LORAPOD_LINGER_S`` without a word. The
+deletes its own pod once the client says it has them, or once the client has been silent for ``LORAPOD_LINGER_S``
+(a download under way is not silence). The
 watchdog deletes it after ``LORAPOD_MAX_SECONDS`` whatever happens. No secret reaches this pod.
 
 Routes (all but ``/health`` need ``Authorization: Bearer <token>``, the pod API's token)::
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,10 +36,11 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse
 from fastapi.telemetry import TelemetryConfig
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.checksums import sha256_file
 from engine.config import JobSpec
-from engine.serve import _SHA256, _BearerAuth, bearer_digest
+from engine.serve import _SHA256, PUBLIC_PATHS, _BearerAuth, bearer_digest
 from engine.workdir import Workdir
 
 log = logging.getLogger("engine.merge_pod")
@@ -50,7 +53,13 @@ State = Literal["merging", "merged", "failed"]
 class Merge:
     """One merge of a job's adapter: its state, its manifest once done, and the client's word that it is over."""
 
-    def __init__(self, workdir: Workdir, models_dir: Path, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        workdir: Workdir,
+        models_dir: Path,
+        python: str = sys.executable,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.workdir = workdir
         self.models_dir = models_dir
         self.python = python
@@ -65,6 +74,13 @@ class Merge:
         self.ended = threading.Event()  # merged or failed
         self.released = threading.Event()  # the client is done with it
         self.process: subprocess.Popen[str] | None = None
+        self.clock = clock
+        self.requests = 0  # the client's requests under way: a file of many GB downloads for longer than the linger
+        self.last_request = clock()
+
+    def idle_s(self) -> float:
+        """How long the client has been silent: no request under way, none since."""
+        return 0.0 if self.requests else self.clock() - self.last_request
 
     def describe(self) -> dict[str, Any]:
         seconds = self.seconds if self.seconds is not None else time.monotonic() - self.started
@@ -134,6 +150,7 @@ class Merge:
     def _end(self, state: State, reason: str | None = None) -> None:
         self.state, self.reason = state, reason
         self.seconds = time.monotonic() - self.started
+        self.last_request = max(self.last_request, self.clock())  # the linger counts from here at the earliest
         log.info("merge %s%s after %.0f s", state, f": {reason}" if reason else "", self.seconds)
         self.ended.set()
 
@@ -152,6 +169,35 @@ class Merge:
         self.released.set()
 
 
+class _Activity:
+    """Counts the client's requests under way and notes when the last ended (``Merge.idle_s``); a finally
+    block, so a download cut off by the client ends too."""
+
+    def __init__(self, app: ASGIApp, merge: Merge) -> None:
+        self.app = app
+        self.merge = merge
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        self.merge.requests += 1  # one event loop: no lock needed
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.merge.requests -= 1
+            self.merge.last_request = self.merge.clock()
+
+
+def await_release(merge: Merge, linger_s: float, poll_s: float = 5.0) -> bool:
+    """Once the merge has ended: wait until the client says it is done (True), or has been silent for
+    ``linger_s`` (False)."""
+    while not merge.released.wait(poll_s):
+        if merge.idle_s() >= linger_s:
+            return False
+    return True
+
+
 class DoneBody(BaseModel):
     keep: bool = False
 
@@ -162,6 +208,7 @@ def create_app(merge: Merge, digest: str) -> FastAPI:
         raise ValueError("the merge pod needs its token's sha256")
     off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "auto_configure": False}
     app = FastAPI(title="lorapod merge", docs_url=None, redoc_url=None, openapi_url=None, telemetry=off)
+    app.add_middleware(_Activity, merge=merge)  # inside the token check: only the client keeps the pod up
     app.add_middleware(_BearerAuth, token_sha256=digest)
 
     def health() -> dict[str, Any]:
@@ -218,8 +265,8 @@ def pod_main() -> int:
 
     def lifecycle() -> None:
         merge.run()
-        if not merge.released.wait(config.linger_s):
-            log.warning("no word from the client within %.0f s: the merged files stay on the volume", config.linger_s)
+        if not await_release(merge, config.linger_s):
+            log.warning("no word from the client for %.0f s: the merged files stay on the volume", config.linger_s)
         pod.delete_pod(f"the merge has {merge.state}")
         server.should_exit = True
 

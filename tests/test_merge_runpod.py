@@ -227,3 +227,28 @@ def test_a_cut_download_resumes_where_it_stopped_and_a_part_that_does_not_add_up
         fetched.clear()
         client.download(merge.files[0], target, fetched.append)
         assert target.read_bytes() == payload and sum(fetched) == (len(payload) - 1000) + len(payload)
+
+
+def test_the_merge_pod_lingers_while_its_client_talks_to_it_and_not_longer(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from engine.merge_pod import Merge, await_release, create_app
+    from engine.pod_secrets import token_sha256
+    from engine.workdir import Workdir
+
+    now = [0.0]
+    merge = Merge(Workdir(tmp_path / "job"), tmp_path / "models", clock=lambda: now[0])
+    merge.state = "merged"
+    token = "merge-pod-token-for-this-test"
+    with TestClient(create_app(merge, token_sha256(token)), base_url="http://pod") as http:
+        now[0] = 500.0
+        assert merge.idle_s() == 500.0
+        http.get("/health")  # anyone may ask its health: that keeps nothing up
+        http.get("/merge")  # no token: refused, and no more a sign of the client
+        assert merge.idle_s() == 500.0
+        assert await_release(merge, linger_s=400, poll_s=0.01) is False  # silent past the linger: it goes
+        http.get("/merge", headers={"Authorization": f"Bearer {token}"})  # the client: the linger starts again
+        now[0] = 600.0
+        assert merge.idle_s() == 100.0
+        http.post("/merge/done", headers={"Authorization": f"Bearer {token}"}, json={"keep": True})
+    assert await_release(merge, linger_s=400, poll_s=0.01) is True
