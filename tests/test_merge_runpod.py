@@ -151,7 +151,9 @@ def test_ctrl_c_while_the_pod_starts_deletes_it_and_closes_its_attempt(
     try:
         process = spawn("export-model", str(job.id)[:8], "--merged", "--on-pod", "--yes", "-o", str(tmp_path / "o"),
                         env=cluster.env(lorapod_home))  # fmt: skip
-        wait_for(lambda: bool(list_attempts(ledger, job.id)), timeout=120, interval=0.2)
+        asked = len(cluster.standin.proxied)
+        # Waiting for the pod to answer: its attempt is recorded and the client asks the proxy for its health.
+        wait_for(lambda: ("GET", "/health") in cluster.standin.proxied[asked:], timeout=120, interval=0.2)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=120)
     finally:

@@ -163,10 +163,11 @@ class RunPodMerges:
             self.ledger, job.id, provider="runpod", handle=handle.model_dump(), rate_usd_per_hour=rate,
             gpu_count=spec.resources.gpu_count,
         )  # fmt: skip
-        say(f"merge pod {pod.id} created ({pod.gpu or quote.gpu}, ${rate:.2f}/h)")
-        client = MergePodClient(self.settings.runpod_proxy_url.format(pod_id=pod.id, port=POD_API_PORT), token)
+        client: MergePodClient | None = None
         outcome, released = "merge-interrupted", False  # Ctrl-C, or anything unforeseen
-        try:
+        try:  # from the attempt's start on, the pod is deleted and billed however this ends
+            say(f"merge pod {pod.id} created ({pod.gpu or quote.gpu}, ${rate:.2f}/h)")
+            client = MergePodClient(self.settings.runpod_proxy_url.format(pod_id=pod.id, port=POD_API_PORT), token)
             try:
                 status = self._await_merge(client, pod.id, say)
             except ExportError:
@@ -184,9 +185,10 @@ class RunPodMerges:
             released = client.done(keep=False)
             outcome = "merged"
         finally:
-            if not released:
-                client.done(keep=outcome != "merge-failed")  # a merge already made is kept for the next try
-            client.close()
+            if client is not None:
+                if not released:
+                    client.done(keep=outcome != "merge-failed")  # a merge already made is kept for the next try
+                client.close()
             cost = self._delete(pod.id, attempt.id, outcome)
         say(f"merge pod {pod.id} deleted; it cost ${cost:.4f}")
         return MergeOnPod(pod.id, pod.gpu or quote.gpu, rate, cost, status.get("seconds"), files)
