@@ -165,7 +165,7 @@ def test_ctrl_c_while_the_pod_starts_deletes_it_and_closes_its_attempt(
     assert attempt.outcome == "merge-interrupted" and attempt.ended_at is not None
 
 
-def test_a_download_that_fails_its_checksum_deletes_the_pod_and_keeps_the_merge_for_the_next_try(
+def test_a_download_that_fails_deletes_the_pod_and_the_same_command_goes_on_where_it_stopped(
     cluster: Cluster, demo_model: Path, lorapod_home: Path, ledger: Ledger, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
@@ -187,8 +187,23 @@ def test_a_download_that_fails_its_checksum_deletes_the_pod_and_keeps_the_merge_
     assert pod_id in cluster.standin.deleted
     (attempt,) = list_attempts(ledger, job.id)
     assert attempt.outcome == "merge-download-failed" and attempt.ended_at is not None and attempt.cost_usd > 0
-    assert weights.exists()  # kept on the volume: the next merge pod serves it without merging again
-    assert not (tmp_path / "out" / "model.safetensors").exists()  # a file that does not check out is not kept
+    assert weights.exists()  # kept on the volume for the next merge pod, which checks it before serving it
+    out = tmp_path / "out"
+    assert not (out / "model.safetensors").exists()  # a file that does not check out is not kept
+    assert (out / "config.json").is_file()  # those that did are
+
+    # Given the same folder again, the download goes on there: the files already checked are not fetched again,
+    # and the damaged merge on the volume is found out and made again.
+    asked = len(cluster.standin.proxied)
+    again = lorapod("export-model", str(job.id)[:8], "--merged", "--yes", "-o", str(out), env=cluster.env(lorapod_home))
+    assert again.returncode == 0, again.stderr[-3000:]
+    fetched = {path for method, path in cluster.standin.proxied[asked:] if path.startswith("/merge/files/")}
+    assert "/merge/files/model.safetensors" in fetched and "/merge/files/config.json" not in fetched
+    local = tmp_path / "local"
+    merge_locally(cluster.workdir(str(job.id)) / "adapter", "demo:tiny-llama", local,
+                  models_dir=cluster.volume / "lorapod" / "models", token=None)  # fmt: skip
+    assert {name: sha for name, sha in _files(out).items() if name != "README.md"} == _files(local)
+    assert [a.outcome for a in list_attempts(ledger, job.id)] == ["merge-download-failed", "merged"]
 
 
 def test_a_cut_download_resumes_where_it_stopped_and_a_part_that_does_not_add_up_is_fetched_again(

@@ -29,7 +29,7 @@ from remote.exports import ExportError
 from remote.provider import RunHandle
 from remote.runpod.client import NoInstances, RestClient
 from remote.runpod.errors import RunPodError
-from remote.runpod.merge_download import MergePodClient
+from remote.runpod.merge_download import PARTIAL_MARKER, MergePodClient
 from remote.runpod.plan import plan_pod
 from remote.runpod.pods import POD_API_PORT, PodInfo
 from remote.runpod.prices import estimated_rate
@@ -224,6 +224,8 @@ class RunPodMerges:
         total = sum(int(f["size"]) for f in files)
         say(f"merged on the pod: downloading {len(files)} files ({total / 1e9:.2f} GB) into {out_dir}")
         out_dir.mkdir(parents=True, exist_ok=True)
+        marker = out_dir / PARTIAL_MARKER
+        marker.write_text("a merged model downloading from a merge pod: give this folder again to go on\n")
         root = out_dir.resolve()
         for entry in files:
             target = (out_dir / str(entry["name"])).resolve()
@@ -231,6 +233,7 @@ class RunPodMerges:
                 raise ExportError(f"the merge pod named a file outside the output folder: {entry['name']}")
             client.download(entry, target)
             say(f"  {entry['name']} ({int(entry['size']) / 1e6:.1f} MB, sha256 checked)")
+        marker.unlink()
 
     def _create(self, job: TrainingJob, spec: JobSpec, quote: MergeQuote, token: str) -> PodInfo:
         settings = self.settings

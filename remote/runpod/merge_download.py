@@ -17,6 +17,9 @@ from remote.exports import ExportError
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
+# In an output folder while a merge pod's files download into it: a folder holding it may be given again, and
+# the download goes on there (the files already checked are kept, a cut one resumes).
+PARTIAL_MARKER = ".lorapod-merge-download"
 RETRIES = 5  # cut transfers resumed per file before the download gives up
 
 
@@ -64,6 +67,8 @@ class MergePodClient:
         name, size, sha256 = str(entry["name"]), int(entry["size"]), str(entry["sha256"])
         part = target.with_name(target.name + ".part")
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_file() and target.stat().st_size == size and sha256_file(target) == sha256:
+            return  # downloaded and checked by an earlier run that was cut off later
         for attempt in range(RETRIES + 1):
             have = part.stat().st_size if part.exists() else 0
             if have > size:  # not this file's beginning: start again
@@ -76,7 +81,8 @@ class MergePodClient:
                 if attempt == RETRIES:
                     raise ExportError(
                         f"downloading {name} from the merge pod failed {RETRIES + 1} times ({exc}); "
-                        f"{part.stat().st_size if part.exists() else 0} of {size} bytes are in {part}"
+                        f"{part.stat().st_size if part.exists() else 0} of {size} bytes are in {part}: give the same "
+                        "output folder again to go on where it stopped"
                     ) from None
                 log.info("download of %s cut at %d bytes (%s): resuming", name, have, type(exc).__name__)
                 time.sleep(min(2**attempt, 10))
@@ -87,7 +93,10 @@ class MergePodClient:
             part.unlink()  # a resumed part that does not add up: fetched again whole
             if attempt == RETRIES:
                 break
-        raise ExportError(f"{name}: the downloaded file's sha256 does not match the merge pod's manifest")
+        raise ExportError(
+            f"{name}: the downloaded file's sha256 does not match the merge pod's manifest; the merged files stay on "
+            "the volume, and the next merge pod checks them again (give the same output folder to go on)"
+        )
 
     def _fetch(self, name: str, part: Path, have: int, on_bytes: Callable[[int], None] | None) -> None:
         headers = {"Range": f"bytes={have}-"} if have else {}

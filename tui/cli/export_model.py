@@ -20,6 +20,7 @@ from remote.exports import (
     push_folder,
     unpack_adapter,
 )
+from remote.runpod.merge_download import PARTIAL_MARKER
 from store.jobs import job_spec, short_id
 from store.models import TrainingJob
 from store.report.data import gather
@@ -32,14 +33,14 @@ if TYPE_CHECKING:
     from remote.runpod.merge import MergeOnPod
 
 
-def _check_options(output: Path | None, repo_id: str | None, private: bool) -> None:
+def _check_options(output: Path | None, repo_id: str | None, private: bool, resumed: bool) -> None:
     if output is None and repo_id is None:
         raise click.UsageError("give -o FOLDER, --push-to-hub REPO, or both")
     if private and repo_id is None:
         raise click.UsageError("--private goes with --push-to-hub")
     if repo_id is not None and repo_id.count("/") != 1:
         raise click.UsageError(f"--push-to-hub {repo_id}: expected owner/name")
-    if output is not None and output.exists() and any(output.iterdir()):
+    if output is not None and output.exists() and any(output.iterdir()) and not resumed:
         raise click.UsageError(f"-o {output}: not empty; give a new or empty folder")
 
 
@@ -62,7 +63,10 @@ def export_model(
     """Export a finished job's adapter (or, with --merged, the base model with it merged) with a model card:
     into a folder (-o), to the Hugging Face Hub (--push-to-hub, token from HF_TOKEN), or both. A RunPod job's
     model too big to merge here is merged on a pod (its rate shown first) and downloaded."""
-    _check_options(output, repo_id, private)
+    # A merge pod's download cut off in this folder: it goes on there, from a merge pod again.
+    resumed = merged and output is not None and (output / PARTIAL_MARKER).is_file()
+    _check_options(output, repo_id, private, resumed)
+    on_pod = on_pod or resumed
     if on_pod and not merged:
         raise click.UsageError("--on-pod goes with --merged")
     context = open_context()
