@@ -16,7 +16,7 @@ import presets
 from engine.checksums import sha256_file
 from remote.exports import ExportError, merge_locally
 from remote.runpod.merge import RunPodMerges
-from store.attempts import list_attempts
+from store.attempts import list_attempts, start_attempt
 from store.db import Ledger
 from store.jobs import get_job
 from store.models import TrainingJob
@@ -141,6 +141,20 @@ def test_what_cannot_work_is_refused_before_any_pod_is_created(
                         env={**env, "LORAPOD_RUNPOD_NETWORK_VOLUME_ID": ""})  # fmt: skip
     assert no_volume.returncode == 1 and "ran without a network volume" in no_volume.stderr, no_volume.stderr
     assert not any(method == "POST" and path == "/v1/pods" for method, path, _ in cluster.standin.requests[before:])
+
+
+def test_a_merge_attempt_left_open_by_a_killed_client_is_closed_once_its_pod_is_gone(
+    cluster: Cluster, demo_model: Path, lorapod_home: Path, ledger: Ledger, tmp_path: Path
+) -> None:
+    job = _runpod_job(cluster, ledger, demo_model, adapter=False)
+    handle = {"provider": "runpod", "job_id": str(job.id), "workdir": "/workspace/x", "pod_id": "podgonelongago",
+              "extra": {"merge": True}}  # fmt: skip
+    start_attempt(ledger, job.id, provider="runpod", handle=handle, rate_usd_per_hour=2.5, gpu_count=1)
+    asked = lorapod("export-model", str(job.id)[:8], "--merged", "--on-pod", "-o", str(tmp_path / "o"),
+                    env=cluster.env(lorapod_home))  # fmt: skip
+    assert asked.returncode == 2, asked.stderr[-2000:]  # only the quote: nothing rented
+    (attempt,) = list_attempts(ledger, job.id)
+    assert attempt.outcome == "merge-gone" and attempt.ended_at is not None and attempt.cost_usd > 0
 
 
 def test_ctrl_c_while_the_pod_starts_deletes_it_and_closes_its_attempt(

@@ -46,6 +46,7 @@ NAME_PREFIX = "lorapod-merge-"
 KIND = "merge"
 MERGED_SHARE = 1.05  # the merged weights, with the tokenizer, config and a margin
 POLL_S = 2.0
+GONE_OUTCOME = "merge-gone"
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class RunPodMerges:
             )
         if not self.settings.runpod_image:
             raise ExportError("the merge pod runs lorapod's image: set runpod_image (docs/runpod.md)")
+        self.close_gone(job.id)
         plan = plan_pod(self.settings, spec, self.rest, hub=False)
         found = plan.network_volume or {}
         if found.get("size_gb") is None:
@@ -192,6 +194,18 @@ class RunPodMerges:
             cost = self._delete(pod.id, attempt.id, outcome)
         say(f"merge pod {pod.id} deleted; it cost ${cost:.4f}")
         return MergeOnPod(pod.id, pod.gpu or quote.gpu, rate, cost, status.get("seconds"), files)
+
+    def close_gone(self, job_id: uuid.UUID) -> int:
+        """Close the job's merge attempts whose pod is gone (a client killed outright left them open; the pod
+        deleted itself after its linger), billed up to now; how many."""
+        closed = 0
+        for attempt in attempt_store.open_attempts(self.ledger, job_id):
+            extra = attempt.handle.get("extra") or {}
+            if extra.get(KIND) and not self._running(str(attempt.handle.get("pod_id"))):
+                assert attempt.id is not None
+                attempt_store.accrue(self.ledger, attempt.id, outcome=GONE_OUTCOME)
+                closed += 1
+        return closed
 
     # --- stages ---------------------------------------------------------------------------------------
 
