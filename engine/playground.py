@@ -37,8 +37,7 @@ from pydantic import BaseModel, Field
 from engine import EngineError
 from engine.chat import EOT, Message, render
 from engine.config import JobSpec
-from engine.pod_secrets import token_sha256
-from engine.serve import _SHA256, TOKEN_SHA256_VARIABLE, TOKEN_VARIABLE, _BearerAuth, _ignore
+from engine.serve import _SHA256, TOKEN_SHA256_VARIABLE, TOKEN_VARIABLE, _BearerAuth, _ignore, bearer_digest
 from engine.workdir import Workdir
 
 if TYPE_CHECKING:
@@ -234,9 +233,8 @@ def main(workdir: Path, *, models_dir: Path | None, host: str, port: int) -> int
     """``python -m engine playground``: load the job's model, say where it listens on stdout, serve it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Here the token itself; on a pod only its sha256, which opens nothing to whoever reads the pod's env.
-    token = os.environ.get(TOKEN_VARIABLE, "").strip()
-    digest = token_sha256(token) if token else os.environ.get(TOKEN_SHA256_VARIABLE, "").strip().lower()
-    if not _SHA256.fullmatch(digest):
+    digest = bearer_digest()
+    if digest is None:
         print(
             f"error: neither {TOKEN_VARIABLE} nor {TOKEN_SHA256_VARIABLE} is set; the playground refuses to serve "
             "without a token",

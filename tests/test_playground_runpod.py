@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,20 +30,12 @@ from store.models import utcnow
 from store.settings import load_settings, resolve_paths
 from tests.engine_helpers import SAMPLE, wait_for, write_spec
 from tests.playground_helpers import completed_job, finished_workdir
-from tests.runpod_helpers import VOLUME, Cluster, lorapod, require_services
+from tests.runpod_helpers import VOLUME, Cluster, demo_cluster, lorapod
 from tests.standins.runpod.pods import STOCK_PYTHON
 from tests.test_playground import PROMPT, greedy
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Iterator[Cluster]:
-    require_services()
-    started = Cluster.start(tmp_path_factory.mktemp("runpod"), demo_model)
-    yield started
-    started.standin.stop()
-    assert started.standin.violations == [], "requests or answers that do not match RunPod's OpenAPI spec"
+__all__ = ["demo_cluster"]  # the module's stand-in RunPod (a fixture)
 
 
 def test_a_runpod_jobs_adapter_is_served_on_a_pod_billed_and_deleted_once_idle(
