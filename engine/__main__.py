@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "pod",
         help="inside a RunPod pod: serve, run the job from $LORAPOD_SPEC, delete the pod (with "
-        "LORAPOD_PLAYGROUND=1: serve the finished job's playground)",
+        "LORAPOD_PLAYGROUND=1: serve the finished job's playground; with LORAPOD_MERGE=1: merge its adapter)",
     )
 
     merge = commands.add_parser("merge", help="merge an adapter into its base model: bf16 safetensors")
@@ -61,7 +61,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _pod() -> int:
-    """In a pod: its job's whole life, or with LORAPOD_PLAYGROUND=1 the finished job's playground."""
+    """In a pod: its job's whole life, or with LORAPOD_PLAYGROUND=1 the finished job's playground, or with
+    LORAPOD_MERGE=1 the finished job's adapter merged into its base model and served for download."""
+    if os.environ.get("LORAPOD_MERGE") == "1":
+        from engine.merge_pod import pod_main as merge_main
+
+        return merge_main()
     if os.environ.get("LORAPOD_PLAYGROUND") == "1":
         from engine.playground import pod_main as playground_main
 

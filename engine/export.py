@@ -1,7 +1,8 @@
 """Merged exports: the base model with a job's adapter folded into its weights, saved as bf16 safetensors.
 
-``python -m engine merge --adapter DIR --base MODEL --out DIR`` loads the base model in bf16 on the CPU (never
-4-bit: merging into quantized weights rounds the adapter away), applies the adapter with PEFT, merges it
+``python -m engine merge --adapter DIR --base MODEL --out DIR`` loads the base model in bf16 (never 4-bit:
+merging into quantized weights rounds the adapter away) on the CPU, or with CUDA spread over the GPUs and CPU
+RAM (``device_map="auto"``, as a merge pod does), applies the adapter with PEFT, merges it
 (``merge_and_unload``) and saves the plain transformers model with the adapter's tokenizer and chat template.
 The result loads with ``AutoModelForCausalLM.from_pretrained`` alone and serves with vLLM without LoRA.
 """
@@ -33,8 +34,12 @@ def merge_adapter(adapter_dir: Path, base_model: str, out_dir: Path, *, token: s
 
     if not (adapter_dir / "adapter_config.json").is_file():
         raise MergeError(f"{adapter_dir}: no adapter_config.json (not an adapter folder)")
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16, "token": token}
+    if torch.cuda.is_available():
+        # A pod's GPUs and CPU RAM hold the bf16 base between them: a 70B needs neither all of one nor the other.
+        kwargs["device_map"] = "auto"
     try:
-        base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16, token=token)
+        base = AutoModelForCausalLM.from_pretrained(base_model, **kwargs)
     except OSError as exc:
         raise MergeError(f"base model {base_model}: cannot be loaded ({str(exc).splitlines()[0]})") from None
     need = merged_bytes(sum(p.numel() for p in base.parameters()))
@@ -46,7 +51,10 @@ def merge_adapter(adapter_dir: Path, base_model: str, out_dir: Path, *, token: s
         )
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir, safe_serialization=True)
-    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    # How it was loaded here (offline on a pod) is not the model's to carry: the same merge saves the same files.
+    tokenizer.init_kwargs.pop("local_files_only", None)
+    tokenizer.save_pretrained(out_dir)
     files = sorted(p for p in out_dir.rglob("*") if p.is_file())
     return {
         "path": str(out_dir),

@@ -37,8 +37,7 @@ from pydantic import BaseModel, Field
 from engine import EngineError
 from engine.chat import EOT, Message, render
 from engine.config import JobSpec
-from engine.pod_secrets import token_sha256
-from engine.serve import _SHA256, TOKEN_SHA256_VARIABLE, TOKEN_VARIABLE, _BearerAuth, _ignore
+from engine.serve import _SHA256, TOKEN_SHA256_VARIABLE, TOKEN_VARIABLE, _BearerAuth, _ignore, bearer_digest
 from engine.workdir import Workdir
 
 if TYPE_CHECKING:
@@ -234,9 +233,8 @@ def main(workdir: Path, *, models_dir: Path | None, host: str, port: int) -> int
     """``python -m engine playground``: load the job's model, say where it listens on stdout, serve it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Here the token itself; on a pod only its sha256, which opens nothing to whoever reads the pod's env.
-    token = os.environ.get(TOKEN_VARIABLE, "").strip()
-    digest = token_sha256(token) if token else os.environ.get(TOKEN_SHA256_VARIABLE, "").strip().lower()
-    if not _SHA256.fullmatch(digest):
+    digest = bearer_digest()
+    if digest is None:
         print(
             f"error: neither {TOKEN_VARIABLE} nor {TOKEN_SHA256_VARIABLE} is set; the playground refuses to serve "
             "without a token",
@@ -258,15 +256,53 @@ def main(workdir: Path, *, models_dir: Path | None, host: str, port: int) -> int
 
 
 def pod_main() -> int:
-    """In a playground pod: serve the job's adapter from the network volume on the pod API's port. The pod's
+    """In a playground pod: serve the job's adapter on the pod API's port. The adapter is on the network volume,
+    or, for a job that ran without one, arrives as its adapter package in ``inputs/`` (LORAPOD_AWAIT_INPUT) with
+    the spec in LORAPOD_SPEC; the HF token to download the base model arrives with the pod's secrets. The pod's
     watchdog deletes it after LORAPOD_MAX_SECONDS, should the supervisor that deletes it when idle be gone."""
     from engine.pod import PodConfig, PodJob
+    from engine.pod_secrets import SecretsError
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = PodConfig.from_env()
     job = PodJob(config)
+    work = job.workdir
+    (work.root / "control").mkdir(parents=True, exist_ok=True)
+    work.pod_pid.write_text(str(os.getpid()))  # what a launcher checks over SSH: the pod's process lives
     if config.max_seconds:
         timer = threading.Timer(config.max_seconds, lambda: job.delete_pod("the playground's watchdog"))
         timer.daemon = True
         timer.start()
+    try:
+        if config.await_input:
+            job.wait_for_input()
+            unpack_package(work.inputs / config.await_input, work, os.environ.get("LORAPOD_SPEC", ""))
+        os.environ.update(job.receive_secrets())  # HF_TOKEN for a gated base model; this process alone loads it
+    except (PlaygroundError, SecretsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     models = Path(os.environ.get("LORAPOD_MODELS_DIR") or config.workspace / "lorapod" / "models")
-    return main(job.workdir.root, models_dir=models, host="0.0.0.0", port=config.api_port)
+    return main(work.root, models_dir=models, host="0.0.0.0", port=config.api_port)
+
+
+def unpack_package(package: Path, work: Workdir, spec_json: str) -> None:
+    """A job's adapter package (its ``adapter/`` folder) and its spec, laid out as the job's workdir holds them."""
+    import zipfile
+
+    try:
+        spec = JobSpec.model_validate_json(spec_json)
+    except ValueError:
+        raise PlaygroundError(
+            "LORAPOD_SPEC holds no valid job spec: the playground cannot tell the base model"
+        ) from None
+    try:
+        with zipfile.ZipFile(package) as archive:
+            names = [n for n in archive.namelist() if n.startswith("adapter/") and not n.endswith("/")]
+            if "adapter/adapter_config.json" not in names:
+                raise PlaygroundError(f"{package.name}: no adapter/adapter_config.json inside")
+            work.adapter.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                (work.adapter / Path(name).name).write_bytes(archive.read(name))
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise PlaygroundError(f"{package}: the adapter package cannot be read ({exc})") from None
+    work.spec.write_text(spec.model_dump_json(), encoding="utf-8")

@@ -121,9 +121,9 @@ class PodJob:
             threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
         self.api = self._spawn(["serve", "--workdir", str(workdir.root), "--port", str(config.api_port)])
         log.info("pod API on port %d; workdir %s", config.api_port, workdir.root)
-        self._await_input()
+        self.wait_for_input()
         try:
-            secrets = self._await_secrets()
+            secrets = self.receive_secrets()
         except SecretsError as exc:
             log.error("%s", exc)
             EventWriter(self.workdir.events, config.job_id).emit(StageEvent(stage=Stage.FAILED, message=str(exc)))
@@ -159,7 +159,7 @@ class PodJob:
             return None
         return rate if rate > 0 else None
 
-    def _await_input(self) -> None:
+    def wait_for_input(self) -> None:
         name = self.config.await_input
         if not name:
             return
@@ -174,7 +174,7 @@ class PodJob:
                 return
             time.sleep(0.2)
 
-    def _await_secrets(self) -> dict[str, str]:
+    def receive_secrets(self) -> dict[str, str]:
         """The secrets lorapod delivers once the pod is up, taken from tmpfs (and removed there); none are
         awaited by a pod started without a bootstrap token (the image run by hand, its secrets in its env)."""
         config = self.config

@@ -62,6 +62,14 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 log = logging.getLogger("engine.serve")
 
 
+def bearer_digest() -> str | None:
+    """The sha256 a request's bearer token must hash to: that of ``LORAPOD_POD_TOKEN`` (a process on this
+    machine), else ``LORAPOD_POD_TOKEN_SHA256`` as a pod is given it; None when neither is set."""
+    token = os.environ.get(TOKEN_VARIABLE, "").strip()
+    digest = token_sha256(token) if token else os.environ.get(TOKEN_SHA256_VARIABLE, "").strip().lower()
+    return digest if _SHA256.fullmatch(digest) else None
+
+
 class _BearerAuth:
     """Answers 401, and nothing else, to any request outside PUBLIC_PATHS without the right bearer token.
 

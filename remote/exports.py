@@ -2,8 +2,8 @@
 Hugging Face Hub with a model card.
 
 The merge runs in the engine (``python -m engine merge``, a subprocess: the dashboard side never loads torch),
-on this machine, after a preflight that refuses a model this machine cannot hold. Merging on a pod is not
-built: a model too big for this machine is refused with its numbers and what to do instead.
+on this machine, after a preflight that refuses a model this machine cannot hold (TooBigHere). A RunPod job's
+adapter is merged on a pod instead (remote.runpod.merge): the merged files are downloaded here.
 The Hub is reached through ``huggingface_hub`` (``HF_ENDPOINT`` names another Hub, as it does for every
 client of that library); the token comes from the settings (``HF_TOKEN``), never from the command line.
 """
@@ -57,30 +57,56 @@ def _memory_bytes() -> int | None:
         return None
 
 
+class TooBigHere(ExportError):
+    """A merge this machine cannot hold; a RunPod job's can run on a pod instead (remote.runpod.merge)."""
+
+    def __init__(self, summary: str, advice: str) -> None:
+        super().__init__(f"{summary}. {advice}")
+        self.summary = summary  # what stops it, without the advice
+
+
+def _disk_problem(need_gb: float, out_dir: Path) -> str | None:
+    existing = next((p for p in [out_dir, *out_dir.parents] if p.exists()), Path("/"))
+    free = shutil.disk_usage(existing).free / GB
+    if need_gb * 1.05 > free:
+        return f"the merged bf16 weights take {need_gb:.0f} GB and {existing} has {free:.0f} GB free"
+    return None
+
+
 def merge_preflight(spec: JobSpec, out_dir: Path) -> float | None:
-    """The merged weights' size in GB (None for a model of unknown size), or ExportError when this machine
+    """The merged weights' size in GB (None for a model of unknown size), or TooBigHere when this machine
     cannot hold them in memory or on the disk under ``out_dir``."""
     params = parameters_b(spec)
     if params is None:
         return None  # the demo model, or a local one without model_size_b: the engine checks the disk itself
     need = params * BF16_BYTES
-    existing = next((p for p in [out_dir, *out_dir.parents] if p.exists()), Path("/"))
-    free = shutil.disk_usage(existing).free / GB
     memory = _memory_bytes()
-    problems = []
-    if need * 1.05 > free:
-        problems.append(f"the merged bf16 weights take {need:.0f} GB and {existing} has {free:.0f} GB free")
+    problems = [problem for problem in [_disk_problem(need, out_dir)] if problem]
     if memory is not None and need * MEMORY_SHARE > memory / GB:
         problems.append(
             f"merging holds about {need * MEMORY_SHARE:.0f} GB in memory and this machine has {memory / GB:.0f} GB"
         )
     if problems:
-        raise ExportError(
-            f"{spec.base_model} ({params:g} B parameters) is too big to merge here: {'; '.join(problems)}. "
-            "Merging on a pod is not built yet: serve the adapter beside the base model instead (the deploy "
-            "package's README gives the vLLM command, --enable-lora), or merge on a machine with room for it "
-            "(README: 'Merge it into the base weights')"
+        raise TooBigHere(
+            f"{spec.base_model} ({params:g} B parameters) is too big to merge here: {'; '.join(problems)}",
+            "A RunPod job that ran with a network volume is merged on a pod (export-model --merged --on-pod; "
+            "docs/runpod.md); otherwise serve the adapter beside the base model (the deploy package's README "
+            "gives the vLLM command, --enable-lora), or merge on a machine with room for it "
+            "(README: 'Merge it into the base weights')",
         )
+    return need
+
+
+def download_preflight(spec: JobSpec, out_dir: Path) -> float | None:
+    """The merged weights' size in GB (None when unknown), or ExportError when the disk under ``out_dir``
+    cannot take them: checked before a merge pod is rented to download them here."""
+    params = parameters_b(spec)
+    if params is None:
+        return None
+    need = params * BF16_BYTES
+    problem = _disk_problem(need, out_dir)
+    if problem:
+        raise ExportError(f"{spec.base_model} ({params:g} B parameters) cannot be downloaded here: {problem}")
     return need
 
 

@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,16 @@ class Cluster:
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+@pytest.fixture(scope="module", name="cluster")
+def demo_cluster(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Iterator[Cluster]:
+    """A stand-in RunPod whose network volume holds the demo model, shared by one module's tests (import it)."""
+    require_services()
+    started = Cluster.start(tmp_path_factory.mktemp("runpod"), demo_model)
+    yield started
+    started.standin.stop()
+    assert started.standin.violations == [], "requests or answers that do not match RunPod's OpenAPI spec"
 
 
 def lorapod(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -127,7 +127,7 @@ def test_a_model_too_big_for_this_machine_is_refused_with_its_numbers(tmp_path: 
     with pytest.raises(ExportError) as refused:
         merge_preflight(spec, tmp_path / "out")
     message = str(refused.value)
-    assert "200000 GB" in message and "not built yet" in message and "--enable-lora" in message
+    assert "200000 GB" in message and "--on-pod" in message and "--enable-lora" in message
 
 
 def test_the_deploy_readmes_vllm_command_fits_the_package(demo_job: DemoJob) -> None:

@@ -24,18 +24,16 @@ from engine.limits import Limits
 from engine.pod import pod_workdir
 from remote.hf_token import hf_token_warning, warn_if_hf_token_writes
 from remote.provider import EventStream, Provider, ProviderError, RunHandle, RunState, copy_verified
-from remote.runpod.client import NoInstances, RestClient
+from remote.runpod.client import RestClient
 from remote.runpod.delivery import deliver_secrets
 from remote.runpod.errors import (
     BadApiKey,
     HostKeyChanged,
-    NoCapacity,
-    PodJobFailed,
-    PodStartFailed,
     RunPodError,
     TransportError,
 )
 from remote.runpod.http import CHUNK_BYTES
+from remote.runpod.launch import PodStarter
 from remote.runpod.links import PodLinks
 from remote.runpod.plan import PodPlan, plan_pod, pod_env, pod_secrets
 from remote.runpod.pods import PodInfo, pod_name
@@ -49,9 +47,6 @@ log = logging.getLogger(__name__)
 
 REST_EVERY_S = 10.0  # pod records are read at most this often per pod (RunPod allows ~100 calls a minute)
 EXIT_EVERY_S = 2.0
-START_POLL_S = 3.0
-# A stock-image pod installs the train stack before its job process starts (once per network volume).
-STOCK_INSTALL_S = 1200.0
 
 
 @dataclass
@@ -102,6 +97,7 @@ class RunPodProvider(Provider):
         self.key_dir = paths.data_dir / "ssh"
         self.mirror_dir = paths.jobs_dir
         self.links = PodLinks(settings, pins, key_dir=self.key_dir, http_chunk_bytes=http_chunk_bytes)
+        self.starter = PodStarter(settings, self.rest, pins, self.links, sleep)
         self._pods: dict[str, _Cached] = {}
         self._exits: dict[str, _Cached] = {}
         self._streams: dict[str, RunPodStream] = {}
@@ -136,9 +132,9 @@ class RunPodProvider(Provider):
         warn_if_hf_token_writes(settings)
         env.update(replace(limits or Limits(), rate_usd_per_hour=estimated_rate(spec, settings)).to_env())
         boot = boot_files(settings.paths.cache_dir) if plan.stock else None  # built before anything is rented
-        pod, gpu = self._create(job_id, plan, env)
+        pod, gpu = self.starter.create(job_id, plan, env)
         try:
-            pod, link = self._wait_until_ready(pod, workdir, token, boot)
+            pod, link = self.starter.wait_until_ready(pod, workdir, token, boot)
             if upload:
                 sha256 = spec.dataset.dataset_sha256 or ""
                 link.call(lambda t: t.upload_input(dataset, dataset.name, sha256))
@@ -191,89 +187,6 @@ class RunPodProvider(Provider):
         described = {"provider": self.name, "image": plan.image, **plan.to_dict(list(env))}
         warning = hf_token_warning(self.settings)
         return {**described, "secrets_delivered_after_start": delivered, "warnings": [warning] if warning else []}
-
-    def _create(self, job_id: uuid.UUID, plan: PodPlan, env: dict[str, str]) -> tuple[PodInfo, str]:
-        """A pod on the first GPU type of the priority list (of those the job fits) that has a machine free."""
-        resources = plan.spec.resources
-        tried: list[str] = []
-        for gpu in plan.walk:
-            tried.append(gpu)
-            body = plan.request(job_id, gpu, env)
-            try:
-                created = self._create_one(body)
-            except NoInstances as exc:
-                log.info("no capacity for %s: %s", gpu, exc)
-                continue
-            pod = PodInfo.parse(created)
-            log.info("pod %s created on %s at $%s/h", pod.id, gpu, pod.cost_per_hr)
-            return pod, gpu
-        raise NoCapacity(tried, resources.cloud_type.value, resources.gpu_count)
-
-    def _create_one(self, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return self.rest.create_pod(body)
-        except NoInstances:
-            raise
-        except RunPodError as exc:
-            if not body.get("interruptible"):
-                raise
-            # Interruptible pods are asked for only when the spec says so, and RunPod is withdrawing them.
-            log.warning("no interruptible pod (%s): asking for an on-demand one", exc)
-            return self.rest.create_pod({**body, "interruptible": False})
-
-    def _wait_until_ready(
-        self, pod: PodInfo, workdir: str, token: str, boot: dict[str, Path] | None
-    ) -> tuple[PodInfo, Link]:
-        """Wait until the pod's job process answers over a transport; PodStartFailed (pod deleted) otherwise.
-        A stock-image pod is sent its bootstrap files first, then given time to install its virtualenv."""
-        timeout = self.settings.runpod_start_timeout_s + (STOCK_INSTALL_S if boot else 0.0)
-        deadline = time.monotonic() + timeout
-        forgotten: set[tuple[str, int]] = set()
-        link: Link | None = None
-        problem = "it did not become reachable"
-        while True:
-            found = self.rest.get_pod(pod.id)
-            if found is None:
-                raise PodStartFailed(f"pod {pod.id} disappeared while it was starting")
-            pod = PodInfo.parse(found)
-            if pod.desired_status in ("EXITED", "TERMINATED"):
-                problem = f"it stopped while starting ({pod.desired_status})"
-                break
-            if pod.running:
-                if pod.public_ip and pod.ssh_port and (pod.public_ip, pod.ssh_port) not in forgotten:
-                    # A new pod owns this address now: its host key is pinned on first use.
-                    self.pins.forget(pod.public_ip, pod.ssh_port)
-                    forgotten.add((pod.public_ip, pod.ssh_port))
-                link = self.links.make(pod, workdir, token)
-                try:
-                    if boot is not None:
-                        link.call(_upload_boot(boot))
-                        log.info("pod %s: bootstrap files sent; it installs its virtualenv now", pod.id)
-                        boot = None
-                    link.call(lambda t: t.check())
-                    return pod, link
-                except PodJobFailed as exc:
-                    problem = str(exc)
-                    break
-                except TransportError as exc:
-                    problem = f"it did not become reachable ({exc})"
-            if time.monotonic() >= deadline:
-                problem += f" within {timeout:.0f} s"
-                break
-            self.sleep(START_POLL_S)
-        logs = self._start_logs(link)
-        self.rest.delete_pod(pod.id)
-        raise PodStartFailed(f"pod {pod.id} did not start: {problem}; it has been deleted.{logs}")
-
-    def _start_logs(self, link: Link | None) -> str:
-        if link is None:
-            return " No logs could be read (the RunPod console keeps the container's log)."
-        try:
-            text = link.call(lambda t: t.tail_pod_log())
-        except TransportError:
-            return " No logs could be read (the RunPod console keeps the container's log)."
-        lines = text.strip().splitlines()[-20:]
-        return "\nIts last log lines:\n" + "\n".join(lines) if lines else " Its log is empty."
 
     # --- reaching a pod ---------------------------------------------------------------------------------
 
@@ -439,10 +352,6 @@ class RunPodProvider(Provider):
 
 def _download(name: str, dest: Path, sha256: str | None) -> Callable[[PodTransport], Path]:
     return lambda transport: transport.download_artifact(name, dest, sha256)
-
-
-def _upload_boot(files: dict[str, Path]) -> Callable[[PodTransport], None]:
-    return lambda transport: transport.upload_boot(files)
 
 
 def _read_log(offset: int) -> Callable[[PodTransport], tuple[str, int]]:
