@@ -224,3 +224,12 @@ def test_the_wizards_review_shows_the_pod_and_what_refuses_it(cluster: Cluster, 
     assert "NVIDIA H100 80GB HBM3 ✖ does not fit" in text and f"network volume {VOLUME} (50 GB)" in text
     assert f"✖ refused: network volume {VOLUME} holds 50 GB" in text and "LORAPOD_SPEC" in text
     assert SECRETS["HF_TOKEN"] not in text
+
+
+def test_report_to_wandb_is_refused_for_a_pod_before_anything_is_rented(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.standin.volume_sizes[VOLUME] = 400
+    result = lorapod(*BALANCED, *H200, "--set", "report_to=wandb", "--detach", env=_env(cluster, tmp_path))
+    assert result.returncode != 0
+    assert "report_to=wandb" in result.stderr and "report_to=tensorboard" in result.stderr
+    assert "Traceback" not in result.stderr and not cluster.standin.pods
+    assert ledger_rows(tmp_path, "SELECT count(*) FROM training_jobs") == [(0,)]

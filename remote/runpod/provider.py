@@ -45,6 +45,13 @@ from store.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Refused before a pod is rented, not found out on it: the engine on the pod would stop at once.
+WANDB_ON_A_POD = (
+    "report_to=wandb: W&B logs in with an account key, and lorapod keeps keys that open more than one job off "
+    "rented machines (docs/security.md), so its pods have neither wandb nor a login; use report_to=tensorboard "
+    "(the event files come back in the job's full package) or none"
+)
+
 REST_EVERY_S = 10.0  # pod records are read at most this often per pod (RunPod allows ~100 calls a minute)
 EXIT_EVERY_S = 2.0
 
@@ -160,7 +167,10 @@ class RunPodProvider(Provider):
 
     def plan(self, spec: JobSpec) -> PodPlan:
         """The pod ``spec`` would get and what stops it, read without renting anything."""
-        return plan_pod(self.settings, spec, self.rest)
+        plan = plan_pod(self.settings, spec, self.rest)
+        if spec.hyperparameters.report_to == "wandb":
+            plan.problems.append(WANDB_ON_A_POD)
+        return plan
 
     def preflight(self, spec: JobSpec) -> None:
         try:
