@@ -123,6 +123,7 @@ def demo_cluster(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> 
     started = Cluster.start(tmp_path_factory.mktemp("runpod"), demo_model)
     yield started
     started.standin.stop()
+    shutil.rmtree(SECRETS_ROOT, ignore_errors=True)
     assert started.standin.violations == [], "requests or answers that do not match RunPod's OpenAPI spec"
 
 

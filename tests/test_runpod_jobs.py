@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,35 +19,25 @@ from tests.conftest import ROOT
 from tests.engine_helpers import SAMPLE, wait_for
 from tests.runpod_helpers import (
     API_KEY,
-    SECRETS_ROOT,
     SMOKE,
     Cluster,
+    demo_cluster,
     final_loss,
     ledger_rows,
     lorapod,
     only_job,
     process_environment,
-    require_services,
     show,
     spawn,
 )
 from tests.standins.runpod.pods import StandInPod, kill_tree
 
 pytestmark = pytest.mark.slow
+__all__ = ["demo_cluster"]  # the module's stand-in RunPod (a fixture)
 
 # A quote and a newline inside values that travel to the pod in its environment.
 ODD_NAME = 'say "hi"\nthen train'
 ODD_TOKEN = 'hf_"quoted"\nsecond-line'
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Iterator[Cluster]:
-    require_services()
-    started = Cluster.start(tmp_path_factory.mktemp("runpod"), demo_model)
-    yield started
-    started.standin.stop()
-    shutil.rmtree(SECRETS_ROOT, ignore_errors=True)
-    assert started.standin.violations == [], "requests or answers that do not match RunPod's OpenAPI spec"
 
 
 @pytest.fixture(autouse=True)

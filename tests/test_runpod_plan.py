@@ -17,12 +17,13 @@ from remote.runpod.sizing import disk_need
 from remote.runpod.stock import CUDA_VERSIONS, RUNPOD_CUDA_VERSIONS, STOCK_IMAGE, TORCH_INDEX, cuda_versions_for
 from tests.conftest import ROOT
 from tests.engine_helpers import SAMPLE
-from tests.runpod_helpers import VOLUME, Cluster, ledger_rows, lorapod, require_services
+from tests.runpod_helpers import VOLUME, Cluster, demo_cluster, ledger_rows, lorapod
 from tui.dialogs.wizard_views import launch_text
 
 SECRETS = {"HF_TOKEN": "hf_PLANSECRET_0b1c2d", "TRAINING_WEBHOOK_SECRET": "whsec_PLANSECRET_9f8e"}
 BALANCED = ["run", "--provider", "runpod", "--preset", "balanced", "--dataset", str(SAMPLE)]
 H200 = ["--set", 'gpu_types=["NVIDIA H200"]']
+__all__ = ["demo_cluster"]  # the module's stand-in RunPod (a fixture)
 
 
 def balanced(*overrides: str) -> JobSpec:
@@ -111,14 +112,6 @@ def test_shapes_are_read_by_nearest_parameter_count() -> None:
 
 
 # --- the plan and the refusals, on the stand-in ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Iterator[Cluster]:
-    require_services()
-    started = Cluster.start(tmp_path_factory.mktemp("runpod-plan"), demo_model)
-    yield started
-    started.standin.stop()
 
 
 @pytest.fixture(autouse=True)

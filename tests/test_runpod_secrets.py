@@ -6,7 +6,6 @@ credential, and nothing secret is left on the volume."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,12 @@ from typing import Any
 import pytest
 
 from store.artifacts import UPLOAD_ROLE
-from tests.runpod_helpers import SECRETS_ROOT, SMOKE, Cluster, lorapod, only_job, require_services, show
+from tests.runpod_helpers import SMOKE, Cluster, demo_cluster, lorapod, only_job, show
 from tests.standins.storage_access import StorageAccess
 from tests.standins.supabase_storage import StorageStandIn
 
 pytestmark = pytest.mark.slow
+__all__ = ["demo_cluster"]  # the module's stand-in RunPod (a fixture)
 
 JWT_SECRET = "jwt-secret-of-the-runpod-test-project-0123456789"
 ANON_KEY = "anon-key-of-the-runpod-test-project"
@@ -28,16 +28,6 @@ SECRETS = {
     "HF_TOKEN": "hf_NEVER_IN_RUNPOD_9a7b",
     "TRAINING_WEBHOOK_SECRET": "whsec_NEVER_IN_RUNPOD_41d0",
 }
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Iterator[Cluster]:
-    require_services()
-    started = Cluster.start(tmp_path_factory.mktemp("runpod"), demo_model)
-    yield started
-    started.standin.stop()
-    shutil.rmtree(SECRETS_ROOT, ignore_errors=True)
-    assert started.standin.violations == []
 
 
 def _strings(value: Any) -> Iterator[str]:
