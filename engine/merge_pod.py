@@ -7,7 +7,9 @@ served to the machine that asked for them.
 name, size and sha256); serves the files with HTTP Range, so a cut download resumes where it stopped; and
 deletes its own pod once the client says it has them, or once the client has been silent for ``LORAPOD_LINGER_S``
 (a download under way is not silence). The
-watchdog deletes it after ``LORAPOD_MAX_SECONDS`` whatever happens. No secret reaches this pod.
+watchdog deletes it after ``LORAPOD_MAX_SECONDS`` whatever happens. No secret reaches this pod. On RunPod's stock
+image it cooperates with lorapod's start as a playground pod does: it notes its pid (``control/pod.pid``, what
+the SSH readiness check looks for) and takes the hand-over's delivery, which carries no secret.
 
 Routes (all but ``/health`` need ``Authorization: Bearer <token>``, the pod API's token)::
 
@@ -241,6 +243,7 @@ def pod_main() -> int:
 
     from engine.playground import bind
     from engine.pod import PodConfig, PodJob
+    from engine.pod_secrets import SecretsError
     from engine.serve import _ignore
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -253,6 +256,15 @@ def pod_main() -> int:
         return 2
     config = PodConfig.from_env()
     pod = PodJob(config)
+    (pod.workdir.root / "control").mkdir(parents=True, exist_ok=True)
+    pod.workdir.pod_pid.write_text(str(os.getpid()))  # what a launcher checks over SSH: the pod's process lives
+    try:
+        # A stock-image pod is handed over like any service pod: its delivery is awaited (and removed from tmpfs)
+        # so the hand-over succeeds. It carries nothing: the merge needs no secret, and none enters its env.
+        pod.receive_secrets()
+    except SecretsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     models = Path(os.environ.get("LORAPOD_MODELS_DIR") or config.workspace / "lorapod" / "models")
     merge = Merge(pod.workdir, models, config.python)
     if config.max_seconds:

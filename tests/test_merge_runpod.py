@@ -16,6 +16,7 @@ import presets
 from engine.checksums import sha256_file
 from remote.exports import ExportError, merge_locally
 from remote.runpod.merge import RunPodMerges
+from remote.runpod.stock import STOCK_IMAGE
 from store.attempts import list_attempts, start_attempt
 from store.db import Ledger
 from store.jobs import get_job
@@ -24,6 +25,7 @@ from store.settings import load_settings
 from tests.engine_helpers import SAMPLE, wait_for
 from tests.playground_helpers import completed_job, finished_workdir
 from tests.runpod_helpers import VOLUME, Cluster, demo_cluster, lorapod, spawn
+from tests.standins.runpod.pods import STOCK_PYTHON
 from tests.test_export_model import _greedy
 
 pytestmark = pytest.mark.slow
@@ -93,6 +95,48 @@ def test_the_adapter_merged_on_a_pod_matches_the_local_merge_and_the_pod_is_bill
     assert attempt.outcome == "merged" and attempt.ended_at is not None
     assert attempt.rate_usd_per_hour == pod.cost_per_hr > 0
     assert attempt.cost_usd == pytest.approx(document["pod"]["cost_usd"], abs=1e-5) and attempt.cost_usd > 0
+    assert get_job(ledger, job.id).actual_cost_usd == pytest.approx(attempt.cost_usd)
+
+
+def test_a_merge_on_the_stock_image_is_bootstrapped_handed_nothing_and_matches_the_local_merge(
+    cluster: Cluster, demo_model: Path, lorapod_home: Path, ledger: Ledger, tmp_path: Path
+) -> None:
+    if not STOCK_PYTHON.is_file():
+        pytest.skip(f"the stock image's Python stands in as {STOCK_PYTHON}, which this machine lacks")
+    cluster.reset()
+    job = _runpod_job(cluster, ledger, demo_model)
+    env = cluster.env(lorapod_home, LORAPOD_RUNPOD_IMAGE="", HF_TOKEN=SECRET, LORAPOD_RUNPOD_START_TIMEOUT_S="300")
+    out = tmp_path / "merged"
+    command = ("export-model", str(job.id)[:8], "--merged", "--on-pod", "-o", str(out))
+
+    # The default setup (no runpod_image): the quote says the pod starts on RunPod's stock image.
+    asked = lorapod(*command, env=env)
+    assert asked.returncode == 2, asked.stderr[-2000:]
+    quote = " ".join(asked.stderr.split())
+    assert f"RunPod's stock image ({STOCK_IMAGE})" in quote and "Start a merge pod at $" in quote
+    assert _merge_pods(cluster, job) == []
+
+    done = lorapod(*command, "--yes", "--json", env=env, timeout=1500)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    (pod_id,) = _merge_pods(cluster, job)
+    pod = cluster.standin.deleted[pod_id]
+    assert pod.body["imageName"] == STOCK_IMAGE and pod.body["dockerStartCmd"][:2] == ["bash", "-c"]
+    assert pod.body["networkVolumeId"] == VOLUME
+    assert pod.body["env"]["LORAPOD_MERGE"] == "1" and pod.body["env"]["HF_HUB_OFFLINE"] == "1"
+    assert SECRET not in json.dumps(pod.body) and "LORAPOD_POD_TOKEN" not in pod.body["env"]
+    # It was handed over as a service pod is, and its delivery carried nothing, and was taken from tmpfs.
+    pod_log = (cluster.workdir(str(job.id)) / "logs" / "pod.log").read_text()
+    assert "secrets received: none" in pod_log and SECRET not in pod_log
+    secrets_dir = Path(env["LORAPOD_RUNPOD_SECRETS_DIR"])
+    assert not secrets_dir.exists() or list(secrets_dir.iterdir()) == []
+
+    local = tmp_path / "local"
+    merge_locally(cluster.workdir(str(job.id)) / "adapter", "demo:tiny-llama", local,
+                  models_dir=cluster.volume / "lorapod" / "models", token=None)  # fmt: skip
+    assert {name: sha for name, sha in _files(out).items() if name != "README.md"} == _files(local)
+    (attempt,) = list_attempts(ledger, job.id)
+    assert attempt.outcome == "merged" and attempt.ended_at is not None
+    assert attempt.rate_usd_per_hour == pod.cost_per_hr and attempt.cost_usd > 0
     assert get_job(ledger, job.id).actual_cost_usd == pytest.approx(attempt.cost_usd)
 
 

@@ -3,11 +3,14 @@
 quote (the GPU, its hourly rate and the disk the merge needs on the job's network volume, shown before anything
 is rented; a volume too small is refused there) → create the pod (its entrypoint runs ``engine.merge_pod``:
 ``LORAPOD_MERGE=1``) with the job's network volume → record it as an attempt of the job, so its cost is billed
-in the ledger and counted by the budget → wait while it merges → download the merged files one by one into the
-output folder, each checked against the pod's manifest → delete the pod and close its attempt with its cost.
+in the ledger and counted by the budget → on RunPod's stock image, bootstrap it over SSH as a job's pod is
+(remote.runpod.launch; it is handed no file and no secret) → wait while it merges → download the merged files
+one by one into the output folder, each checked against the pod's manifest → delete the pod and close its attempt
+with its cost.
 The pod is deleted and its attempt closed however this ends: merged, failed, a download that gives up, Ctrl-C.
 A pod whose client is gone deletes itself after its linger, and its watchdog after the job's maximum duration.
-No secret travels: the base weights are in the volume's Hugging Face cache, where the job put them.
+No secret travels: the base weights are in the volume's Hugging Face cache, where the job put them. A merge pod
+whose process fails while starting is deleted, its last log lines in the error.
 """
 
 from __future__ import annotations
@@ -27,13 +30,15 @@ from engine.pod import pod_workdir
 from engine.pod_secrets import token_sha256
 from remote.exports import ExportError
 from remote.provider import RunHandle
-from remote.runpod.client import NoInstances, RestClient
-from remote.runpod.errors import RunPodError
+from remote.runpod.client import RestClient
+from remote.runpod.errors import NoCapacity, RunPodError, TransportError
+from remote.runpod.launch import STOCK_INSTALL_S, ServicePod, ServicePods
 from remote.runpod.merge_download import PARTIAL_MARKER, MergePodClient
-from remote.runpod.plan import plan_pod
+from remote.runpod.plan import PodPlan, plan_pod
 from remote.runpod.pods import POD_API_PORT, PodInfo
 from remote.runpod.prices import estimated_rate
 from remote.runpod.sizing import disk_need
+from remote.runpod.ssh import HostKeyPins
 from store import attempts as attempt_store
 from store.db import Ledger
 from store.jobs import job_spec, short_id
@@ -60,6 +65,8 @@ class MergeQuote:
     volume_gb: int | None
     base_gb: float | None  # the base weights already on the volume; None: unknown size
     merged_gb: float | None  # what the merge writes beside them
+    image: str = ""
+    stock: bool = False  # RunPod's stock image: lorapod's train stack is installed at start
 
     @property
     def need_gb(self) -> float | None:
@@ -76,14 +83,21 @@ class MergeQuote:
         )
 
     def describe(self) -> str:
-        return (
+        text = (
             f"a {self.gpu} pod at ${self.rate_usd_per_hour:.2f}/h, billed to job {short_id(self.job_id)} until the "
             f"merged files are downloaded here; {self.disk()}"
         )
+        if self.stock:
+            text += (
+                f"; it starts on RunPod's stock image ({self.image}) and installs lorapod's train stack first "
+                "(once per network volume): its start takes longer, and is billed"
+            )
+        return text
 
     def as_dict(self) -> dict[str, Any]:
         return {"gpu": self.gpu, "rate_usd_per_hour": self.rate_usd_per_hour, "network_volume_id": self.volume_id,
-                "volume_gb": self.volume_gb, "needed_gb": self.need_gb}  # fmt: skip
+                "volume_gb": self.volume_gb, "needed_gb": self.need_gb, "image": self.image,
+                "stock_image": self.stock}  # fmt: skip
 
 
 @dataclass
@@ -109,13 +123,20 @@ def merge_name(job_id: uuid.UUID) -> str:
 class RunPodMerges:
     """Quoting and running merges of RunPod jobs' adapters on pods."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, rest: RestClient | None = None) -> None:
+    def __init__(
+        self, settings: Settings, ledger: Ledger, rest: RestClient | None = None, pins: HostKeyPins | None = None
+    ) -> None:
         key = settings.runpod_api_key.get_secret_value() if settings.runpod_api_key else ""
         if not key:
             raise ExportError("a RunPod job's adapter is merged on a pod: set RUNPOD_API_KEY")
         self.settings = settings
         self.ledger = ledger
         self.rest = rest or RestClient(settings.runpod_api_url, key)
+        if pins is None:
+            from store.host_keys import HostKeyStore
+
+            pins = HostKeyStore(ledger)
+        self.services = ServicePods(settings, self.rest, pins)
 
     def quote(self, job: TrainingJob) -> MergeQuote:
         """The pod a merge of ``job``'s adapter would rent; ExportError when it cannot be done there."""
@@ -126,10 +147,8 @@ class RunPodMerges:
                 f"job {short_id(job.id)} ran without a network volume, so its adapter and base weights left RunPod "
                 "with its pod: a merge pod reads them from the volume (merge on a machine with room for it instead)"
             )
-        if not self.settings.runpod_image:
-            raise ExportError("the merge pod runs lorapod's image: set runpod_image (docs/runpod.md)")
         self.close_gone(job.id)
-        plan = plan_pod(self.settings, spec, self.rest, hub=False)
+        plan = self._plan(spec)
         found = plan.network_volume or {}
         if found.get("size_gb") is None:
             raise ExportError(f"network volume {volume} does not exist on this RunPod account")
@@ -138,8 +157,9 @@ class RunPodMerges:
         merged = params * BF16_BYTES * MERGED_SHARE if params is not None else None
         gpu = (plan.walk or list(spec.resources.gpu_types))[0]
         quote = MergeQuote(
-            job.id, gpu, estimated_rate(spec, self.settings, gpu), volume, found["size_gb"], base, merged
-        )
+            job.id, gpu, estimated_rate(spec, self.settings, gpu), volume, found["size_gb"], base, merged,
+            image=plan.image, stock=plan.stock,
+        )  # fmt: skip
         if quote.need_gb is not None and quote.volume_gb is not None and quote.need_gb > quote.volume_gb:
             raise ExportError(
                 f"{spec.base_model} cannot be merged on a pod: {quote.disk()}, and it holds {quote.volume_gb} GB — "
@@ -153,11 +173,11 @@ class RunPodMerges:
         job = _job(self.ledger, quote.job_id)
         spec = job_spec(job)
         token = secrets.token_urlsafe(32)
-        pod = self._create(job, spec, quote, token)
+        service = self._create(job, spec, quote, token)
+        pod = service.pod
         rate = pod.cost_per_hr or quote.rate_usd_per_hour
         handle = RunHandle(
-            provider="runpod", job_id=str(job.id),
-            workdir=str(pod_workdir(self.settings.runpod_volume_mount_path, str(job.id))), pod_id=pod.id,
+            provider="runpod", job_id=str(job.id), workdir=service.workdir, pod_id=pod.id,
             extra={KIND: True, "gpu_type": pod.gpu or quote.gpu, "cost_per_hr": pod.cost_per_hr,
                    "network_volume_id": quote.volume_id},
         )  # fmt: skip
@@ -169,9 +189,14 @@ class RunPodMerges:
         outcome, released = "merge-interrupted", False  # Ctrl-C, or anything unforeseen
         try:  # from the attempt's start on, the pod is deleted and billed however this ends
             say(f"merge pod {pod.id} created ({pod.gpu or quote.gpu}, ${rate:.2f}/h)")
+            try:
+                self._hand_over(service, quote, say)
+            except ExportError:
+                outcome = "merge-failed"
+                raise
             client = MergePodClient(self.settings.runpod_proxy_url.format(pod_id=pod.id, port=POD_API_PORT), token)
             try:
-                status = self._await_merge(client, pod.id, say)
+                status = self._await_merge(client, service, say)
             except ExportError:
                 outcome = "merge-failed"
                 raise
@@ -191,6 +216,7 @@ class RunPodMerges:
                 if not released:
                     client.done(keep=outcome != "merge-failed")  # a merge already made is kept for the next try
                 client.close()
+            service.close()
             cost = self._delete(pod.id, attempt.id, outcome)
         say(f"merge pod {pod.id} deleted; it cost ${cost:.4f}")
         return MergeOnPod(pod.id, pod.gpu or quote.gpu, rate, cost, status.get("seconds"), files)
@@ -209,10 +235,33 @@ class RunPodMerges:
 
     # --- stages ---------------------------------------------------------------------------------------
 
-    def _await_merge(self, client: MergePodClient, pod_id: str, say: Callable[[str], None]) -> dict[str, Any]:
+    def _plan(self, spec: JobSpec) -> PodPlan:
+        plan = plan_pod(self.settings, spec, self.rest, hub=False)
+        if plan.stock and self.settings.runpod_transport == "http":
+            raise ExportError(
+                "the merge pod on RunPod's stock image is sent its bootstrap files over SSH (SFTP), and "
+                'runpod_transport is "http": set it to "auto", or set runpod_image (docs/runpod.md)'
+            )
+        return plan
+
+    def _hand_over(self, service: ServicePod, quote: MergeQuote, say: Callable[[str], None]) -> None:
+        """On the stock image: wait until the pod has installed lorapod and its merge process runs (nothing is
+        handed to it: no file, no secret). On lorapod's image there is nothing to wait for here."""
+        if quote.stock:
+            say(f"the merge pod installs lorapod's train stack on RunPod's stock image ({quote.image}) …")
+        try:
+            self.services.hand_over(service, [], {})
+        except (RunPodError, TransportError) as exc:
+            raise ExportError(f"the merge pod did not start: {exc}") from None
+
+    def _await_merge(self, client: MergePodClient, service: ServicePod, say: Callable[[str], None]) -> dict[str, Any]:
         """The merge's final status: merged or failed."""
+        pod_id = service.pod.id
         deadline = time.monotonic() + self.settings.runpod_start_timeout_s
         while client.health() is None:
+            problem = service.failed()  # a stock-image pod's process, watched over SSH: it may fail as it starts
+            if problem:
+                raise ExportError(f"the merge pod {pod_id} did not start, and has been deleted: {problem}")
             if time.monotonic() >= deadline or not self._running(pod_id):
                 raise ExportError(
                     f"the merge pod {pod_id} did not answer within {self.settings.runpod_start_timeout_s:.0f} s"
@@ -224,8 +273,11 @@ class RunPodMerges:
             status = client.status()
             if status is not None and status.get("state") in ("merged", "failed"):
                 return status
-            if status is None and not self._running(pod_id):
-                raise ExportError(f"the merge pod {pod_id} stopped before the merge ended")
+            if status is None:
+                problem = service.failed()
+                if problem or not self._running(pod_id):
+                    why = f": {problem}" if problem else ""
+                    raise ExportError(f"the merge pod {pod_id} stopped before the merge ended{why}")
             seconds = float((status or {}).get("seconds") or 0)
             if seconds - shown >= 60:
                 say(f"merging on the pod … {seconds / 60:.0f} min")
@@ -249,10 +301,11 @@ class RunPodMerges:
             say(f"  {entry['name']} ({int(entry['size']) / 1e6:.1f} MB, sha256 checked)")
         marker.unlink()
 
-    def _create(self, job: TrainingJob, spec: JobSpec, quote: MergeQuote, token: str) -> PodInfo:
+    def _create(self, job: TrainingJob, spec: JobSpec, quote: MergeQuote, token: str) -> ServicePod:
         settings = self.settings
-        plan = plan_pod(settings, spec, self.rest, hub=False)
+        plan = self._plan(spec)
         hours = spec.resources.max_hours or settings.max_duration_hours
+        install = STOCK_INSTALL_S if plan.stock else 0.0
         env = {
             "LORAPOD_JOB_ID": str(job.id),
             "LORAPOD_MERGE": "1",
@@ -260,19 +313,18 @@ class RunPodMerges:
             "LORAPOD_POD_TOKEN_SHA256": token_sha256(token),
             "LORAPOD_WORKSPACE": settings.runpod_volume_mount_path,
             "LORAPOD_LINGER_S": f"{settings.runpod_pod_linger_s:g}",
-            "LORAPOD_MAX_SECONDS": f"{hours * 3600:.0f}",
+            "LORAPOD_MAX_SECONDS": f"{hours * 3600 + install:.0f}",
             "LORAPOD_RUNPOD_API_URL": settings.runpod_api_url,
             "HF_HUB_OFFLINE": "1",  # the weights come from the volume's cache, with no token to ask the Hub
         }
         walk = [quote.gpu, *(g for g in plan.walk if g != quote.gpu)]
-        for gpu in walk:
-            body: dict[str, Any] = {**plan.request(job.id, gpu, env), "name": merge_name(job.id)}
-            body["ports"] = [f"{POD_API_PORT}/http"]  # reached through the proxy only
-            try:
-                return PodInfo.parse(self.rest.create_pod(body))
-            except NoInstances:
-                log.info("no capacity for a merge pod on %s", gpu)
-        raise ExportError(f"no GPU free for a merge pod (tried {', '.join(walk)}); try again later")
+        workdir = str(pod_workdir(settings.runpod_volume_mount_path, str(job.id)))
+        try:
+            return self.services.create(
+                job.id, plan, env, workdir=workdir, token=token, name=merge_name(job.id), walk=walk, handover=False
+            )
+        except NoCapacity:
+            raise ExportError(f"no GPU free for a merge pod (tried {', '.join(walk)}); try again later") from None
 
     def _running(self, pod_id: str) -> bool:
         try:
