@@ -35,7 +35,9 @@ def first_paint() -> dict[str, Any]:
         from tests.tui_fixtures import populate
 
         populate(Ledger(Path(home) / "ledger.sqlite"))
-        for _ in range(3):
+        # The server lives through the runs, as a terminal's tmux does: its start is not the dashboard's.
+        subprocess.run([*TMUX, "new-session", "-d", "-s", "keep", "sleep 600"], check=True)
+        for _ in range(5):
             session = f"bench-{uuid.uuid4().hex[:6]}"
             command = f"cd {ROOT} && LORAPOD_HOME={home} {sys.executable} -c 'from tui.cli import main; main()'"
             start = time.perf_counter()
@@ -49,13 +51,16 @@ def first_paint() -> dict[str, Any]:
                 time.sleep(0.02)
             times.append(time.perf_counter() - start)
             subprocess.run([*TMUX, "kill-session", "-t", session], check=False)
+        subprocess.run([*TMUX, "kill-server"], check=False)
+        subprocess.run([sys.executable, "-c", "from tui.cli import main; main()", "supervisor", "stop"], cwd=ROOT,
+                       env={**os.environ, "LORAPOD_HOME": home}, capture_output=True, check=False)  # fmt: skip
     return {
         "name": "first paint",
         "value": round(statistics.median(times), 2),
-        "unit": "s (median of 3)",
-        "target": "",
+        "unit": f"s (median of {len(times)})",
+        "target": "< 1",
         "conditions": "`lorapod` started in tmux 120×40 until the jobs table shows (6 jobs); Python start and "
-        "imports included",
+        f"imports included; max {max(times):.2f} s",
     }
 
 
