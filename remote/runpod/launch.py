@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import LorapodError
 from engine.checksums import sha256_file
 from engine.pod_secrets import BOOTSTRAP_ENV, DIR_ENV, encode_secrets
 from remote.runpod.client import NoInstances, RestClient
@@ -29,6 +30,7 @@ from remote.runpod.pods import POD_API_PORT, PodInfo
 from remote.runpod.ssh import HostKeyPins, ensure_key_pair
 from remote.runpod.stock import boot_files
 from remote.runpod.transport import Link, PodTransport
+from store.db import Ledger
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -236,3 +238,32 @@ class ServicePods:
             raise
         service.pod, service.link = pod, link
         return service
+
+
+class ServicePodOwner:
+    """What rents and watches one kind of service pod (a job's playground, a merge): RunPod's REST client with
+    the key it needs, the host-key pins, and the launch shared with a job's pods."""
+
+    def __init__(
+        self, settings: Settings, ledger: Ledger, rest: RestClient | None, pins: HostKeyPins | None, *,
+        no_key: LorapodError,
+    ) -> None:  # fmt: skip
+        key = settings.runpod_api_key.get_secret_value() if settings.runpod_api_key else ""
+        if not key:
+            raise no_key
+        self.settings = settings
+        self.ledger = ledger
+        self.rest = rest or RestClient(settings.runpod_api_url, key)
+        if pins is None:
+            from store.host_keys import HostKeyStore
+
+            pins = HostKeyStore(ledger)
+        self.services = ServicePods(settings, self.rest, pins)
+
+    def _running(self, pod_id: str) -> bool:
+        """Whether the pod is up (or RunPod cannot say: not known to be gone)."""
+        try:
+            found = self.rest.get_pod(pod_id)
+        except RunPodError:
+            return True  # RunPod's API is busy: not known to be gone
+        return found is not None and PodInfo.parse(found).desired_status not in ("EXITED", "TERMINATED")

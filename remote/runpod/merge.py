@@ -32,10 +32,10 @@ from remote.exports import ExportError
 from remote.provider import RunHandle
 from remote.runpod.client import RestClient
 from remote.runpod.errors import NoCapacity, RunPodError, TransportError
-from remote.runpod.launch import STOCK_INSTALL_S, ServicePod, ServicePods
+from remote.runpod.launch import STOCK_INSTALL_S, ServicePod, ServicePodOwner
 from remote.runpod.merge_download import PARTIAL_MARKER, MergePodClient
 from remote.runpod.plan import PodPlan, plan_pod
-from remote.runpod.pods import POD_API_PORT, PodInfo
+from remote.runpod.pods import POD_API_PORT
 from remote.runpod.prices import estimated_rate
 from remote.runpod.sizing import disk_need
 from remote.runpod.ssh import HostKeyPins
@@ -120,23 +120,14 @@ def merge_name(job_id: uuid.UUID) -> str:
     return f"{NAME_PREFIX}{job_id}"
 
 
-class RunPodMerges:
+class RunPodMerges(ServicePodOwner):
     """Quoting and running merges of RunPod jobs' adapters on pods."""
 
     def __init__(
         self, settings: Settings, ledger: Ledger, rest: RestClient | None = None, pins: HostKeyPins | None = None
     ) -> None:
-        key = settings.runpod_api_key.get_secret_value() if settings.runpod_api_key else ""
-        if not key:
-            raise ExportError("a RunPod job's adapter is merged on a pod: set RUNPOD_API_KEY")
-        self.settings = settings
-        self.ledger = ledger
-        self.rest = rest or RestClient(settings.runpod_api_url, key)
-        if pins is None:
-            from store.host_keys import HostKeyStore
-
-            pins = HostKeyStore(ledger)
-        self.services = ServicePods(settings, self.rest, pins)
+        no_key = ExportError("a RunPod job's adapter is merged on a pod: set RUNPOD_API_KEY")
+        super().__init__(settings, ledger, rest, pins, no_key=no_key)
 
     def quote(self, job: TrainingJob) -> MergeQuote:
         """The pod a merge of ``job``'s adapter would rent; ExportError when it cannot be done there."""
@@ -325,13 +316,6 @@ class RunPodMerges:
             )
         except NoCapacity:
             raise ExportError(f"no GPU free for a merge pod (tried {', '.join(walk)}); try again later") from None
-
-    def _running(self, pod_id: str) -> bool:
-        try:
-            found = self.rest.get_pod(pod_id)
-        except RunPodError:
-            return True  # RunPod's API is busy: not known to be gone
-        return found is not None and PodInfo.parse(found).desired_status not in ("EXITED", "TERMINATED")
 
     def _delete(self, pod_id: str, attempt_id: int | None, outcome: str) -> float:
         try:

@@ -32,9 +32,9 @@ from remote.playground import PlaygroundClient, PlaygroundError, wait_until_heal
 from remote.provider import RunHandle
 from remote.runpod.client import RestClient
 from remote.runpod.errors import RunPodError, TransportError
-from remote.runpod.launch import STOCK_INSTALL_S, ServicePod, ServicePods
+from remote.runpod.launch import STOCK_INSTALL_S, ServicePod, ServicePodOwner
 from remote.runpod.plan import PodPlan, plan_pod
-from remote.runpod.pods import POD_API_PORT, PodInfo
+from remote.runpod.pods import POD_API_PORT
 from remote.runpod.prices import estimated_rate
 from remote.runpod.ssh import HostKeyPins
 from remote.runpod.tokens import PodTokens
@@ -148,24 +148,15 @@ class PodPlayground:
         self.client.close()
 
 
-class RunPodPlaygrounds:
+class RunPodPlaygrounds(ServicePodOwner):
     """Starting, reusing and deleting playground pods for RunPod jobs."""
 
     def __init__(
         self, settings: Settings, ledger: Ledger, rest: RestClient | None = None, pins: HostKeyPins | None = None
     ) -> None:
-        key = settings.runpod_api_key.get_secret_value() if settings.runpod_api_key else ""
-        if not key:
-            raise PlaygroundError("a RunPod job's playground runs on a pod: set RUNPOD_API_KEY")
-        self.settings = settings
-        self.ledger = ledger
-        self.rest = rest or RestClient(settings.runpod_api_url, key)
+        no_key = PlaygroundError("a RunPod job's playground runs on a pod: set RUNPOD_API_KEY")
+        super().__init__(settings, ledger, rest, pins, no_key=no_key)
         self.tokens = PodTokens(settings.paths.data_dir / "pod-tokens")
-        if pins is None:
-            from store.host_keys import HostKeyStore
-
-            pins = HostKeyStore(ledger)
-        self.services = ServicePods(settings, self.rest, pins)
 
     def quote(self, job: TrainingJob) -> Quote:
         """The pod a playground for ``job`` would rent, its rate, and what its start involves."""
@@ -317,13 +308,6 @@ class RunPodPlaygrounds:
 
     def _url(self, pod_id: str) -> str:
         return self.settings.runpod_proxy_url.format(pod_id=pod_id, port=POD_API_PORT)
-
-    def _running(self, pod_id: str) -> bool:
-        try:
-            found = self.rest.get_pod(pod_id)
-        except RunPodError:
-            return True  # RunPod's API is busy: not known to be gone
-        return found is not None and PodInfo.parse(found).desired_status not in ("EXITED", "TERMINATED")
 
     def _answering(self, pod_id: str, idle: timedelta) -> bool:
         """Whether the pod says it is replying, or has replied within ``idle`` (a reply longer than the idle
