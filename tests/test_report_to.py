@@ -25,6 +25,13 @@ def test_report_to_reaches_the_trainer_and_never_changes_the_training_hash(demo_
     assert sft_config(logged, Workdir(tmp_path), has_eval=True, use_cpu=True).report_to == ["tensorboard"]
     assert "TENSORBOARD_LOGGING_DIR" not in os.environ  # only the engine's own process is pointed at its workdir
     assert logger_environment(logged, Workdir(tmp_path)) == {"TENSORBOARD_LOGGING_DIR": str(tmp_path / "tensorboard")}
+    # W&B (not installed here: the trainer's callback needs it, the arguments do not) gets the job's name and a
+    # folder in its workdir.
+    wandb = tiny_spec(demo_model, SAMPLE, "report_to=wandb", "name=client-a")
+    assert sft_config(wandb, Workdir(tmp_path), has_eval=True, use_cpu=True).report_to == ["wandb"]
+    assert logger_environment(wandb, Workdir(tmp_path)) == {
+        "WANDB_DIR": str(tmp_path), "WANDB_PROJECT": "lorapod", "WANDB_NAME": "client-a",
+    }  # fmt: skip
 
 
 def test_report_to_a_logger_that_is_not_installed_is_refused_by_name(
