@@ -200,3 +200,11 @@ def test_a_report_of_an_unknown_job_or_to_an_unwritable_place_says_so(demo_job: 
     unwritable = run_lorapod("report", demo_job.job_id, "-o", str(blocked / "report.html"), env=demo_job.env)
     assert unwritable.returncode == 1 and "cannot write the report" in unwritable.stderr
     assert "Traceback" not in unwritable.stderr
+
+
+def test_a_change_reads_as_the_targets_do_rounded_toward_zero() -> None:
+    from store.report import change
+
+    assert change(15.49, 15.49 * (1 - 0.2996)) == "-29.9%"  # a drop just short of 30% never reads as 30.0%
+    assert change(10.0, 10.5) == "5.0%"
+    assert change(0.0, 1.0) == change(None, 1.0) == change(2.0, None) == "—"
