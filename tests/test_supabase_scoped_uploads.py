@@ -5,7 +5,6 @@ folder, another object, any table — once it has expired, or when it was not si
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -23,12 +22,12 @@ from store.errors import SettingsError
 from store.settings import Settings
 from tests.standins.storage_access import StorageAccess
 from tests.standins.supabase_storage import StorageStandIn
+from tests.test_artifact_store import MB, _file
 
 JWT_SECRET = "jwt-secret-of-the-test-project-with-32-chars-or-more"
 ANON_KEY = "anon-key-of-the-test-project"
 SERVICE_KEY = "service-role-key-of-the-test-project"
 BUCKET = "model-artifacts"
-MB = 1024 * 1024
 
 
 @pytest.fixture
@@ -45,17 +44,6 @@ def _settings(storage: StorageStandIn, **extra: object) -> Settings:
         "supabase_jwt_secret": JWT_SECRET, "supabase_anon_key": ANON_KEY, **extra,
     }  # fmt: skip
     return Settings(**values)  # type: ignore[arg-type]
-
-
-def _file(path: Path, size: int) -> Path:
-    seed = hashlib.sha256(path.name.encode()).digest()
-    with path.open("wb") as out:
-        written = 0
-        while written < size:
-            block = hashlib.sha256(seed + written.to_bytes(8, "big")).digest() * (MB // 32)
-            out.write(block[: size - written])
-            written += len(block)
-    return path
 
 
 def _scoped(storage: StorageStandIn, job_id: uuid.UUID, tmp_path: Path, **options: object) -> SupabaseStore:

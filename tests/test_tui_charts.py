@@ -15,24 +15,14 @@ from store.db import Ledger
 from store.ingest import ingest
 from store.jobs import create_job
 from store.settings import load_settings
-from tests.test_tui import monitor_of, settle
-from tests.tui_fixtures import DATASET, NOW, populate
+from tests.test_tui import app_for, backend, monitor_of, settle
+from tests.tui_fixtures import DATASET, NOW
 from tui.app import LorapodApp
 from tui.backend import Backend
 from tui.widgets.charts import MetricChart, diverging, ema, y_limits
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def backend(lorapod_home: Path) -> Backend:
-    settings = load_settings()
-    populate(Ledger(settings.paths.ledger))
-    return Backend(settings, clock=lambda: NOW)
-
-
-def app_for(backend: Backend) -> LorapodApp:
-    return LorapodApp(backend, follow=False)
+__all__ = ["backend"]  # the populated ledger's backend (a fixture)
 
 
 def drawn(chart: Any) -> list[str]:

@@ -14,24 +14,16 @@ import sqlalchemy as sa
 from textual.widgets import DataTable
 
 from engine.checksums import sha256_file
-from store.db import Ledger
 from store.files import register_validated
-from store.settings import load_settings
-from tests.test_tui import app_for, monitor_of, settle
-from tests.tui_fixtures import NOW, job_uuid, populate
+from tests.test_tui import app_for, backend, monitor_of, settle
+from tests.tui_fixtures import job_uuid
 from tui.backend import Backend
 from tui.screens.datasets import DatasetsScreen
 from tui.screens.monitor import MonitorScreen
 
 SIZE = (120, 40)
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def backend(lorapod_home: Path) -> Backend:
-    settings = load_settings()
-    populate(Ledger(settings.paths.ledger))
-    return Backend(settings, clock=lambda: NOW)
+__all__ = ["backend"]  # the populated ledger's backend (a fixture)
 
 
 def toasts(app: Any) -> list[tuple[str, str]]:
